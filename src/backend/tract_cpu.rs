@@ -1,0 +1,143 @@
+//! The CPU backend: tract, with multithreaded matrix products.
+//!
+//! Loading: parse the ONNX protobuf, fix the input to `[1, 3, H, W]`, keep only the logits output
+//! (so `logits_up` / `sem_logits` of the official export are pruned and never computed), type
+//! and optimise the graph, then plan it with a rayon executor of `threads` threads.
+
+use std::sync::Arc;
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::internal::DimLike;
+use tract_onnx::tract_core::runtime::{DefaultRuntime, RunOptions, Runtime, State};
+use tract_linalg::multithread::Executor;
+
+use super::{Backend, BackendError, BackendKind, BackendOptions, default_threads};
+use crate::model::OnnxModel;
+
+/// The tract version this crate is built against (kept in step with Cargo.toml).
+pub const TRACT_VERSION: &str = "0.23.9";
+
+/// tract on the CPU.
+pub struct TractCpuBackend {
+    state: Box<dyn State>,
+    input: Arc<Tensor>,
+    input_shape: [usize; 4],
+    logits_shape: [usize; 4],
+    logits: Option<TValue>,
+    threads: usize,
+}
+
+impl std::fmt::Debug for TractCpuBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TractCpuBackend")
+            .field("input_shape", &self.input_shape)
+            .field("logits_shape", &self.logits_shape)
+            .field("threads", &self.threads)
+            .finish()
+    }
+}
+
+impl TractCpuBackend {
+    pub fn new(model: &OnnxModel, options: &BackendOptions) -> Result<Self, BackendError> {
+        let load_err = |reason: String| BackendError::Load {
+            model: model.name.clone(),
+            engine: "cpu (tract)",
+            reason,
+        };
+        let (h, w) = options.input_size;
+        let input_shape = [1, 3, h, w];
+        let logits_name = &model.metadata.logits_output.value;
+        let typed = typed_model(model, input_shape, logits_name).map_err(|e| load_err(format!("{e:#}")))?;
+
+        let fact = typed.output_fact(0).map_err(|e| load_err(format!("{e:#}")))?;
+        let shape: Vec<Option<usize>> = fact.shape.iter().map(|d| d.to_usize().ok()).collect();
+        let logits_shape = match (fact.datum_type, shape.as_slice()) {
+            (DatumType::F32, [Some(1), Some(k), Some(lh), Some(lw)]) if *k > 0 => [1, *k, *lh, *lw],
+            _ => {
+                return Err(BackendError::LogitsShape {
+                    model: model.name.clone(),
+                    output: logits_name.clone(),
+                    shape: fact.shape.iter().map(|d| d.to_string()).collect(),
+                });
+            }
+        };
+
+        let threads = if options.threads == 0 { default_threads() } else { options.threads };
+        let executor = if threads > 1 { Executor::multithread(threads) } else { Executor::SingleThread };
+        let run_options = RunOptions { executor: Some(executor), ..Default::default() };
+        let runnable = DefaultRuntime
+            .prepare_with_options(typed, &run_options)
+            .map_err(|e| load_err(format!("{e:#}")))?;
+        let state = runnable.spawn().map_err(|e| load_err(format!("{e:#}")))?;
+        let input = Arc::new(Tensor::zero::<f32>(&input_shape).map_err(|e| load_err(format!("{e:#}")))?);
+        log::debug!(
+            "tract loaded {}: input {input_shape:?}, logits {logits_shape:?}, {threads} threads",
+            model.name
+        );
+        Ok(TractCpuBackend { state, input, input_shape, logits_shape, logits: None, threads })
+    }
+}
+
+/// Parses `model`, fixes its input, keeps only the `logits` output, and types and declutters it.
+/// Also used by `info` to learn concrete output shapes.
+pub fn typed_model(model: &OnnxModel, input_shape: [usize; 4], logits: &str) -> TractResult<TypedModel> {
+    // Declared output shapes of raw torch exports are symbolic placeholders; tract infers them.
+    let onnx = tract_onnx::onnx().with_ignore_output_shapes(true);
+    let dir = model.dir.as_deref().and_then(|d| d.to_str());
+    let parsed = onnx.parse(&model.proto, dir)?;
+    if !parsed.unresolved_inputs.is_empty() {
+        tract_onnx::tract_hir::internal::bail!("unresolved graph inputs {:?}", parsed.unresolved_inputs);
+    }
+    let mut inference = parsed.model;
+    inference.set_input_fact(0, f32::fact(input_shape).into())?;
+    inference.select_outputs_by_name([logits])?;
+    let typed = inference.into_typed()?;
+    typed.into_decluttered()
+}
+
+impl Backend for TractCpuBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Cpu
+    }
+
+    fn describe(&self) -> String {
+        format!("tract {TRACT_VERSION} cpu, {} threads", self.threads)
+    }
+
+    fn input_shape(&self) -> [usize; 4] {
+        self.input_shape
+    }
+
+    fn logits_shape(&self) -> [usize; 4] {
+        self.logits_shape
+    }
+
+    fn input_mut(&mut self) -> &mut [f32] {
+        // The plan drops its reference to the input at the end of each run, so this does not
+        // copy in steady state; if it ever were shared, make_mut would copy rather than alias.
+        Arc::make_mut(&mut self.input)
+            .to_plain_array_view_mut::<f32>()
+            .ok()
+            .and_then(|view| view.into_slice())
+            .expect("input tensor is plain f32")
+    }
+
+    fn run(&mut self) -> Result<(), BackendError> {
+        self.logits = None;
+        let input = TValue::from_const(Arc::clone(&self.input));
+        let mut outputs = self
+            .state
+            .run(tvec!(input))
+            .map_err(|e| BackendError::Run { engine: "cpu (tract)", reason: format!("{e:#}") })?;
+        self.logits = Some(outputs.remove(0));
+        Ok(())
+    }
+
+    fn logits(&self) -> &[f32] {
+        let logits = self.logits.as_ref().expect("logits() called before a successful run()");
+        logits
+            .try_as_plain_ram()
+            .and_then(|view| view.as_slice::<f32>())
+            .expect("logits are plain f32 (checked at load)")
+    }
+}

@@ -1,0 +1,173 @@
+//! `semask-edge info`: what a model is, what the runtime will do with it, and what this build
+//! can run it on.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use semask_edge::backend::{self, tract_cpu};
+use semask_edge::model::classes::CITYSCAPES_LABEL_IDS;
+use semask_edge::model::{OnnxModel, Provenance, Setting};
+
+use super::ModelArgs;
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Report<'a> {
+    model: &'a str,
+    size_bytes: usize,
+    nodes: usize,
+    opset: Option<i64>,
+    producer: String,
+    input: &'a semask_edge::model::TensorDecl,
+    input_size_hw: Option<(usize, usize)>,
+    outputs: &'a [semask_edge::model::TensorDecl],
+    logits_output: &'a Setting<String>,
+    /// `[1, K, h, w]` as tract infers it.
+    logits_shape: Option<Vec<usize>>,
+    mean: &'a Setting<[f32; 3]>,
+    std: &'a Setting<[f32; 3]>,
+    channel_order: &'a Setting<semask_edge::preprocess::ChannelOrder>,
+    classes: Option<&'a Setting<semask_edge::model::ClassTable>>,
+    metadata_props: &'a std::collections::BTreeMap<String, String>,
+    backends: Vec<backend::Availability>,
+    /// Why the CPU backend cannot load this model, if it cannot.
+    problem: Option<String>,
+}
+
+pub fn info(args: InfoArgs) -> anyhow::Result<ExitCode> {
+    let overrides = args.model.overrides()?;
+    let model = OnnxModel::open_or_builtin(args.model.model.as_deref(), &overrides)?;
+    let mut metadata = model.metadata.clone();
+
+    // Type the graph once to learn the logits' real shape (raw torch exports declare symbolic
+    // output shapes) and to find out now whether tract can load the model at all.
+    let mut problem = None;
+    let input_size = match model.input_size(args.model.input_size) {
+        Ok(size) => Some(size),
+        Err(e) => {
+            problem = Some(e.to_string());
+            None
+        }
+    };
+    let mut logits_shape = None;
+    if let Some((h, w)) = input_size {
+        match tract_cpu::typed_model(&model, [1, 3, h, w], &metadata.logits_output.value) {
+            Ok(typed) => {
+                let shape = typed.output_fact(0).ok().and_then(|f| f.shape.as_concrete().map(|s| s.to_vec()));
+                if let Some(k) = shape.as_ref().and_then(|s| s.get(1)) {
+                    if let Err(e) = metadata.resolve_classes(*k) {
+                        problem = Some(format!("{}: {e}", model.name));
+                    }
+                }
+                logits_shape = shape;
+            }
+            Err(e) => problem = Some(format!("tract cannot load this model: {e:#}")),
+        }
+    }
+
+    let report = Report {
+        model: &model.name,
+        size_bytes: model.size_bytes,
+        nodes: model.node_count(),
+        opset: model.opset(),
+        producer: model.producer(),
+        input: &model.input,
+        input_size_hw: input_size,
+        outputs: &model.outputs,
+        logits_output: &metadata.logits_output,
+        logits_shape,
+        mean: &metadata.mean,
+        std: &metadata.std,
+        channel_order: &metadata.channel_order,
+        classes: metadata.classes.as_ref(),
+        metadata_props: &metadata.all_props,
+        backends: backend::availability(),
+        problem,
+    };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        print_text(&mut out, &report)?;
+    }
+    if let Some(problem) = &report.problem {
+        eprintln!("error: {problem}");
+        return Ok(ExitCode::from(2));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_text(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
+    let label = |p: Provenance| match p {
+        Provenance::Default => "(default)",
+        Provenance::Metadata => "(model metadata)",
+        Provenance::Flag => "(command line)",
+    };
+    writeln!(out, "model        {}", r.model)?;
+    writeln!(
+        out,
+        "             {:.1} MB, {} nodes, opset {}, producer {}",
+        r.size_bytes as f64 / 1e6,
+        r.nodes,
+        r.opset.map_or("?".into(), |v| v.to_string()),
+        if r.producer.is_empty() { "unknown" } else { &r.producer }
+    )?;
+    writeln!(out, "input        {}", r.input)?;
+    if let Some((h, w)) = r.input_size_hw {
+        writeln!(out, "             frames are resized to {h}x{w} (HxW)")?;
+    }
+    for (i, o) in r.outputs.iter().enumerate() {
+        let head = if i == 0 { "outputs" } else { "" };
+        let role = if o.name == r.logits_output.value {
+            let shape = r.logits_shape.as_ref().map_or(String::new(), |s| format!(", inferred shape {s:?}"));
+            format!("  <- logits {}{shape}", label(r.logits_output.from))
+        } else {
+            "  (not computed)".into()
+        };
+        writeln!(out, "{head:<12} {o}{role}")?;
+    }
+    writeln!(out, "mean         {:?} {}", r.mean.value, label(r.mean.from))?;
+    writeln!(out, "std          {:?} {}", r.std.value, label(r.std.from))?;
+    writeln!(out, "channels     {} {}", r.channel_order.value.name(), label(r.channel_order.from))?;
+    match r.classes {
+        Some(classes) => {
+            let table = &classes.value;
+            let cityscapes = table.is_cityscapes();
+            writeln!(out, "classes      {} {}", table.len(), label(classes.from))?;
+            for (i, (name, rgb)) in table.names().iter().zip(table.palette()).enumerate() {
+                let id = if cityscapes { format!("  label id {}", CITYSCAPES_LABEL_IDS[i]) } else { String::new() };
+                writeln!(
+                    out,
+                    "  {i:>3}  {name:<16} #{:02x}{:02x}{:02x}{id}",
+                    rgb[0], rgb[1], rgb[2]
+                )?;
+            }
+        }
+        None => writeln!(out, "classes      unknown until the logits shape is known")?,
+    }
+    if r.metadata_props.is_empty() {
+        writeln!(out, "metadata     none (defaults apply)")?;
+    } else {
+        for (i, (k, v)) in r.metadata_props.iter().enumerate() {
+            let shown: String = if v.chars().count() > 80 { format!("{}…", v.chars().take(80).collect::<String>()) } else { v.clone() };
+            writeln!(out, "{:<12} {k} = {shown}", if i == 0 { "metadata" } else { "" })?;
+        }
+    }
+    for (i, b) in r.backends.iter().enumerate() {
+        let state = if b.available { "available" } else { "unavailable" };
+        writeln!(out, "{:<12} {:<9} {state:<12} {}", if i == 0 { "backends" } else { "" }, b.kind.name(), b.detail)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,115 @@
+//! The one [`Frame`] type that flows through the pipeline, and the plain image buffers it holds.
+//!
+//! Buffers are resized in place ([`Rgb8Image::reset`], [`LabelMap::reset`]) so that a recycled
+//! frame allocates nothing once it has seen the largest frame of a stream.
+
+use std::time::Instant;
+
+use crate::timing::StageTimings;
+
+/// An 8-bit RGB image, rows top to bottom, pixels interleaved `r, g, b`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rgb8Image {
+    pub width: usize,
+    pub height: usize,
+    /// `height * width * 3` bytes.
+    pub data: Vec<u8>,
+}
+
+impl Rgb8Image {
+    pub fn new(width: usize, height: usize) -> Self {
+        Rgb8Image { width, height, data: vec![0; width * height * 3] }
+    }
+
+    /// Changes the size, keeping the allocation when it is large enough. Contents are unspecified.
+    pub fn reset(&mut self, width: usize, height: usize) {
+        self.width = width;
+        self.height = height;
+        self.data.resize(width * height * 3, 0);
+    }
+
+    pub fn pixel(&self, x: usize, y: usize) -> [u8; 3] {
+        let i = (y * self.width + x) * 3;
+        [self.data[i], self.data[i + 1], self.data[i + 2]]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.width == 0 || self.height == 0
+    }
+}
+
+/// A map of class indices (train ids for a Cityscapes model), one byte per pixel, row-major.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LabelMap {
+    pub width: usize,
+    pub height: usize,
+    pub data: Vec<u8>,
+}
+
+impl LabelMap {
+    pub fn new(width: usize, height: usize) -> Self {
+        LabelMap { width, height, data: vec![0; width * height] }
+    }
+
+    /// Changes the size, keeping the allocation when it is large enough. Contents are unspecified.
+    pub fn reset(&mut self, width: usize, height: usize) {
+        self.width = width;
+        self.height = height;
+        self.data.resize(width * height, 0);
+    }
+
+    pub fn get(&self, x: usize, y: usize) -> u8 {
+        self.data[y * self.width + x]
+    }
+}
+
+/// One frame and everything computed from it.
+///
+/// A source fills `index`, `name`, `captured_at`, `image` and the decode timing; the
+/// [`Segmenter`](crate::pipeline::Segmenter) fills `labels` (and `color` / `overlay` when a sink
+/// wants them); sinks read it. The same `Frame` value is reused for the next frame.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// Position of the frame in its source, from 0.
+    pub index: u64,
+    /// Name the outputs of this frame are written under: the input file stem, or `%06d` of the
+    /// index for sources without file names.
+    pub name: String,
+    /// When the source produced (captured or started reading) the frame.
+    pub captured_at: Instant,
+    /// The frame's pixels at their original size.
+    pub image: Rgb8Image,
+    /// Class index per pixel, at the frame's size.
+    pub labels: LabelMap,
+    /// Palette colour of each label (filled only when an output needs it).
+    pub color: Rgb8Image,
+    /// Colour blended over the frame (filled only when an output needs it).
+    pub overlay: Rgb8Image,
+    pub timings: StageTimings,
+}
+
+impl Default for Frame {
+    fn default() -> Self {
+        Frame {
+            index: 0,
+            name: String::new(),
+            captured_at: Instant::now(),
+            image: Rgb8Image::default(),
+            labels: LabelMap::default(),
+            color: Rgb8Image::default(),
+            overlay: Rgb8Image::default(),
+            timings: StageTimings::default(),
+        }
+    }
+}
+
+impl Frame {
+    /// Prepares a recycled frame for the next capture.
+    pub fn begin(&mut self, index: u64, name: &str) {
+        self.index = index;
+        self.name.clear();
+        self.name.push_str(name);
+        self.captured_at = Instant::now();
+        self.timings.clear();
+    }
+}

@@ -1,0 +1,36 @@
+//! semask-edge: run a SeMask-T FPN semantic-segmentation model on camera frames, recorded drives
+//! and benchmarks.
+//!
+//! The crate is a library with a thin binary (`src/main.rs`, `src/cli/`). A frame travels
+//! through the same stages wherever it comes from:
+//!
+//! ```text
+//! Source ──▶ Preprocess ──▶ Backend ──▶ Postprocess ──▶ Sinks
+//! (files,     (resize,       (tract CPU;   (argmax +       (label / colour /
+//!  camera…)    normalise)     TensorRT…)    upsample,       overlay PNGs…)
+//!                                           colour, overlay)
+//! ```
+//!
+//! Map of the modules:
+//! - [`frame`]: the one [`Frame`](frame::Frame) type that carries pixels, results and timings.
+//! - [`timing`]: the pipeline stages, per-frame stage timings and latency statistics.
+//! - [`model`]: reading an ONNX file, its `semask.*` metadata and the class table.
+//! - [`preprocess`]: resize + normalise into the network's NCHW input ([`preprocess::PreprocSpec`]).
+//! - [`resample`]: the bilinear / nearest sampling plans shared by pre- and post-processing.
+//! - [`backend`]: the inference engines behind one trait (tract on CPU today).
+//! - [`postprocess`]: logits → label map (fast or exact upsampling), palette colours, overlays.
+//! - [`source`]: where frames come from, chosen by a URI-like `--input`.
+//! - [`sink`]: where results go (PNG directories today).
+//! - [`pipeline`]: [`Segmenter`](pipeline::Segmenter) (one frame in, labels out) and the
+//!   frame loop that ties sources, segmenter and sinks together.
+
+pub mod backend;
+pub mod frame;
+pub mod model;
+pub mod pipeline;
+pub mod postprocess;
+pub mod preprocess;
+pub mod resample;
+pub mod sink;
+pub mod source;
+pub mod timing;

@@ -1,0 +1,36 @@
+//! `semask-edge`: the command-line front end of the library. Parsing, logging set-up, error
+//! printing and exit codes live here; the work is in `cli/<subcommand>.rs` and the library.
+//!
+//! Exit status: 0 success, 1 the run finished but some frames failed (each was reported),
+//! 2 error (bad flags, unreadable model or input, failed output).
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    let default_level = match args.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
+        .format_timestamp(None)
+        .format_target(false)
+        .init();
+    let result = match args.command {
+        cli::Command::Run(run) => cli::run::run(run),
+        cli::Command::Info(info) => cli::info::info(info),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! The `semask.*` keys of an ONNX file's `metadata_props`: what the runtime needs to know about a
+//! segmentation model beyond its graph.
+//!
+//! | key | value | default when absent |
+//! |---|---|---|
+//! | `semask.classes` | JSON list of class names, one per logits channel | the 19 Cityscapes classes |
+//! | `semask.palette` | JSON list of `[r, g, b]` (0-255), one per class | Cityscapes colours for Cityscapes names, else generated |
+//! | `semask.mean` | JSON list of 3 numbers, RGB order, 0-255 scale | `[123.675, 116.28, 103.53]` |
+//! | `semask.std` | JSON list of 3 numbers, RGB order, 0-255 scale | `[58.395, 57.12, 57.375]` |
+//! | `semask.logits` | name of the graph output holding the logits `[1, K, h, w]` | the output named `logits`, else the first output |
+//! | `semask.channel_order` | `"rgb"` or `"bgr"`: the plane order of the input | `"rgb"` |
+//!
+//! Other `semask.*` keys (architecture, input size, training data, git revision: written by
+//! `semask-train export`) are informational; `semask-edge info` prints them.
+//! Command-line flags (`--mean`, `--std`, `--classes`, `--channel-order`) override all of these.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+
+use super::classes::ClassTable;
+use crate::preprocess::{ChannelOrder, IMAGENET_MEAN, IMAGENET_STD};
+
+pub const KEY_CLASSES: &str = "semask.classes";
+pub const KEY_PALETTE: &str = "semask.palette";
+pub const KEY_MEAN: &str = "semask.mean";
+pub const KEY_STD: &str = "semask.std";
+pub const KEY_LOGITS: &str = "semask.logits";
+pub const KEY_CHANNEL_ORDER: &str = "semask.channel_order";
+
+/// Where a setting's value came from (shown by `semask-edge info`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provenance {
+    /// The model's `metadata_props`.
+    Metadata,
+    /// A command-line flag.
+    Flag,
+    /// The built-in default for models without metadata.
+    Default,
+}
+
+impl fmt::Display for Provenance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Provenance::Metadata => "from model metadata",
+            Provenance::Flag => "from command line",
+            Provenance::Default => "default",
+        })
+    }
+}
+
+/// A value and where it came from.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Setting<T> {
+    pub value: T,
+    pub from: Provenance,
+}
+
+impl<T> Setting<T> {
+    fn new(value: T, from: Provenance) -> Self {
+        Setting { value, from }
+    }
+}
+
+/// Values given on the command line, which win over the model's metadata.
+#[derive(Debug, Clone, Default)]
+pub struct MetadataOverrides {
+    pub mean: Option<[f32; 3]>,
+    pub std: Option<[f32; 3]>,
+    pub classes: Option<ClassTable>,
+    pub channel_order: Option<ChannelOrder>,
+}
+
+/// Everything the runtime takes from a model's metadata, resolved against flags and defaults.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SegmentationMetadata {
+    /// `None` until the number of logits channels is known: see [`Self::resolve_classes`].
+    pub classes: Option<Setting<ClassTable>>,
+    pub mean: Setting<[f32; 3]>,
+    pub std: Setting<[f32; 3]>,
+    pub channel_order: Setting<ChannelOrder>,
+    pub logits_output: Setting<String>,
+    /// Every `metadata_props` entry, for display.
+    pub all_props: BTreeMap<String, String>,
+}
+
+/// A `semask.*` key whose value cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("metadata key {key} {reason}")]
+pub struct MetadataError {
+    pub key: String,
+    pub reason: String,
+}
+
+impl SegmentationMetadata {
+    /// Reads the `semask.*` keys from `props` and applies `overrides`. `output_names` are the
+    /// graph's outputs, in order, to pick and check the logits output.
+    pub fn from_props(
+        props: &BTreeMap<String, String>,
+        output_names: &[String],
+        overrides: &MetadataOverrides,
+    ) -> Result<SegmentationMetadata, MetadataError> {
+        let mean = pick_vec3(props, KEY_MEAN, overrides.mean, IMAGENET_MEAN)?;
+        let std = pick_vec3(props, KEY_STD, overrides.std, IMAGENET_STD)?;
+        if let Some(bad) = std.value.iter().find(|v| **v <= 0.0 || !v.is_finite()) {
+            return Err(err(KEY_STD, format!("has {bad}; every std must be a positive number")));
+        }
+
+        let channel_order = match (overrides.channel_order, props.get(KEY_CHANNEL_ORDER)) {
+            (Some(order), _) => Setting::new(order, Provenance::Flag),
+            (None, Some(text)) => {
+                let order = match text.trim().trim_matches('"').to_ascii_lowercase().as_str() {
+                    "rgb" => ChannelOrder::Rgb,
+                    "bgr" => ChannelOrder::Bgr,
+                    other => {
+                        return Err(err(KEY_CHANNEL_ORDER, format!("is {other:?}; use rgb or bgr")));
+                    }
+                };
+                Setting::new(order, Provenance::Metadata)
+            }
+            (None, None) => Setting::new(ChannelOrder::Rgb, Provenance::Default),
+        };
+
+        let logits_output = match props.get(KEY_LOGITS) {
+            Some(name) => {
+                let name = name.trim().trim_matches('"').to_string();
+                if !output_names.contains(&name) {
+                    return Err(err(
+                        KEY_LOGITS,
+                        format!("names output {name:?}, but the graph's outputs are {output_names:?}"),
+                    ));
+                }
+                Setting::new(name, Provenance::Metadata)
+            }
+            None => {
+                let name = output_names
+                    .iter()
+                    .find(|n| *n == "logits")
+                    .or(output_names.first())
+                    .cloned()
+                    .ok_or_else(|| err(KEY_LOGITS, "cannot be defaulted: the graph has no outputs".into()))?;
+                Setting::new(name, Provenance::Default)
+            }
+        };
+
+        let classes = match &overrides.classes {
+            Some(table) => Some(Setting::new(table.clone(), Provenance::Flag)),
+            None => match props.get(KEY_CLASSES) {
+                Some(text) => {
+                    let names: Vec<String> = parse_json(KEY_CLASSES, text, "a JSON list of names")?;
+                    let table = match props.get(KEY_PALETTE) {
+                        Some(p) => {
+                            let palette = parse_json(KEY_PALETTE, p, "a JSON list of [r, g, b]")?;
+                            ClassTable::new(names, palette)
+                        }
+                        None => ClassTable::from_names(names),
+                    }
+                    .map_err(|reason| err(KEY_CLASSES, reason))?;
+                    Some(Setting::new(table, Provenance::Metadata))
+                }
+                None => None,
+            },
+        };
+
+        Ok(SegmentationMetadata {
+            classes,
+            mean,
+            std,
+            channel_order,
+            logits_output,
+            all_props: props.clone(),
+        })
+    }
+
+    /// Settles the class table once the logits channel count `num_classes` is known: a model
+    /// without class metadata gets the Cityscapes table when it has 19 channels, generic names
+    /// otherwise (with a warning). A table that does not match the channel count is an error.
+    pub fn resolve_classes(&mut self, num_classes: usize) -> Result<&ClassTable, MetadataError> {
+        match &self.classes {
+            Some(setting) if setting.value.len() != num_classes => {
+                let key = match setting.from {
+                    Provenance::Flag => "--classes",
+                    _ => KEY_CLASSES,
+                };
+                return Err(err(
+                    key,
+                    format!(
+                        "lists {} classes but the logits have {num_classes} channels; \
+                         give one name per channel",
+                        setting.value.len()
+                    ),
+                ));
+            }
+            Some(_) => {}
+            None if num_classes == ClassTable::cityscapes().len() => {
+                self.classes = Some(Setting::new(ClassTable::cityscapes(), Provenance::Default));
+            }
+            None => {
+                if num_classes > super::classes::MAX_CLASSES {
+                    return Err(err(
+                        KEY_CLASSES,
+                        format!("cannot describe {num_classes} channels: label maps hold at most 256 classes"),
+                    ));
+                }
+                log::warn!(
+                    "the model has {num_classes} classes and no {KEY_CLASSES} metadata: \
+                     naming them class_0..class_{}; pass --classes FILE for real names",
+                    num_classes - 1
+                );
+                self.classes = Some(Setting::new(ClassTable::generic(num_classes), Provenance::Default));
+            }
+        }
+        Ok(&self.classes.as_ref().expect("set above").value)
+    }
+}
+
+fn err(key: &str, reason: String) -> MetadataError {
+    MetadataError { key: key.to_string(), reason }
+}
+
+fn parse_json<T: DeserializeOwned>(key: &str, text: &str, expected: &str) -> Result<T, MetadataError> {
+    serde_json::from_str(text).map_err(|e| err(key, format!("is not {expected}: {e}")))
+}
+
+fn pick_vec3(
+    props: &BTreeMap<String, String>,
+    key: &str,
+    flag: Option<[f32; 3]>,
+    default: [f32; 3],
+) -> Result<Setting<[f32; 3]>, MetadataError> {
+    Ok(match (flag, props.get(key)) {
+        (Some(v), _) => Setting::new(v, Provenance::Flag),
+        (None, Some(text)) => {
+            Setting::new(parse_json(key, text, "a JSON list of 3 numbers (RGB)")?, Provenance::Metadata)
+        }
+        (None, None) => Setting::new(default, Provenance::Default),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn props(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn outputs() -> Vec<String> {
+        vec!["logits".into(), "logits_up".into(), "sem_logits".into()]
+    }
+
+    #[test]
+    fn foreign_model_gets_cityscapes_defaults() {
+        let mut md =
+            SegmentationMetadata::from_props(&props(&[]), &outputs(), &Default::default()).unwrap();
+        assert_eq!(md.mean.value, IMAGENET_MEAN);
+        assert_eq!(md.std.from, Provenance::Default);
+        assert_eq!(md.logits_output.value, "logits");
+        assert!(md.classes.is_none());
+        assert!(md.resolve_classes(19).unwrap().is_cityscapes());
+    }
+
+    #[test]
+    fn first_output_when_none_is_named_logits() {
+        let md = SegmentationMetadata::from_props(
+            &props(&[]),
+            &["out".into(), "aux".into()],
+            &Default::default(),
+        )
+        .unwrap();
+        assert_eq!(md.logits_output.value, "out");
+    }
+
+    #[test]
+    fn metadata_values_are_read() {
+        let p = props(&[
+            (KEY_CLASSES, r#"["a","b","c"]"#),
+            (KEY_PALETTE, "[[1,2,3],[4,5,6],[7,8,9]]"),
+            (KEY_MEAN, "[1, 2, 3]"),
+            (KEY_STD, "[4.5, 5, 6]"),
+            (KEY_LOGITS, "sem_logits"),
+            (KEY_CHANNEL_ORDER, "bgr"),
+        ]);
+        let mut md = SegmentationMetadata::from_props(&p, &outputs(), &Default::default()).unwrap();
+        assert_eq!(md.mean.value, [1.0, 2.0, 3.0]);
+        assert_eq!(md.std.value, [4.5, 5.0, 6.0]);
+        assert_eq!(md.logits_output.value, "sem_logits");
+        assert_eq!(md.channel_order.value, ChannelOrder::Bgr);
+        assert_eq!(md.resolve_classes(3).unwrap().palette()[2], [7, 8, 9]);
+        assert!(md.resolve_classes(4).is_err());
+    }
+
+    #[test]
+    fn flags_override_metadata() {
+        let p = props(&[(KEY_MEAN, "[1, 2, 3]")]);
+        let o = MetadataOverrides {
+            mean: Some([9.0, 9.0, 9.0]),
+            classes: Some(ClassTable::generic(2)),
+            ..Default::default()
+        };
+        let md = SegmentationMetadata::from_props(&p, &outputs(), &o).unwrap();
+        assert_eq!(md.mean, Setting::new([9.0, 9.0, 9.0], Provenance::Flag));
+        assert_eq!(md.classes.unwrap().from, Provenance::Flag);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        for (k, v) in [
+            (KEY_MEAN, "[1, 2]"),
+            (KEY_STD, "[1, 0, 1]"),
+            (KEY_CLASSES, "road"),
+            (KEY_LOGITS, "nope"),
+            (KEY_CHANNEL_ORDER, "yuv"),
+        ] {
+            let e = SegmentationMetadata::from_props(&props(&[(k, v)]), &outputs(), &Default::default())
+                .unwrap_err();
+            assert_eq!(e.key, k, "{e}");
+        }
+        let p = props(&[(KEY_CLASSES, r#"["a","b"]"#), (KEY_PALETTE, "[[1,2,3]]")]);
+        let e = SegmentationMetadata::from_props(&p, &outputs(), &Default::default()).unwrap_err();
+        assert!(e.to_string().contains("palette colours"), "{e}");
+    }
+
+    #[test]
+    fn unnamed_classes_get_generic_names() {
+        let mut md =
+            SegmentationMetadata::from_props(&props(&[]), &outputs(), &Default::default()).unwrap();
+        assert_eq!(md.resolve_classes(5).unwrap().names()[4], "class_4");
+    }
+}

@@ -1,0 +1,316 @@
+//! Reading an ONNX segmentation model: the protobuf, its one image input, its outputs and its
+//! `semask.*` metadata. Nothing here runs the network; [`crate::backend`] does.
+//!
+//! A model is accepted when it has exactly one float input shaped `[1, 3, H, W]` (batch and
+//! spatial dimensions may be symbolic, then `--input-size` fixes them). The raw graph of
+//! `torch.onnx.export` (shape arithmetic with Shape/Gather/ScatterND/Where) and an
+//! onnxruntime-optimised graph are both fine: the backend folds what it needs.
+
+pub mod classes;
+pub mod metadata;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use tract_onnx::pb;
+use tract_onnx::prelude::Framework;
+
+pub use classes::ClassTable;
+pub use metadata::{MetadataOverrides, Provenance, SegmentationMetadata, Setting};
+
+/// The model used when `--model` is not given.
+///
+/// Until a trained model ships (the training crate's issue), this is the `tiny2` fixture of the
+/// official SeMask-FPN code (`tests/fixtures/semask-ref/tiny2.ortopt.onnx`, see the README
+/// there): the real architecture at embed dim 32 with **random weights**, so its label maps are
+/// meaningless; it shows the runtime working end to end.
+pub const BUILTIN_MODEL_ONNX: &[u8] =
+    include_bytes!("../../tests/fixtures/semask-ref/tiny2.ortopt.onnx");
+/// How the built-in model is named in logs and `info`.
+pub const BUILTIN_MODEL_NAME: &str = "built-in tiny2 fixture (random weights)";
+
+/// Errors found while reading a model file, each naming the file and saying what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ModelError {
+    #[error("cannot read model {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error(
+        "{name} is not a readable ONNX model ({reason}); is the file truncated, or not an .onnx \
+         file? Re-export it or check the path"
+    )]
+    Decode { name: String, reason: String },
+    #[error("{name}: {reason}")]
+    Input { name: String, reason: String },
+    #[error("{name}: {source}")]
+    Metadata { name: String, source: metadata::MetadataError },
+    #[error("class file {path}: {reason}")]
+    ClassFile { path: PathBuf, reason: String },
+}
+
+/// One dimension of a tensor declared in the graph.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(untagged)]
+pub enum Dim {
+    Fixed(usize),
+    Symbolic(String),
+}
+
+impl fmt::Display for Dim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dim::Fixed(n) => write!(f, "{n}"),
+            Dim::Symbolic(s) if s.is_empty() => f.write_str("?"),
+            Dim::Symbolic(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Name and declared shape of a graph input or output.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TensorDecl {
+    pub name: String,
+    /// ONNX element type name (`float`, `int64`…).
+    pub elem_type: String,
+    pub shape: Vec<Dim>,
+}
+
+impl fmt::Display for TensorDecl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let dims: Vec<String> = self.shape.iter().map(|d| d.to_string()).collect();
+        write!(f, "{} {} [{}]", self.name, self.elem_type, dims.join(", "))
+    }
+}
+
+/// A decoded ONNX model with its interface and metadata checked.
+#[derive(Debug, Clone)]
+pub struct OnnxModel {
+    /// How to refer to the model in messages: its path, or [`BUILTIN_MODEL_NAME`].
+    pub name: String,
+    /// Directory of the file, where ONNX external data is looked up.
+    pub dir: Option<PathBuf>,
+    pub size_bytes: usize,
+    pub proto: pb::ModelProto,
+    pub input: TensorDecl,
+    pub outputs: Vec<TensorDecl>,
+    pub metadata: SegmentationMetadata,
+}
+
+impl OnnxModel {
+    /// Reads and checks the model at `path`.
+    pub fn open(path: &Path, overrides: &MetadataOverrides) -> Result<OnnxModel, ModelError> {
+        let bytes = fs_err::read(path)
+            .map_err(|source| ModelError::Read { path: path.to_path_buf(), source: strip_fs_err(source) })?;
+        if bytes.is_empty() {
+            return Err(ModelError::Decode {
+                name: path.display().to_string(),
+                reason: "the file is empty".into(),
+            });
+        }
+        let dir = path.parent().map(Path::to_path_buf);
+        OnnxModel::from_bytes(&bytes, path.display().to_string(), dir, overrides)
+    }
+
+    /// The model built into the binary ([`BUILTIN_MODEL_ONNX`]).
+    pub fn builtin(overrides: &MetadataOverrides) -> Result<OnnxModel, ModelError> {
+        OnnxModel::from_bytes(BUILTIN_MODEL_ONNX, BUILTIN_MODEL_NAME.into(), None, overrides)
+    }
+
+    /// `--model` when given, else the built-in model.
+    pub fn open_or_builtin(
+        path: Option<&Path>,
+        overrides: &MetadataOverrides,
+    ) -> Result<OnnxModel, ModelError> {
+        match path {
+            Some(p) => OnnxModel::open(p, overrides),
+            None => OnnxModel::builtin(overrides),
+        }
+    }
+
+    fn from_bytes(
+        bytes: &[u8],
+        name: String,
+        dir: Option<PathBuf>,
+        overrides: &MetadataOverrides,
+    ) -> Result<OnnxModel, ModelError> {
+        let proto = tract_onnx::onnx()
+            .proto_model_for_read(&mut &bytes[..])
+            .map_err(|e| ModelError::Decode { name: name.clone(), reason: format!("{e:#}") })?;
+        let graph = proto.graph.as_ref().ok_or_else(|| ModelError::Decode {
+            name: name.clone(),
+            reason: "the protobuf holds no graph".into(),
+        })?;
+        if graph.node.is_empty() {
+            return Err(ModelError::Decode { name, reason: "the graph has no nodes".into() });
+        }
+        let initializers: std::collections::HashSet<&str> =
+            graph.initializer.iter().map(|t| t.name.as_str()).collect();
+        let inputs: Vec<TensorDecl> = graph
+            .input
+            .iter()
+            .filter(|i| !initializers.contains(i.name.as_str()))
+            .map(tensor_decl)
+            .collect();
+        let input = check_image_input(&name, inputs)?;
+        let outputs: Vec<TensorDecl> = graph.output.iter().map(tensor_decl).collect();
+        let props: BTreeMap<String, String> =
+            proto.metadata_props.iter().map(|e| (e.key.clone(), e.value.clone())).collect();
+        let output_names: Vec<String> = outputs.iter().map(|o| o.name.clone()).collect();
+        let metadata = SegmentationMetadata::from_props(&props, &output_names, overrides)
+            .map_err(|source| ModelError::Metadata { name: name.clone(), source })?;
+        Ok(OnnxModel { name, dir, size_bytes: bytes.len(), proto, input, outputs, metadata })
+    }
+
+    /// Number of nodes of the top-level graph.
+    pub fn node_count(&self) -> usize {
+        self.proto.graph.as_ref().map_or(0, |g| g.node.len())
+    }
+
+    /// Default-domain opset the model was exported with.
+    pub fn opset(&self) -> Option<i64> {
+        self.proto
+            .opset_import
+            .iter()
+            .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+            .map(|o| o.version)
+    }
+
+    /// `producer_name producer_version` as written by the exporter.
+    pub fn producer(&self) -> String {
+        format!("{} {}", self.proto.producer_name, self.proto.producer_version).trim().to_string()
+    }
+
+    /// The network input size `(height, width)`: the model's own when static; a symbolic size
+    /// needs `requested` (`--input-size`), which must agree with static dimensions.
+    pub fn input_size(&self, requested: Option<(usize, usize)>) -> Result<(usize, usize), ModelError> {
+        let (h, w) = (&self.input.shape[2], &self.input.shape[3]);
+        let fail = |reason: String| ModelError::Input { name: self.name.clone(), reason };
+        match (h, w, requested) {
+            (Dim::Fixed(h), Dim::Fixed(w), None) => Ok((*h, *w)),
+            (Dim::Fixed(h), Dim::Fixed(w), Some(r)) if (*h, *w) == r => Ok(r),
+            (Dim::Fixed(h), Dim::Fixed(w), Some((rh, rw))) => Err(fail(format!(
+                "the model's input is fixed at {h}x{w} (HxW), but --input-size asks for {rh}x{rw}; \
+                 drop --input-size or re-export the model at that size"
+            ))),
+            (_, _, Some((rh, rw))) => {
+                for (dim, want, axis) in [(h, rh, "height"), (w, rw, "width")] {
+                    if let Dim::Fixed(n) = dim {
+                        if *n != want {
+                            return Err(fail(format!(
+                                "the input {axis} is fixed at {n}, but --input-size asks for {want}"
+                            )));
+                        }
+                    }
+                }
+                Ok((rh, rw))
+            }
+            (_, _, None) => Err(fail(format!(
+                "input `{}` has a dynamic size {}; pass --input-size HxW (e.g. 512x1024) to fix it",
+                self.input.name, self.input
+            ))),
+        }
+    }
+}
+
+/// fs_err's messages already name the path; ours do too, so keep only the OS reason.
+fn strip_fs_err(e: std::io::Error) -> std::io::Error {
+    let kind = e.kind();
+    match e.into_inner() {
+        Some(inner) => match inner.source() {
+            Some(os) => std::io::Error::new(kind, os.to_string()),
+            None => std::io::Error::new(kind, inner.to_string()),
+        },
+        None => std::io::Error::from(kind),
+    }
+}
+
+fn elem_type_name(t: i32) -> String {
+    pb::tensor_proto::DataType::try_from(t)
+        .map(|d| d.as_str_name().to_ascii_lowercase())
+        .unwrap_or_else(|_| format!("type {t}"))
+}
+
+fn tensor_decl(v: &pb::ValueInfoProto) -> TensorDecl {
+    use pb::tensor_shape_proto::dimension::Value;
+    use pb::type_proto::Value as TypeValue;
+    let (elem_type, shape) = match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(TypeValue::TensorType(t)) => {
+            let shape = t
+                .shape
+                .as_ref()
+                .map(|s| {
+                    s.dim
+                        .iter()
+                        .map(|d| match &d.value {
+                            Some(Value::DimValue(n)) if *n >= 0 => Dim::Fixed(*n as usize),
+                            Some(Value::DimParam(p)) => Dim::Symbolic(p.clone()),
+                            _ => Dim::Symbolic(String::new()),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            (elem_type_name(t.elem_type), shape)
+        }
+        _ => ("unknown".into(), vec![]),
+    };
+    TensorDecl { name: v.name.clone(), elem_type, shape }
+}
+
+fn check_image_input(name: &str, mut inputs: Vec<TensorDecl>) -> Result<TensorDecl, ModelError> {
+    let fail = |reason: String| ModelError::Input { name: name.to_string(), reason };
+    let expected = "semask-edge needs one float image input shaped [1, 3, H, W]";
+    if inputs.len() != 1 {
+        let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
+        return Err(fail(format!("the graph has {} inputs {names:?}; {expected}", inputs.len())));
+    }
+    let input = inputs.remove(0);
+    let ok_batch = matches!(input.shape.first(), Some(Dim::Fixed(1)) | Some(Dim::Symbolic(_)));
+    let ok_channels = matches!(input.shape.get(1), Some(Dim::Fixed(3)));
+    let ok_spatial = input.shape.iter().skip(2).all(|d| !matches!(d, Dim::Fixed(0)));
+    if input.elem_type != "float" || input.shape.len() != 4 || !ok_batch || !ok_channels || !ok_spatial {
+        return Err(fail(format!("input is {input}; {expected}")));
+    }
+    Ok(input)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decl(dims: &[Dim]) -> TensorDecl {
+        TensorDecl { name: "input".into(), elem_type: "float".into(), shape: dims.to_vec() }
+    }
+
+    #[test]
+    fn image_input_shape_is_checked() {
+        use Dim::*;
+        assert!(check_image_input("m", vec![decl(&[Fixed(1), Fixed(3), Fixed(8), Fixed(8)])]).is_ok());
+        assert!(
+            check_image_input("m", vec![decl(&[Symbolic("N".into()), Fixed(3), Symbolic("H".into()), Fixed(8)])])
+                .is_ok()
+        );
+        for bad in [
+            vec![Fixed(1), Fixed(1), Fixed(8), Fixed(8)],
+            vec![Fixed(2), Fixed(3), Fixed(8), Fixed(8)],
+            vec![Fixed(1), Fixed(3), Fixed(8)],
+            vec![Fixed(1), Fixed(8), Fixed(8), Fixed(3)],
+        ] {
+            let e = check_image_input("m.onnx", vec![decl(&bad)]).unwrap_err().to_string();
+            assert!(e.starts_with("m.onnx: input is input float ["), "{e}");
+        }
+        let mut int_input = decl(&[Fixed(1), Fixed(3), Fixed(8), Fixed(8)]);
+        int_input.elem_type = "uint8".into();
+        assert!(check_image_input("m", vec![int_input]).is_err());
+        assert!(check_image_input("m", vec![]).is_err());
+    }
+
+    #[test]
+    fn builtin_model_is_the_tiny2_fixture() {
+        let m = OnnxModel::builtin(&Default::default()).unwrap();
+        assert_eq!(m.input_size(None).unwrap(), (224, 448));
+        assert_eq!(m.metadata.logits_output.value, "logits");
+        assert_eq!(m.outputs.len(), 3);
+        assert!(m.input_size(Some((100, 100))).is_err());
+    }
+}

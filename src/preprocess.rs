@@ -1,0 +1,273 @@
+//! Pre-processing: an RGB8 frame of any size → the network's normalised NCHW f32 input.
+//!
+//! [`PreprocSpec`] says what the network expects (input size, mean/std, channel order). It is read
+//! from the model's metadata (see [`crate::model::metadata`]); the training crate writes the same
+//! values into the ONNX it exports, so training and deployment normalise identically.
+//! [`Preprocessor`] is the one implementation: bilinear resize with half-pixel centres (as mmseg's
+//! `Resize` through OpenCV's `INTER_LINEAR`, but in f32 without rounding back to u8), then
+//! `(value - mean) / std` per channel, written straight into the backend's input buffer.
+
+use crate::frame::Rgb8Image;
+use crate::resample::{LinearTap, TwoRowCache, linear_taps};
+
+/// Order of the colour planes the network expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelOrder {
+    /// Plane 0 = red (mmseg configs with `to_rgb=True`, like SeMask's).
+    #[default]
+    Rgb,
+    /// Plane 0 = blue (`to_rgb=False`).
+    Bgr,
+}
+
+impl ChannelOrder {
+    pub fn name(self) -> &'static str {
+        match self {
+            ChannelOrder::Rgb => "rgb",
+            ChannelOrder::Bgr => "bgr",
+        }
+    }
+}
+
+/// ImageNet mean, RGB, 0-255 scale (SeMask's Cityscapes config).
+pub const IMAGENET_MEAN: [f32; 3] = [123.675, 116.28, 103.53];
+/// ImageNet standard deviation, RGB, 0-255 scale.
+pub const IMAGENET_STD: [f32; 3] = [58.395, 57.12, 57.375];
+
+/// What the network's input expects.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PreprocSpec {
+    pub input_width: usize,
+    pub input_height: usize,
+    /// Per-channel mean, **RGB order**, 0-255 scale.
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation, **RGB order**, 0-255 scale.
+    pub std: [f32; 3],
+    pub channel_order: ChannelOrder,
+}
+
+impl PreprocSpec {
+    /// Number of f32 values of the network input (`3 * H * W`).
+    pub fn input_len(&self) -> usize {
+        3 * self.input_width * self.input_height
+    }
+}
+
+/// Resizes and normalises frames into a caller-provided NCHW buffer.
+///
+/// Keeps the sampling plan of the last frame size and two row buffers, so a stream of
+/// same-sized frames allocates nothing after the first.
+#[derive(Debug, Clone)]
+pub struct Preprocessor {
+    spec: PreprocSpec,
+    plan: Option<ResizePlan>,
+    /// Horizontally resized source rows, planar `[3][input_width]`.
+    rows: TwoRowCache,
+}
+
+#[derive(Debug, Clone)]
+struct ResizePlan {
+    src_width: usize,
+    src_height: usize,
+    x_taps: Vec<LinearTap>,
+    y_taps: Vec<LinearTap>,
+}
+
+impl Preprocessor {
+    pub fn new(spec: PreprocSpec) -> Self {
+        Preprocessor { spec, plan: None, rows: TwoRowCache::default() }
+    }
+
+    pub fn spec(&self) -> &PreprocSpec {
+        &self.spec
+    }
+
+    /// Writes the normalised network input for `image` into `out` (`3 * H * W` values, NCHW
+    /// with N = 1).
+    ///
+    /// # Panics
+    /// If `out` does not have [`PreprocSpec::input_len`] values or the image is empty: both are
+    /// programming errors (backends size the buffer from the same spec; sources never emit empty
+    /// frames).
+    pub fn run(&mut self, image: &Rgb8Image, out: &mut [f32]) {
+        let spec = self.spec;
+        assert_eq!(out.len(), spec.input_len(), "input buffer does not match the model input");
+        assert!(!image.is_empty(), "cannot pre-process an empty image");
+        let plan_fits = self
+            .plan
+            .as_ref()
+            .is_some_and(|p| p.src_width == image.width && p.src_height == image.height);
+        if !plan_fits {
+            self.plan = Some(ResizePlan {
+                src_width: image.width,
+                src_height: image.height,
+                x_taps: linear_taps(image.width, spec.input_width),
+                y_taps: linear_taps(image.height, spec.input_height),
+            });
+            self.rows.reset(3 * spec.input_width);
+        }
+        let plan = self.plan.as_ref().expect("plan set above");
+        let (w, h) = (spec.input_width, spec.input_height);
+        // Output plane p holds source channel `src_channel[p]`, normalised with that channel's
+        // statistics (mean/std are given in RGB order).
+        let src_channel = match spec.channel_order {
+            ChannelOrder::Rgb => [0, 1, 2],
+            ChannelOrder::Bgr => [2, 1, 0],
+        };
+        for (y, ytap) in plan.y_taps.iter().enumerate() {
+            let (top, bottom) =
+                self.rows.rows(ytap, |src_row, out| resize_row(image, src_row, &plan.x_taps, out));
+            for (plane, &c) in src_channel.iter().enumerate() {
+                let (mean, std) = (spec.mean[c], spec.std[c]);
+                let dst = &mut out[(plane * h + y) * w..(plane * h + y + 1) * w];
+                let top = &top[c * w..(c + 1) * w];
+                let bottom = &bottom[c * w..(c + 1) * w];
+                for ((d, &t), &b) in dst.iter_mut().zip(top).zip(bottom) {
+                    *d = (t * ytap.w0 + b * ytap.w1 - mean) / std;
+                }
+            }
+        }
+    }
+}
+
+/// Resizes source row `y` of `image` horizontally into `out`, planar `[3][taps.len()]`.
+fn resize_row(image: &Rgb8Image, y: usize, taps: &[LinearTap], out: &mut [f32]) {
+    let w = taps.len();
+    let row = &image.data[y * image.width * 3..(y + 1) * image.width * 3];
+    let (r, rest) = out.split_at_mut(w);
+    let (g, b) = rest.split_at_mut(w);
+    for (x, tap) in taps.iter().enumerate() {
+        let p0 = &row[tap.i0 as usize * 3..tap.i0 as usize * 3 + 3];
+        let p1 = &row[tap.i1 as usize * 3..tap.i1 as usize * 3 + 3];
+        r[x] = p0[0] as f32 * tap.w0 + p1[0] as f32 * tap.w1;
+        g[x] = p0[1] as f32 * tap.w0 + p1[1] as f32 * tap.w1;
+        b[x] = p0[2] as f32 * tap.w0 + p1[2] as f32 * tap.w1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(w: usize, h: usize) -> PreprocSpec {
+        PreprocSpec {
+            input_width: w,
+            input_height: h,
+            mean: IMAGENET_MEAN,
+            std: IMAGENET_STD,
+            channel_order: ChannelOrder::Rgb,
+        }
+    }
+
+    fn gradient(w: usize, h: usize) -> Rgb8Image {
+        let mut img = Rgb8Image::new(w, h);
+        for y in 0..h {
+            for x in 0..w {
+                let i = (y * w + x) * 3;
+                img.data[i] = (x * 37 % 256) as u8;
+                img.data[i + 1] = (y * 7 % 256) as u8;
+                img.data[i + 2] = ((x + y) % 256) as u8;
+            }
+        }
+        img
+    }
+
+    #[test]
+    fn same_size_only_normalises() {
+        let img = gradient(8, 4);
+        let mut pre = Preprocessor::new(spec(8, 4));
+        let mut out = vec![0.0; 3 * 8 * 4];
+        pre.run(&img, &mut out);
+        for y in 0..4 {
+            for x in 0..8 {
+                let px = img.pixel(x, y);
+                for c in 0..3 {
+                    let expected = (px[c] as f32 - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
+                    assert_eq!(out[(c * 4 + y) * 8 + x], expected);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bgr_swaps_planes_and_statistics() {
+        let img = gradient(6, 3);
+        let mut rgb = vec![0.0; 54];
+        let mut bgr = vec![0.0; 54];
+        Preprocessor::new(spec(6, 3)).run(&img, &mut rgb);
+        let mut s = spec(6, 3);
+        s.channel_order = ChannelOrder::Bgr;
+        Preprocessor::new(s).run(&img, &mut bgr);
+        assert_eq!(&rgb[0..18], &bgr[36..54]);
+        assert_eq!(&rgb[18..36], &bgr[18..36]);
+        assert_eq!(&rgb[36..54], &bgr[0..18]);
+    }
+
+    #[test]
+    fn downscale_by_two_averages_two_by_two_blocks() {
+        let img = gradient(8, 6);
+        let mut pre = Preprocessor::new(spec(4, 3));
+        let mut out = vec![0.0; 3 * 4 * 3];
+        pre.run(&img, &mut out);
+        for y in 0..3 {
+            for x in 0..4 {
+                for c in 0..3 {
+                    let mean_px: f32 = [(0, 0), (1, 0), (0, 1), (1, 1)]
+                        .iter()
+                        .map(|&(dx, dy)| img.pixel(2 * x + dx, 2 * y + dy)[c] as f32)
+                        .sum::<f32>()
+                        / 4.0;
+                    let expected = (mean_px - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
+                    let got = out[(c * 3 + y) * 4 + x];
+                    assert!((got - expected).abs() < 1e-5, "{got} vs {expected}");
+                }
+            }
+        }
+    }
+
+    /// Straightforward per-pixel bilinear, for comparison with the row-cached implementation.
+    fn naive(img: &Rgb8Image, w: usize, h: usize) -> Vec<f32> {
+        let xt = linear_taps(img.width, w);
+        let yt = linear_taps(img.height, h);
+        let mut out = vec![0.0; 3 * w * h];
+        for (y, ty) in yt.iter().enumerate() {
+            for (x, tx) in xt.iter().enumerate() {
+                for c in 0..3 {
+                    let p = |xx: u32, yy: u32| img.pixel(xx as usize, yy as usize)[c] as f32;
+                    let top = p(tx.i0, ty.i0) * tx.w0 + p(tx.i1, ty.i0) * tx.w1;
+                    let bottom = p(tx.i0, ty.i1) * tx.w0 + p(tx.i1, ty.i1) * tx.w1;
+                    let v = top * ty.w0 + bottom * ty.w1;
+                    out[(c * h + y) * w + x] = (v - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matches_naive_bilinear_for_odd_sizes() {
+        for (sw, sh, w, h) in [(7, 5, 19, 13), (19, 13, 7, 5), (5, 9, 11, 4), (1, 1, 3, 2)] {
+            let img = gradient(sw, sh);
+            let mut out = vec![0.0; 3 * w * h];
+            Preprocessor::new(spec(w, h)).run(&img, &mut out);
+            let expected = naive(&img, w, h);
+            for (i, (a, b)) in out.iter().zip(&expected).enumerate() {
+                assert!((a - b).abs() < 1e-5, "{sw}x{sh}->{w}x{h} at {i}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn changing_frame_size_rebuilds_the_plan() {
+        let mut pre = Preprocessor::new(spec(4, 2));
+        let mut a = vec![0.0; 24];
+        let mut b = vec![0.0; 24];
+        pre.run(&gradient(8, 4), &mut a);
+        pre.run(&gradient(4, 2), &mut b);
+        let mut fresh = vec![0.0; 24];
+        Preprocessor::new(spec(4, 2)).run(&gradient(4, 2), &mut fresh);
+        assert_eq!(b, fresh);
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,318 @@
+//! Still images as a source: one file, a directory tree of PNG/JPEG files replayed in natural
+//! order, or the built-in sample image.
+
+use std::cmp::Ordering;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use super::{Captured, Source, SourceError, SourceInfo};
+use crate::frame::{Frame, Rgb8Image};
+use crate::timing::Stage;
+
+/// The sample frame used when `--input` is not given: a drawn 1024x512 street scene
+/// (`tests/fixtures/images/street_1024x512.png`, made by `tests/fixtures/make_images.py`).
+pub const BUILTIN_SAMPLE_PNG: &[u8] = include_bytes!("../../tests/fixtures/images/street_1024x512.png");
+
+/// Image file formats this source reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageFormat {
+    Png,
+    Jpeg,
+}
+
+impl ImageFormat {
+    /// The format a file name's extension says (case-insensitive), if one we read.
+    pub fn from_path(path: &Path) -> Option<ImageFormat> {
+        match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+            "png" => Some(ImageFormat::Png),
+            "jpg" | "jpeg" => Some(ImageFormat::Jpeg),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Entry {
+    File(PathBuf),
+    Embedded(&'static [u8]),
+}
+
+/// Frames read from image files (or embedded bytes), in a fixed order.
+#[derive(Debug)]
+pub struct ImageSource {
+    info: SourceInfo,
+    /// Output name and where to read each frame.
+    entries: Vec<(String, Entry)>,
+    next: usize,
+    /// File bytes, reused from frame to frame.
+    bytes: Vec<u8>,
+}
+
+impl ImageSource {
+    pub fn single(path: &Path) -> ImageSource {
+        ImageSource::new(path.display().to_string(), "image", vec![(stem(path), Entry::File(path.to_path_buf()))])
+    }
+
+    /// Every PNG/JPEG below `dir` (subdirectories included, hidden entries skipped), in natural
+    /// order of their paths relative to `dir`: `frame2.png` before `frame10.png`, and
+    /// Cityscapes' `leftImg8bit/val/<city>/…` city by city.
+    pub fn directory(dir: &Path) -> Result<ImageSource, SourceError> {
+        let mut files = Vec::new();
+        collect_images(dir, &mut files)?;
+        if files.is_empty() {
+            return Err(SourceError::EmptyDirectory { path: dir.to_path_buf() });
+        }
+        files.sort_by(|a, b| {
+            let (a, b) = (a.strip_prefix(dir).unwrap_or(a), b.strip_prefix(dir).unwrap_or(b));
+            natural_cmp(&a.to_string_lossy(), &b.to_string_lossy())
+        });
+        let mut seen = std::collections::HashMap::new();
+        let mut entries = Vec::with_capacity(files.len());
+        for path in files {
+            let name = stem(&path);
+            if let Some(first) = seen.insert(name.clone(), path.clone()) {
+                return Err(SourceError::NameClash {
+                    input: dir.display().to_string(),
+                    first: first.display().to_string(),
+                    second: path.display().to_string(),
+                    name,
+                });
+            }
+            entries.push((name, Entry::File(path)));
+        }
+        Ok(ImageSource::new(dir.display().to_string(), "images", entries))
+    }
+
+    /// The built-in sample frame ([`BUILTIN_SAMPLE_PNG`]), named `sample`.
+    pub fn builtin_sample() -> ImageSource {
+        ImageSource::new("builtin:sample".into(), "builtin", vec![("sample".into(), Entry::Embedded(BUILTIN_SAMPLE_PNG))])
+    }
+
+    fn new(uri: String, kind: &'static str, entries: Vec<(String, Entry)>) -> ImageSource {
+        let info = SourceInfo {
+            uri,
+            kind,
+            frame_count: Some(entries.len() as u64),
+            nominal_fps: None,
+            live: false,
+        };
+        ImageSource { info, entries, next: 0, bytes: Vec::new() }
+    }
+}
+
+impl Source for ImageSource {
+    fn info(&self) -> &SourceInfo {
+        &self.info
+    }
+
+    fn next(&mut self, frame: &mut Frame) -> Result<Captured, SourceError> {
+        let Some((name, entry)) = self.entries.get(self.next) else {
+            return Ok(Captured::EndOfStream);
+        };
+        let index = self.next as u64;
+        self.next += 1;
+        frame.begin(index, name);
+        let start = Instant::now();
+        let bad = |reason: String| SourceError::BadFrame {
+            index,
+            name: match entry {
+                Entry::File(p) => p.display().to_string(),
+                Entry::Embedded(_) => name.clone(),
+            },
+            reason,
+        };
+        let bytes: &[u8] = match entry {
+            Entry::File(path) => {
+                self.bytes.clear();
+                let mut file = std::fs::File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
+                std::io::Read::read_to_end(&mut file, &mut self.bytes)
+                    .map_err(|e| bad(format!("cannot read: {e}")))?;
+                &self.bytes
+            }
+            Entry::Embedded(bytes) => bytes,
+        };
+        decode_into(bytes, &mut frame.image).map_err(bad)?;
+        frame.timings.add(Stage::Decode, start.elapsed());
+        Ok(Captured::Frame)
+    }
+}
+
+/// Decodes a PNG or JPEG (recognised by content, not name) into `out` as RGB8, reusing its
+/// allocation. Grey, alpha and 16-bit images are converted (alpha dropped).
+pub fn decode_into(bytes: &[u8], out: &mut Rgb8Image) -> Result<(), String> {
+    use image::ImageDecoder;
+    let reader = image::ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| format!("cannot read: {e}"))?;
+    match reader.format() {
+        Some(image::ImageFormat::Png) | Some(image::ImageFormat::Jpeg) => {}
+        Some(other) => return Err(format!("{other:?} images are not supported; convert to PNG or JPEG")),
+        None => return Err("not a PNG or JPEG image (unrecognised content)".into()),
+    }
+    let decoder = reader.into_decoder().map_err(|e| format!("cannot decode: {e}"))?;
+    let (width, height) = decoder.dimensions();
+    if width == 0 || height == 0 {
+        return Err(format!("image is {width}x{height}; nothing to segment"));
+    }
+    let (width, height) = (width as usize, height as usize);
+    if decoder.color_type() == image::ColorType::Rgb8 {
+        out.reset(width, height);
+        decoder.read_image(&mut out.data).map_err(|e| format!("cannot decode: {e}"))?;
+    } else {
+        let rgb = image::DynamicImage::from_decoder(decoder)
+            .map_err(|e| format!("cannot decode: {e}"))?
+            .into_rgb8();
+        out.reset(width, height);
+        out.data.copy_from_slice(rgb.as_raw());
+    }
+    Ok(())
+}
+
+fn stem(path: &Path) -> String {
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "frame".into())
+}
+
+fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), SourceError> {
+    let unreadable = |e: std::io::Error| SourceError::Unreadable { path: dir.to_path_buf(), reason: e.to_string() };
+    for entry in std::fs::read_dir(dir).map_err(unreadable)? {
+        let entry = entry.map_err(unreadable)?;
+        let path = entry.path();
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let file_type = entry.file_type().map_err(unreadable)?;
+        // Follow symlinks to files and directories alike.
+        let is_dir = file_type.is_dir() || (file_type.is_symlink() && path.is_dir());
+        if is_dir {
+            collect_images(&path, out)?;
+        } else if ImageFormat::from_path(&path).is_some() {
+            out.push(path);
+        } else {
+            log::debug!("skipping {} (not .png/.jpg/.jpeg)", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// Natural ordering: runs of digits compare as numbers (`img2` < `img10`), everything else
+/// character by character; equal numbers with different zero padding fall back to plain order.
+pub fn natural_cmp(a: &str, b: &str) -> Ordering {
+    let (mut a_rest, mut b_rest) = (a, b);
+    loop {
+        match (a_rest.chars().next(), b_rest.chars().next()) {
+            (None, None) => return a.cmp(b),
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(ca), Some(cb)) if ca.is_ascii_digit() && cb.is_ascii_digit() => {
+                let a_len = a_rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(a_rest.len());
+                let b_len = b_rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(b_rest.len());
+                let (a_num, b_num) = (a_rest[..a_len].trim_start_matches('0'), b_rest[..b_len].trim_start_matches('0'));
+                let by_value = a_num.len().cmp(&b_num.len()).then_with(|| a_num.cmp(b_num));
+                if by_value != Ordering::Equal {
+                    return by_value;
+                }
+                a_rest = &a_rest[a_len..];
+                b_rest = &b_rest[b_len..];
+            }
+            (Some(ca), Some(cb)) => {
+                if ca != cb {
+                    return ca.cmp(&cb);
+                }
+                a_rest = &a_rest[ca.len_utf8()..];
+                b_rest = &b_rest[cb.len_utf8()..];
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn natural_order_compares_numbers_by_value() {
+        let mut names = vec!["f10.png", "f2.png", "f1.png", "f02.png", "g.png", "f.png"];
+        names.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(names, vec!["f.png", "f1.png", "f02.png", "f2.png", "f10.png", "g.png"]);
+        assert_eq!(natural_cmp("a/b2/x", "a/b10/x"), Ordering::Less);
+        assert_eq!(natural_cmp("same", "same"), Ordering::Equal);
+    }
+
+    fn write_png(path: &Path, w: u32, h: u32) {
+        image::RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, 7])).save(path).unwrap();
+    }
+
+    #[test]
+    fn directory_is_walked_in_natural_order_with_subdirectories() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("b")).unwrap();
+        write_png(&dir.path().join("b/x10.png"), 2, 2);
+        write_png(&dir.path().join("b/x9.png"), 2, 2);
+        write_png(&dir.path().join("a1.png"), 3, 1);
+        std::fs::write(dir.path().join("README.txt"), "not an image").unwrap();
+        std::fs::write(dir.path().join(".hidden.png"), "skipped").unwrap();
+        let mut src = ImageSource::directory(dir.path()).unwrap();
+        assert_eq!(src.info().frame_count, Some(3));
+        let mut frame = Frame::default();
+        let mut names = vec![];
+        while src.next(&mut frame).unwrap() == Captured::Frame {
+            names.push((frame.index, frame.name.clone(), frame.image.width));
+        }
+        assert_eq!(names, vec![(0, "a1".into(), 3), (1, "x9".into(), 2), (2, "x10".into(), 2)]);
+    }
+
+    #[test]
+    fn clashing_output_names_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write_png(&dir.path().join("a.png"), 1, 1);
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        write_png(&dir.path().join("sub/a.png"), 1, 1);
+        assert!(matches!(ImageSource::directory(dir.path()), Err(SourceError::NameClash { .. })));
+    }
+
+    #[test]
+    fn empty_directory_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(ImageSource::directory(dir.path()), Err(SourceError::EmptyDirectory { .. })));
+    }
+
+    #[test]
+    fn a_broken_file_is_a_bad_frame_and_the_next_one_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("1.png"), b"\x89PNG\r\n\x1a\n garbage").unwrap();
+        write_png(&dir.path().join("2.png"), 4, 3);
+        let mut src = ImageSource::directory(dir.path()).unwrap();
+        let mut frame = Frame::default();
+        let err = src.next(&mut frame).unwrap_err();
+        assert!(err.is_bad_frame(), "{err}");
+        assert!(err.to_string().contains("1.png"), "{err}");
+        assert_eq!(src.next(&mut frame).unwrap(), Captured::Frame);
+        assert_eq!((frame.index, frame.image.width, frame.image.height), (1, 4, 3));
+        assert_eq!(frame.image.pixel(3, 2), [3, 2, 7]);
+        assert_eq!(src.next(&mut frame).unwrap(), Captured::EndOfStream);
+    }
+
+    #[test]
+    fn grey_and_alpha_images_become_rgb() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("g.png");
+        image::GrayImage::from_fn(2, 1, |x, _| image::Luma([x as u8 * 100])).save(&p).unwrap();
+        let mut out = Rgb8Image::default();
+        decode_into(&std::fs::read(&p).unwrap(), &mut out).unwrap();
+        assert_eq!(out.data, vec![0, 0, 0, 100, 100, 100]);
+        let p = dir.path().join("a.png");
+        image::RgbaImage::from_fn(1, 1, |_, _| image::Rgba([1, 2, 3, 4])).save(&p).unwrap();
+        decode_into(&std::fs::read(&p).unwrap(), &mut out).unwrap();
+        assert_eq!(out.data, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn builtin_sample_decodes() {
+        let mut src = ImageSource::builtin_sample();
+        let mut frame = Frame::default();
+        assert_eq!(src.next(&mut frame).unwrap(), Captured::Frame);
+        assert_eq!((frame.image.width, frame.image.height), (1024, 512));
+        assert_eq!(src.next(&mut frame).unwrap(), Captured::EndOfStream);
+    }
+}

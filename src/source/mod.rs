@@ -1,0 +1,190 @@
+//! Where frames come from: one [`Source`] trait, chosen by the `--input` string.
+//!
+//! | `--input` | source |
+//! |---|---|
+//! | `photo.png`, `file://photo.jpg` | one image |
+//! | `frames/`, `file://frames/` | every PNG/JPEG under the directory (subdirectories too), in natural order |
+//! | (nothing) | the built-in sample image |
+//! | `v4l2:///dev/video0`, `/dev/video0`, `synth://…`, `drive.mp4`, `drive.mjpeg` | recognised; come with the streaming work |
+//!
+//! The rest of the program never asks where frames come from: it calls [`Source::next`] with a
+//! recycled [`Frame`] until [`Captured::EndOfStream`].
+
+pub mod images;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::frame::Frame;
+
+/// What [`Source::next`] produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Captured {
+    /// The frame was filled.
+    Frame,
+    /// Nothing arrived in time (live sources); call again.
+    Timeout,
+    /// The source is exhausted.
+    EndOfStream,
+}
+
+/// Facts about a source, for progress bars and reports.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SourceInfo {
+    /// The input as the user gave it (or `builtin:sample`).
+    pub uri: String,
+    /// Short kind: `image`, `images`, `builtin`.
+    pub kind: &'static str,
+    /// Number of frames, when known in advance.
+    pub frame_count: Option<u64>,
+    /// Nominal frame rate, when the source has one.
+    pub nominal_fps: Option<f64>,
+    /// Live sources drop frames when the pipeline falls behind; file sources never do.
+    pub live: bool,
+}
+
+/// Why a source could not open or produce a frame.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    #[error("input {path} does not exist; check the path")]
+    NotFound { path: PathBuf },
+    #[error("input {path}: {reason}")]
+    Unreadable { path: PathBuf, reason: String },
+    #[error("input directory {path} holds no PNG or JPEG images; point --input at a folder of .png/.jpg files")]
+    EmptyDirectory { path: PathBuf },
+    #[error("input {input}: {reason}")]
+    Unsupported { input: String, reason: String },
+    #[error("input {input}: frames {first} and {second} would both be written as {name}.png; rename one")]
+    NameClash { input: String, first: String, second: String, name: String },
+    /// One frame could not be read or decoded; the source can go on with the next.
+    #[error("frame {index} ({name}): {reason}")]
+    BadFrame { index: u64, name: String, reason: String },
+}
+
+impl SourceError {
+    /// True for errors confined to one frame: the run counts it and continues.
+    pub fn is_bad_frame(&self) -> bool {
+        matches!(self, SourceError::BadFrame { .. })
+    }
+}
+
+/// A stream of frames.
+pub trait Source: Send {
+    fn info(&self) -> &SourceInfo;
+
+    /// Fills `frame` with the next frame (index, name, capture time, pixels, decode time).
+    ///
+    /// A [`SourceError::BadFrame`] skips one frame; the next call continues after it. Any other
+    /// error means the source cannot go on.
+    fn next(&mut self, frame: &mut Frame) -> Result<Captured, SourceError>;
+}
+
+/// The `--input` string, classified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceUri {
+    /// No `--input`: the built-in sample image.
+    Builtin,
+    /// A file or directory on disk (`file://` stripped).
+    Path(PathBuf),
+    /// A V4L2 camera device (`v4l2:///dev/videoN` or `/dev/videoN`).
+    Camera(PathBuf),
+    /// The procedural scene generator, with its query string.
+    Synth(String),
+}
+
+impl SourceUri {
+    pub fn parse(input: Option<&str>) -> SourceUri {
+        let Some(input) = input else { return SourceUri::Builtin };
+        if let Some(rest) = input.strip_prefix("v4l2://") {
+            return SourceUri::Camera(PathBuf::from(rest));
+        }
+        if input.starts_with("/dev/video") {
+            return SourceUri::Camera(PathBuf::from(input));
+        }
+        if let Some(rest) = input.strip_prefix("synth://") {
+            return SourceUri::Synth(rest.trim_start_matches('?').to_string());
+        }
+        SourceUri::Path(PathBuf::from(input.strip_prefix("file://").unwrap_or(input)))
+    }
+}
+
+impl fmt::Display for SourceUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SourceUri::Builtin => f.write_str("builtin:sample"),
+            SourceUri::Path(p) => write!(f, "{}", p.display()),
+            SourceUri::Camera(p) => write!(f, "v4l2://{}", p.display()),
+            SourceUri::Synth(q) => write!(f, "synth://?{q}"),
+        }
+    }
+}
+
+/// Opens the source `input` names (`None`: the built-in sample).
+pub fn open(input: Option<&str>) -> Result<Box<dyn Source>, SourceError> {
+    let uri = SourceUri::parse(input);
+    let unsupported = |reason: &str| SourceError::Unsupported {
+        input: uri.to_string(),
+        reason: reason.to_string(),
+    };
+    match &uri {
+        SourceUri::Builtin => Ok(Box::new(images::ImageSource::builtin_sample())),
+        SourceUri::Camera(_) => Err(unsupported(
+            "camera input is not in this build yet (planned with the streaming pipeline); \
+             record frames to a folder of images and pass that",
+        )),
+        SourceUri::Synth(_) => Err(unsupported(
+            "the synthetic scene source is not in this build yet (planned with the streaming pipeline)",
+        )),
+        SourceUri::Path(path) => open_path(path),
+    }
+}
+
+fn open_path(path: &Path) -> Result<Box<dyn Source>, SourceError> {
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => SourceError::NotFound { path: path.to_path_buf() },
+        _ => SourceError::Unreadable { path: path.to_path_buf(), reason: e.to_string() },
+    })?;
+    if meta.is_dir() {
+        return Ok(Box::new(images::ImageSource::directory(path)?));
+    }
+    match images::ImageFormat::from_path(path) {
+        Some(_) => Ok(Box::new(images::ImageSource::single(path))),
+        None => {
+            let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+            let reason = match ext.as_str() {
+                "mp4" | "mjpeg" | "mjpg" => {
+                    "video replay is not in this build yet (planned with the streaming pipeline)".to_string()
+                }
+                _ => "not a PNG or JPEG image (by extension), nor a directory".to_string(),
+            };
+            Err(SourceError::Unsupported { input: path.display().to_string(), reason })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inputs_are_classified() {
+        assert_eq!(SourceUri::parse(None), SourceUri::Builtin);
+        assert_eq!(SourceUri::parse(Some("v4l2:///dev/video1")), SourceUri::Camera("/dev/video1".into()));
+        assert_eq!(SourceUri::parse(Some("/dev/video0")), SourceUri::Camera("/dev/video0".into()));
+        assert_eq!(SourceUri::parse(Some("synth://?seed=3")), SourceUri::Synth("seed=3".into()));
+        assert_eq!(SourceUri::parse(Some("file://a/b.png")), SourceUri::Path("a/b.png".into()));
+        assert_eq!(SourceUri::parse(Some("frames/")), SourceUri::Path("frames/".into()));
+    }
+
+    #[test]
+    fn unknown_files_and_missing_paths_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let txt = dir.path().join("notes.txt");
+        std::fs::write(&txt, "x").unwrap();
+        assert!(matches!(open(Some(txt.to_str().unwrap())), Err(SourceError::Unsupported { .. })));
+        let missing = dir.path().join("missing.png");
+        assert!(matches!(open(Some(missing.to_str().unwrap())), Err(SourceError::NotFound { .. })));
+        assert!(matches!(open(Some("/dev/video7")), Err(SourceError::Unsupported { .. })));
+    }
+}

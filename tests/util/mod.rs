@@ -1,0 +1,87 @@
+//! Helpers shared by the integration tests: fixture paths, .npy files, the binary under test and
+//! the Python reference scripts.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use npyz::WriterBuilder;
+
+/// `tests/fixtures/<rel>`.
+pub fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
+}
+
+/// Shape and values of a float32 .npy file.
+pub fn read_npy_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
+    let shape = npy.shape().iter().map(|&d| d as usize).collect();
+    (shape, npy.into_vec::<f32>().unwrap())
+}
+
+/// Shape and values of a uint8 .npy file.
+pub fn read_npy_u8(path: &Path) -> (Vec<usize>, Vec<u8>) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
+    let shape = npy.shape().iter().map(|&d| d as usize).collect();
+    (shape, npy.into_vec::<u8>().unwrap())
+}
+
+/// Writes a float32 .npy file.
+pub fn write_npy_f32(path: &Path, shape: &[usize], values: &[f32]) {
+    let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+    let mut out = Vec::new();
+    {
+        let mut writer = npyz::WriteOptions::new().default_dtype().shape(&shape).writer(&mut out).begin_nd().unwrap();
+        writer.extend(values.iter().copied()).unwrap();
+        writer.finish().unwrap();
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// The `semask-edge` binary built for these tests.
+pub fn semask_edge() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_semask-edge"))
+}
+
+/// Runs the binary with `args`, returning its output.
+pub fn run_cli(args: &[&str]) -> Output {
+    semask_edge().args(args).output().expect("cannot start semask-edge")
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The Python interpreter with the test requirements (`SEMASK_PYTHON`, default `python3`).
+pub fn python() -> String {
+    std::env::var("SEMASK_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Runs `tests/reference/<script>` with `args`; panics with the fix when the Python
+/// requirements are missing.
+pub fn run_reference(script: &str, args: &[&str]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference").join(script);
+    let out = Command::new(python())
+        .arg(&path)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} (set SEMASK_PYTHON?): {e}", python()));
+    let err = String::from_utf8_lossy(&out.stderr);
+    if err.contains("ModuleNotFoundError") {
+        panic!("the Python reference needs its packages: python3 -m pip install -r tests/requirements.txt\n{err}");
+    }
+    assert!(out.status.success(), "{script} failed:\n{err}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Fraction of equal elements.
+pub fn agreement(a: &[u8], b: &[u8]) -> f64 {
+    assert_eq!(a.len(), b.len(), "compared arrays differ in length");
+    a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64
+}

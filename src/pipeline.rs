@@ -82,7 +82,12 @@ impl Segmenter {
             model_name: model.name.clone(),
             metadata,
             preprocessor: Preprocessor::new(spec),
-            postprocessor: Postprocessor::new(options.upsample, backend.logits_shape(), classes, options.alpha),
+            postprocessor: Postprocessor::new(
+                options.upsample,
+                backend.logits_shape(),
+                classes,
+                options.alpha,
+            ),
             backend,
         })
     }
@@ -147,7 +152,7 @@ pub struct FrameFailure {
 }
 
 /// What a run did.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct RunSummary {
     /// Frames the source delivered or tried to deliver (bad ones included).
     pub frames_in: u64,
@@ -157,6 +162,8 @@ pub struct RunSummary {
     pub failed: Vec<FrameFailure>,
     /// Stage latencies of the frames written.
     pub stats: StageStats,
+    /// Why the run stopped before the end of the source, if it did.
+    pub stopped_by: Option<RunError>,
 }
 
 /// A run that had to stop.
@@ -180,16 +187,29 @@ pub enum FrameEvent<'a> {
 }
 
 /// Pulls every frame from `source`, segments it and hands it to every sink; calls `observe`
-/// after each frame. Bad frames are counted and skipped; a failing network or sink stops the
-/// run (the summary so far is lost only in the sense that the error says how far it got).
+/// after each frame. Bad frames are counted and skipped; a failing source, network or sink stops
+/// the run, and [`RunSummary::stopped_by`] says why (with the counts up to that point).
 pub fn run(
     source: &mut dyn Source,
     segmenter: &mut Segmenter,
     sinks: &mut [Box<dyn Sink>],
-    mut observe: impl FnMut(FrameEvent<'_>),
-) -> Result<RunSummary, (RunError, RunSummary)> {
-    let needs = sinks.iter().fold(Needs::default(), |acc, s| acc | s.needs());
+    observe: impl FnMut(FrameEvent<'_>),
+) -> RunSummary {
     let mut summary = RunSummary::default();
+    if let Err(e) = run_frames(source, segmenter, sinks, observe, &mut summary) {
+        summary.stopped_by = Some(e);
+    }
+    summary
+}
+
+fn run_frames(
+    source: &mut dyn Source,
+    segmenter: &mut Segmenter,
+    sinks: &mut [Box<dyn Sink>],
+    mut observe: impl FnMut(FrameEvent<'_>),
+    summary: &mut RunSummary,
+) -> Result<(), RunError> {
+    let needs = sinks.iter().fold(Needs::default(), |acc, s| acc | s.needs());
     let mut frame = Frame::default();
     loop {
         let captured = match source.next(&mut frame) {
@@ -204,7 +224,7 @@ pub fn run(
                 summary.failed.push(failure);
                 continue;
             }
-            Err(e) => return Err((RunError::Source(e), summary)),
+            Err(e) => return Err(RunError::Source(e)),
         };
         match captured {
             Captured::EndOfStream => break,
@@ -212,14 +232,10 @@ pub fn run(
             Captured::Frame => {}
         }
         summary.frames_in += 1;
-        if let Err(e) = segmenter.segment(&mut frame, needs) {
-            return Err((e.into(), summary));
-        }
+        segmenter.segment(&mut frame, needs)?;
         let output_start = Instant::now();
         for sink in sinks.iter_mut() {
-            if let Err(e) = sink.write(&frame) {
-                return Err((e.into(), summary));
-            }
+            sink.write(&frame)?;
         }
         frame.timings.add(Stage::Output, output_start.elapsed());
         summary.frames_out += 1;
@@ -227,9 +243,7 @@ pub fn run(
         observe(FrameEvent::Written(&frame));
     }
     for sink in sinks.iter_mut() {
-        if let Err(e) = sink.finish() {
-            return Err((e.into(), summary));
-        }
+        sink.finish()?;
     }
-    Ok(summary)
+    Ok(())
 }

@@ -94,10 +94,8 @@ impl Preprocessor {
         let spec = self.spec;
         assert_eq!(out.len(), spec.input_len(), "input buffer does not match the model input");
         assert!(!image.is_empty(), "cannot pre-process an empty image");
-        let plan_fits = self
-            .plan
-            .as_ref()
-            .is_some_and(|p| p.src_width == image.width && p.src_height == image.height);
+        let plan_fits =
+            self.plan.as_ref().is_some_and(|p| p.src_width == image.width && p.src_height == image.height);
         if !plan_fits {
             self.plan = Some(ResizePlan {
                 src_width: image.width,

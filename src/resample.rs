@@ -114,10 +114,8 @@ mod tests {
         // length-2 signal [0, 1] gives [0, 0, 0.125, 0.375, 0.625, 0.875, 1, 1].
         let taps = linear_taps(2, 8);
         let signal = [0.0f32, 1.0];
-        let out: Vec<f32> = taps
-            .iter()
-            .map(|t| signal[t.i0 as usize] * t.w0 + signal[t.i1 as usize] * t.w1)
-            .collect();
+        let out: Vec<f32> =
+            taps.iter().map(|t| signal[t.i0 as usize] * t.w0 + signal[t.i1 as usize] * t.w1).collect();
         let expected = [0.0, 0.0, 0.125, 0.375, 0.625, 0.875, 1.0, 1.0];
         for (a, b) in out.iter().zip(expected) {
             assert!((a - b).abs() < 1e-6, "{out:?}");

@@ -42,7 +42,11 @@ fn check(case: &str, form: &str) {
     let mut labels = LabelMap::new(width, height);
     post.labels(&logits, &mut labels);
     let agree = agreement(&labels.data, &expected_labels);
-    assert!(agree >= 0.9999, "{case}{form}: exact labels agree with PyTorch on {:.4}% of pixels", agree * 100.0);
+    assert!(
+        agree >= 0.9999,
+        "{case}{form}: exact labels agree with PyTorch on {:.4}% of pixels",
+        agree * 100.0
+    );
     eprintln!("{case}{form}: max |diff| {worst:.2e}, exact-label agreement {:.4}%", agree * 100.0);
 }
 

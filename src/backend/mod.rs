@@ -146,11 +146,8 @@ pub fn create(model: &OnnxModel, options: &BackendOptions) -> Result<Box<dyn Bac
     match kind {
         BackendKind::Cpu => Ok(Box::new(tract_cpu::TractCpuBackend::new(model, options)?)),
         other => {
-            let reason = availability()
-                .into_iter()
-                .find(|a| a.kind == other)
-                .map(|a| a.detail)
-                .unwrap_or_default();
+            let reason =
+                availability().into_iter().find(|a| a.kind == other).map(|a| a.detail).unwrap_or_default();
             Err(BackendError::Unavailable { kind: other, reason: format!("{reason}; use --backend cpu") })
         }
     }

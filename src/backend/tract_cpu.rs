@@ -6,10 +6,10 @@
 
 use std::sync::Arc;
 
-use tract_onnx::prelude::*;
-use tract_onnx::tract_hir::internal::DimLike;
-use tract_onnx::tract_core::runtime::{DefaultRuntime, RunOptions, Runtime, State};
 use tract_linalg::multithread::Executor;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::runtime::{DefaultRuntime, RunOptions, Runtime, State};
+use tract_onnx::tract_hir::internal::DimLike;
 
 use super::{Backend, BackendError, BackendKind, BackendOptions, default_threads};
 use crate::model::OnnxModel;
@@ -39,11 +39,8 @@ impl std::fmt::Debug for TractCpuBackend {
 
 impl TractCpuBackend {
     pub fn new(model: &OnnxModel, options: &BackendOptions) -> Result<Self, BackendError> {
-        let load_err = |reason: String| BackendError::Load {
-            model: model.name.clone(),
-            engine: "cpu (tract)",
-            reason,
-        };
+        let load_err =
+            |reason: String| BackendError::Load { model: model.name.clone(), engine: "cpu (tract)", reason };
         let (h, w) = options.input_size;
         let input_shape = [1, 3, h, w];
         let logits_name = &model.metadata.logits_output.value;
@@ -93,6 +90,51 @@ pub fn typed_model(model: &OnnxModel, input_shape: [usize; 4], logits: &str) -> 
     inference.select_outputs_by_name([logits])?;
     let typed = inference.into_typed()?;
     typed.into_decluttered()
+}
+
+/// Time spent in one kind of tract operator, per network run.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct OpTime {
+    /// tract's operator name after optimisation (`OptMatMul`, `Softmax`, `Resize`…).
+    pub op: String,
+    /// Number of nodes of that operator in the optimised graph.
+    pub nodes: usize,
+    pub ms_per_run: f64,
+}
+
+impl TractCpuBackend {
+    /// Runs the network `runs` times on the current input, timing every node, and returns the
+    /// time per operator kind, largest first. Says where the time goes when tract is slower
+    /// than a peer.
+    pub fn profile_ops(&mut self, runs: usize) -> Result<Vec<OpTime>, BackendError> {
+        let fail = |e: anyhow::Error| BackendError::Run { engine: "cpu (tract)", reason: format!("{e:#}") };
+        let state = self
+            .state
+            .downcast_mut::<TypedSimpleState>()
+            .ok_or_else(|| fail(anyhow::anyhow!("profiling needs tract's default runtime")))?;
+        let mut per_node: std::collections::HashMap<usize, std::time::Duration> = Default::default();
+        for _ in 0..runs.max(1) {
+            let input = TValue::from_const(Arc::clone(&self.input));
+            state
+                .run_plan_with_eval(tvec!(input), |ctx, op_state, node, inputs| {
+                    let start = std::time::Instant::now();
+                    let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
+                    *per_node.entry(node.id).or_default() += start.elapsed();
+                    out
+                })
+                .map_err(fail)?;
+        }
+        let mut per_op: std::collections::BTreeMap<String, (usize, f64)> = Default::default();
+        for (id, time) in per_node {
+            let entry = per_op.entry(state.model().node(id).op().name().to_string()).or_default();
+            entry.0 += 1;
+            entry.1 += time.as_secs_f64() * 1e3 / runs.max(1) as f64;
+        }
+        let mut ops: Vec<OpTime> =
+            per_op.into_iter().map(|(op, (nodes, ms_per_run))| OpTime { op, nodes, ms_per_run }).collect();
+        ops.sort_by(|a, b| b.ms_per_run.total_cmp(&a.ms_per_run));
+        Ok(ops)
+    }
 }
 
 impl Backend for TractCpuBackend {

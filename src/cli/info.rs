@@ -147,12 +147,12 @@ fn print_text(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
             let cityscapes = table.is_cityscapes();
             writeln!(out, "classes      {} {}", table.len(), label(classes.from))?;
             for (i, (name, rgb)) in table.names().iter().zip(table.palette()).enumerate() {
-                let id = if cityscapes { format!("  label id {}", CITYSCAPES_LABEL_IDS[i]) } else { String::new() };
-                writeln!(
-                    out,
-                    "  {i:>3}  {name:<16} #{:02x}{:02x}{:02x}{id}",
-                    rgb[0], rgb[1], rgb[2]
-                )?;
+                let id = if cityscapes {
+                    format!("  label id {}", CITYSCAPES_LABEL_IDS[i])
+                } else {
+                    String::new()
+                };
+                writeln!(out, "  {i:>3}  {name:<16} #{:02x}{:02x}{:02x}{id}", rgb[0], rgb[1], rgb[2])?;
             }
         }
         None => writeln!(out, "classes      unknown until the logits shape is known")?,
@@ -161,13 +161,23 @@ fn print_text(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
         writeln!(out, "metadata     none (defaults apply)")?;
     } else {
         for (i, (k, v)) in r.metadata_props.iter().enumerate() {
-            let shown: String = if v.chars().count() > 80 { format!("{}…", v.chars().take(80).collect::<String>()) } else { v.clone() };
+            let shown: String = if v.chars().count() > 80 {
+                format!("{}…", v.chars().take(80).collect::<String>())
+            } else {
+                v.clone()
+            };
             writeln!(out, "{:<12} {k} = {shown}", if i == 0 { "metadata" } else { "" })?;
         }
     }
     for (i, b) in r.backends.iter().enumerate() {
         let state = if b.available { "available" } else { "unavailable" };
-        writeln!(out, "{:<12} {:<9} {state:<12} {}", if i == 0 { "backends" } else { "" }, b.kind.name(), b.detail)?;
+        writeln!(
+            out,
+            "{:<12} {:<9} {state:<12} {}",
+            if i == 0 { "backends" } else { "" },
+            b.kind.name(),
+            b.detail
+        )?;
     }
     Ok(())
 }

@@ -125,7 +125,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         args.upsample.name()
     );
     let info = source.info().clone();
-    log::info!("input {} ({}, {} frames)", info.uri, info.kind, info.frame_count.map_or("?".into(), |n| n.to_string()));
+    log::info!(
+        "input {} ({}, {} frames)",
+        info.uri,
+        info.kind,
+        info.frame_count.map_or("?".into(), |n| n.to_string())
+    );
     for sink in &sinks {
         log::info!("output {}", sink.describe());
     }
@@ -133,7 +138,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let progress = progress_bar(info.frame_count, args.quiet);
     let total = info.frame_count.map_or(String::new(), |n| format!("/{n}"));
     let mut stdout = std::io::stdout().lock();
-    let result = pipeline::run(source.as_mut(), &mut segmenter, &mut sinks, |event| {
+    let mut summary = pipeline::run(source.as_mut(), &mut segmenter, &mut sinks, |event| {
         match event {
             FrameEvent::Written(frame) => {
                 if !args.quiet {
@@ -155,14 +160,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         progress.inc(1);
     });
     progress.finish_and_clear();
-    let summary = match result {
-        Ok(summary) => summary,
-        Err((error, summary)) => {
-            return Err(anyhow::Error::new(error)).with_context(|| {
-                format!("run stopped after {} of {} frames were written", summary.frames_out, summary.frames_in)
-            });
-        }
-    };
+    if let Some(error) = summary.stopped_by.take() {
+        return Err(anyhow::Error::new(error)).with_context(|| {
+            format!("run stopped after {} of {} frames were written", summary.frames_out, summary.frames_in)
+        });
+    }
 
     let _ = writeln!(
         stdout,
@@ -172,8 +174,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         summary.failed.len()
     );
     if summary.frames_out > 0 {
-        let _ = writeln!(stdout, "{:<12} {:>9} {:>9} {:>9} {:>9} {:>9}", "stage (ms)", "mean", "p50", "p90", "p99", "max");
-        let rows = Stage::ALL.iter().map(|s| (s.name(), summary.stats.stage(*s))).chain([("total", summary.stats.total())]);
+        let _ = writeln!(
+            stdout,
+            "{:<12} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "stage (ms)", "mean", "p50", "p90", "p99", "max"
+        );
+        let rows = Stage::ALL
+            .iter()
+            .map(|s| (s.name(), summary.stats.stage(*s)))
+            .chain([("total", summary.stats.total())]);
         for (name, stats) in rows {
             if let Some(s) = stats.summary() {
                 let _ = writeln!(
@@ -185,11 +194,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if !summary.failed.is_empty() {
-        eprintln!(
-            "error: {} of {} frames could not be read and have no outputs (listed above)",
-            summary.failed.len(),
-            summary.frames_in
-        );
+        // Each failed frame was reported on stderr as it happened; the counts are above.
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)

@@ -131,9 +131,7 @@ impl ClassTable {
                 Table { classes: Vec<String>, palette: Option<Vec<[u8; 3]>> },
             }
             let parsed: ClassFile = serde_json::from_str(&text).map_err(|e| {
-                bad(format!(
-                    "not a JSON list of names nor an object with \"classes\" and \"palette\": {e}"
-                ))
+                bad(format!("not a JSON list of names nor an object with \"classes\" and \"palette\": {e}"))
             })?;
             match parsed {
                 ClassFile::Names(names) => ClassTable::from_names(names),

@@ -201,7 +201,9 @@ impl SegmentationMetadata {
                 if num_classes > super::classes::MAX_CLASSES {
                     return Err(err(
                         KEY_CLASSES,
-                        format!("cannot describe {num_classes} channels: label maps hold at most 256 classes"),
+                        format!(
+                            "cannot describe {num_classes} channels: label maps hold at most 256 classes"
+                        ),
                     ));
                 }
                 log::warn!(
@@ -253,8 +255,7 @@ mod tests {
 
     #[test]
     fn foreign_model_gets_cityscapes_defaults() {
-        let mut md =
-            SegmentationMetadata::from_props(&props(&[]), &outputs(), &Default::default()).unwrap();
+        let mut md = SegmentationMetadata::from_props(&props(&[]), &outputs(), &Default::default()).unwrap();
         assert_eq!(md.mean.value, IMAGENET_MEAN);
         assert_eq!(md.std.from, Provenance::Default);
         assert_eq!(md.logits_output.value, "logits");
@@ -264,12 +265,9 @@ mod tests {
 
     #[test]
     fn first_output_when_none_is_named_logits() {
-        let md = SegmentationMetadata::from_props(
-            &props(&[]),
-            &["out".into(), "aux".into()],
-            &Default::default(),
-        )
-        .unwrap();
+        let md =
+            SegmentationMetadata::from_props(&props(&[]), &["out".into(), "aux".into()], &Default::default())
+                .unwrap();
         assert_eq!(md.logits_output.value, "out");
     }
 
@@ -325,8 +323,7 @@ mod tests {
 
     #[test]
     fn unnamed_classes_get_generic_names() {
-        let mut md =
-            SegmentationMetadata::from_props(&props(&[]), &outputs(), &Default::default()).unwrap();
+        let mut md = SegmentationMetadata::from_props(&props(&[]), &outputs(), &Default::default()).unwrap();
         assert_eq!(md.resolve_classes(5).unwrap().names()[4], "class_4");
     }
 }

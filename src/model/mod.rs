@@ -25,8 +25,7 @@ pub use metadata::{MetadataOverrides, Provenance, SegmentationMetadata, Setting}
 /// official SeMask-FPN code (`tests/fixtures/semask-ref/tiny2.ortopt.onnx`, see the README
 /// there): the real architecture at embed dim 32 with **random weights**, so its label maps are
 /// meaningless; it shows the runtime working end to end.
-pub const BUILTIN_MODEL_ONNX: &[u8] =
-    include_bytes!("../../tests/fixtures/semask-ref/tiny2.ortopt.onnx");
+pub const BUILTIN_MODEL_ONNX: &[u8] = include_bytes!("../../tests/fixtures/semask-ref/tiny2.ortopt.onnx");
 /// How the built-in model is named in logs and `info`.
 pub const BUILTIN_MODEL_NAME: &str = "built-in tiny2 fixture (random weights)";
 
@@ -146,12 +145,8 @@ impl OnnxModel {
         }
         let initializers: std::collections::HashSet<&str> =
             graph.initializer.iter().map(|t| t.name.as_str()).collect();
-        let inputs: Vec<TensorDecl> = graph
-            .input
-            .iter()
-            .filter(|i| !initializers.contains(i.name.as_str()))
-            .map(tensor_decl)
-            .collect();
+        let inputs: Vec<TensorDecl> =
+            graph.input.iter().filter(|i| !initializers.contains(i.name.as_str())).map(tensor_decl).collect();
         let input = check_image_input(&name, inputs)?;
         let outputs: Vec<TensorDecl> = graph.output.iter().map(tensor_decl).collect();
         let props: BTreeMap<String, String> =
@@ -287,8 +282,11 @@ mod tests {
         use Dim::*;
         assert!(check_image_input("m", vec![decl(&[Fixed(1), Fixed(3), Fixed(8), Fixed(8)])]).is_ok());
         assert!(
-            check_image_input("m", vec![decl(&[Symbolic("N".into()), Fixed(3), Symbolic("H".into()), Fixed(8)])])
-                .is_ok()
+            check_image_input(
+                "m",
+                vec![decl(&[Symbolic("N".into()), Fixed(3), Symbolic("H".into()), Fixed(8)])]
+            )
+            .is_ok()
         );
         for bad in [
             vec![Fixed(1), Fixed(1), Fixed(8), Fixed(8)],

@@ -67,10 +67,13 @@ pub struct Postprocessor {
     low_res: Vec<u8>,
     /// Fast mode: running maxima for the argmax at logits resolution.
     scratch: Vec<f32>,
+    /// Exact mode: output x positions of the current row near a class boundary.
+    boundary: Vec<u32>,
     /// Exact mode: x-resampled logits rows `[K][frame width]`.
     rows: TwoRowCache,
-    /// Exact mode: one output row of interpolated values of the current class.
+    /// Exact mode: best value and best class (as f32) of each pixel of the current output row.
     row_best: Vec<f32>,
+    row_best_class: Vec<f32>,
 }
 
 #[derive(Debug, Clone)]
@@ -96,8 +99,10 @@ impl Postprocessor {
             plan: None,
             low_res: Vec::new(),
             scratch: Vec::new(),
+            boundary: Vec::new(),
             rows: TwoRowCache::default(),
             row_best: Vec::new(),
+            row_best_class: Vec::new(),
         }
     }
 
@@ -142,14 +147,48 @@ impl Postprocessor {
                 }
             }
             Upsample::Exact => {
+                // Where the four logits pixels an output pixel interpolates share one argmax,
+                // that class wins every convex combination of them: the label is known without
+                // interpolating. Only pixels near class boundaries need the K interpolations,
+                // one by one when they are few, as a vectorised row when they are many.
+                self.low_res.resize(h * w, 0);
+                argmax::argmax_planes(logits, k, &mut self.low_res, &mut self.scratch);
                 let out_w = labels.width;
                 self.row_best.resize(out_w, 0.0);
+                self.row_best_class.resize(out_w, 0.0);
                 for (y, ytap) in plan.y_taps.iter().enumerate() {
-                    let (top, bottom) = self.rows.rows(ytap, |src_row, out| {
-                        resample_logits_row(logits, (k, h, w), src_row, &plan.x_taps, out)
-                    });
+                    let lo_top = &self.low_res[ytap.i0 as usize * w..(ytap.i0 as usize + 1) * w];
+                    let lo_bottom = &self.low_res[ytap.i1 as usize * w..(ytap.i1 as usize + 1) * w];
                     let dst = &mut labels.data[y * out_w..(y + 1) * out_w];
-                    argmax::argmax_blended_rows(top, bottom, ytap.w0, ytap.w1, k, dst, &mut self.row_best);
+                    self.boundary.clear();
+                    for (x, (d, xtap)) in dst.iter_mut().zip(&plan.x_taps).enumerate() {
+                        let (x0, x1) = (xtap.i0 as usize, xtap.i1 as usize);
+                        let a = lo_top[x0];
+                        if a == lo_top[x1] && a == lo_bottom[x0] && a == lo_bottom[x1] {
+                            *d = a;
+                        } else {
+                            self.boundary.push(x as u32);
+                        }
+                    }
+                    if self.boundary.len() * 4 > out_w {
+                        let (top, bottom) = self.rows.rows(ytap, |src_row, out| {
+                            resample_logits_row(logits, (k, h, w), src_row, &plan.x_taps, out)
+                        });
+                        argmax::argmax_blended_rows(
+                            top,
+                            bottom,
+                            ytap.w0,
+                            ytap.w1,
+                            k,
+                            dst,
+                            &mut self.row_best,
+                            &mut self.row_best_class,
+                        );
+                    } else {
+                        for &x in &self.boundary {
+                            dst[x as usize] = exact_pixel(logits, (k, h, w), ytap, &plan.x_taps[x as usize]);
+                        }
+                    }
                 }
             }
         }
@@ -170,6 +209,26 @@ impl Postprocessor {
         });
         self.rows.reset(k * width);
     }
+}
+
+/// The `exact` label of one output pixel: the same arithmetic, in the same order, as
+/// [`resample_logits_row`] followed by [`argmax::argmax_blended_rows`], so both give identical
+/// labels.
+fn exact_pixel(logits: &[f32], (k, h, w): (usize, usize, usize), ytap: &LinearTap, xtap: &LinearTap) -> u8 {
+    let (y0, y1, x0, x1) = (ytap.i0 as usize, ytap.i1 as usize, xtap.i0 as usize, xtap.i1 as usize);
+    let mut best = f32::NEG_INFINITY;
+    let mut best_class = 0;
+    for c in 0..k {
+        let plane = &logits[c * h * w..(c + 1) * h * w];
+        let top = xtap.w0 * plane[y0 * w + x0] + xtap.w1 * plane[y0 * w + x1];
+        let bottom = xtap.w0 * plane[y1 * w + x0] + xtap.w1 * plane[y1 * w + x1];
+        let v = ytap.w0 * top + ytap.w1 * bottom;
+        if c == 0 || v > best {
+            best = v;
+            best_class = c;
+        }
+    }
+    best_class as u8
 }
 
 /// Row `src_row` of every class plane, resampled along x: `out[c * taps.len() + x]`.
@@ -239,6 +298,35 @@ mod tests {
             let mut labels = LabelMap::new(ow, oh);
             post.labels(&logits, &mut labels);
             assert_eq!(labels.data, reference_exact(&logits, k, h, w, oh, ow), "{oh}x{ow}");
+        }
+    }
+
+    #[test]
+    fn exact_matches_on_noise_and_on_large_regions() {
+        let (k, h, w) = (7, 9, 11);
+        let mut state = 12345u32;
+        let noise: Vec<f32> = (0..k * h * w)
+            .map(|_| {
+                state = state.wrapping_mul(1664525).wrapping_add(1013904223);
+                (state >> 8) as f32 / (1 << 24) as f32
+            })
+            .collect();
+        // Large regions: class = column band, with a small noise on top.
+        let regions: Vec<f32> = noise
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let (c, x) = (i / (h * w), i % w);
+                if c == x * k / w { 5.0 + n } else { *n }
+            })
+            .collect();
+        for logits in [&noise, &regions] {
+            for (oh, ow) in [(72, 88), (9, 11), (37, 50)] {
+                let mut post = Postprocessor::new(Upsample::Exact, [1, k, h, w], ClassTable::generic(k), 0.5);
+                let mut labels = LabelMap::new(ow, oh);
+                post.labels(logits, &mut labels);
+                assert_eq!(labels.data, reference_exact(logits, k, h, w, oh, ow), "{oh}x{ow}");
+            }
         }
     }
 

@@ -107,10 +107,15 @@ impl Sink for PngDirSink {
                 self.mapped.extend(frame.labels.data.iter().map(|&l| self.label_lut[l as usize]));
                 (frame.labels.width, frame.labels.height, &self.mapped[..], image::ExtendedColorType::L8)
             }
-            PngKind::Color => (frame.color.width, frame.color.height, &frame.color.data[..], image::ExtendedColorType::Rgb8),
-            PngKind::Overlay => {
-                (frame.overlay.width, frame.overlay.height, &frame.overlay.data[..], image::ExtendedColorType::Rgb8)
+            PngKind::Color => {
+                (frame.color.width, frame.color.height, &frame.color.data[..], image::ExtendedColorType::Rgb8)
             }
+            PngKind::Overlay => (
+                frame.overlay.width,
+                frame.overlay.height,
+                &frame.overlay.data[..],
+                image::ExtendedColorType::Rgb8,
+            ),
         };
         self.encoded.clear();
         // Fast compression: label and colour maps compress well anyway; the output stage should
@@ -178,9 +183,10 @@ mod tests {
     #[test]
     fn cityscapes_ids_need_cityscapes_classes() {
         let dir = tempfile::tempdir().unwrap();
-        let err = PngDirSink::new(dir.path(), PngKind::Labels(LabelIds::Cityscapes), &ClassTable::generic(19))
-            .unwrap_err()
-            .to_string();
+        let err =
+            PngDirSink::new(dir.path(), PngKind::Labels(LabelIds::Cityscapes), &ClassTable::generic(19))
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("--label-ids train"), "{err}");
     }
 

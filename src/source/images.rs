@@ -51,7 +51,11 @@ pub struct ImageSource {
 
 impl ImageSource {
     pub fn single(path: &Path) -> ImageSource {
-        ImageSource::new(path.display().to_string(), "image", vec![(stem(path), Entry::File(path.to_path_buf()))])
+        ImageSource::new(
+            path.display().to_string(),
+            "image",
+            vec![(stem(path), Entry::File(path.to_path_buf()))],
+        )
     }
 
     /// Every PNG/JPEG below `dir` (subdirectories included, hidden entries skipped), in natural
@@ -86,17 +90,16 @@ impl ImageSource {
 
     /// The built-in sample frame ([`BUILTIN_SAMPLE_PNG`]), named `sample`.
     pub fn builtin_sample() -> ImageSource {
-        ImageSource::new("builtin:sample".into(), "builtin", vec![("sample".into(), Entry::Embedded(BUILTIN_SAMPLE_PNG))])
+        ImageSource::new(
+            "builtin:sample".into(),
+            "builtin",
+            vec![("sample".into(), Entry::Embedded(BUILTIN_SAMPLE_PNG))],
+        )
     }
 
     fn new(uri: String, kind: &'static str, entries: Vec<(String, Entry)>) -> ImageSource {
-        let info = SourceInfo {
-            uri,
-            kind,
-            frame_count: Some(entries.len() as u64),
-            nominal_fps: None,
-            live: false,
-        };
+        let info =
+            SourceInfo { uri, kind, frame_count: Some(entries.len() as u64), nominal_fps: None, live: false };
         ImageSource { info, entries, next: 0, bytes: Vec::new() }
     }
 }
@@ -146,7 +149,9 @@ pub fn decode_into(bytes: &[u8], out: &mut Rgb8Image) -> Result<(), String> {
         .with_guessed_format()
         .map_err(|e| format!("cannot read: {e}"))?;
     match reader.format() {
-        Some(image::ImageFormat::Png) | Some(image::ImageFormat::Jpeg) => {}
+        Some(image::ImageFormat::Png) => {}
+        // The JPEG decoder fills a truncated scan with grey instead of failing: catch it here.
+        Some(image::ImageFormat::Jpeg) => check_jpeg_is_complete(bytes)?,
         Some(other) => return Err(format!("{other:?} images are not supported; convert to PNG or JPEG")),
         None => return Err("not a PNG or JPEG image (unrecognised content)".into()),
     }
@@ -169,12 +174,26 @@ pub fn decode_into(bytes: &[u8], out: &mut Rgb8Image) -> Result<(), String> {
     Ok(())
 }
 
+/// Refuses a JPEG whose last scan has no end-of-image marker (a truncated file or stream).
+///
+/// Inside entropy-coded data every 0xFF byte is followed by 0x00 or a restart marker, so the
+/// first `FF D9` after the last start-of-scan (`FF DA`) is the real end of image.
+pub fn check_jpeg_is_complete(bytes: &[u8]) -> Result<(), String> {
+    let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    let complete = match last_scan {
+        Some(at) => bytes[at..].windows(2).any(|w| w == [0xFF, 0xD9]),
+        None => false,
+    };
+    if complete { Ok(()) } else { Err("truncated JPEG (no end-of-image marker after the last scan)".into()) }
+}
+
 fn stem(path: &Path) -> String {
     path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "frame".into())
 }
 
 fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), SourceError> {
-    let unreadable = |e: std::io::Error| SourceError::Unreadable { path: dir.to_path_buf(), reason: e.to_string() };
+    let unreadable =
+        |e: std::io::Error| SourceError::Unreadable { path: dir.to_path_buf(), reason: e.to_string() };
     for entry in std::fs::read_dir(dir).map_err(unreadable)? {
         let entry = entry.map_err(unreadable)?;
         let path = entry.path();
@@ -207,7 +226,8 @@ pub fn natural_cmp(a: &str, b: &str) -> Ordering {
             (Some(ca), Some(cb)) if ca.is_ascii_digit() && cb.is_ascii_digit() => {
                 let a_len = a_rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(a_rest.len());
                 let b_len = b_rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(b_rest.len());
-                let (a_num, b_num) = (a_rest[..a_len].trim_start_matches('0'), b_rest[..b_len].trim_start_matches('0'));
+                let (a_num, b_num) =
+                    (a_rest[..a_len].trim_start_matches('0'), b_rest[..b_len].trim_start_matches('0'));
                 let by_value = a_num.len().cmp(&b_num.len()).then_with(|| a_num.cmp(b_num));
                 if by_value != Ordering::Equal {
                     return by_value;
@@ -291,6 +311,18 @@ mod tests {
         assert_eq!((frame.index, frame.image.width, frame.image.height), (1, 4, 3));
         assert_eq!(frame.image.pixel(3, 2), [3, 2, 7]);
         assert_eq!(src.next(&mut frame).unwrap(), Captured::EndOfStream);
+    }
+
+    #[test]
+    fn truncated_jpeg_is_refused() {
+        let mut jpeg = Vec::new();
+        image::RgbImage::from_fn(32, 16, |x, y| image::Rgb([x as u8 * 8, y as u8 * 16, 0]))
+            .write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+            .unwrap();
+        let mut out = Rgb8Image::default();
+        decode_into(&jpeg, &mut out).unwrap();
+        let err = decode_into(&jpeg[..jpeg.len() - 40], &mut out).unwrap_err();
+        assert!(err.contains("truncated JPEG"), "{err}");
     }
 
     #[test]

@@ -51,7 +51,9 @@ pub enum SourceError {
     NotFound { path: PathBuf },
     #[error("input {path}: {reason}")]
     Unreadable { path: PathBuf, reason: String },
-    #[error("input directory {path} holds no PNG or JPEG images; point --input at a folder of .png/.jpg files")]
+    #[error(
+        "input directory {path} holds no PNG or JPEG images; point --input at a folder of .png/.jpg files"
+    )]
     EmptyDirectory { path: PathBuf },
     #[error("input {input}: {reason}")]
     Unsupported { input: String, reason: String },
@@ -123,10 +125,8 @@ impl fmt::Display for SourceUri {
 /// Opens the source `input` names (`None`: the built-in sample).
 pub fn open(input: Option<&str>) -> Result<Box<dyn Source>, SourceError> {
     let uri = SourceUri::parse(input);
-    let unsupported = |reason: &str| SourceError::Unsupported {
-        input: uri.to_string(),
-        reason: reason.to_string(),
-    };
+    let unsupported =
+        |reason: &str| SourceError::Unsupported { input: uri.to_string(), reason: reason.to_string() };
     match &uri {
         SourceUri::Builtin => Ok(Box::new(images::ImageSource::builtin_sample())),
         SourceUri::Camera(_) => Err(unsupported(

@@ -33,7 +33,8 @@ pub fn write_npy_f32(path: &Path, shape: &[usize], values: &[f32]) {
     let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
     let mut out = Vec::new();
     {
-        let mut writer = npyz::WriteOptions::new().default_dtype().shape(&shape).writer(&mut out).begin_nd().unwrap();
+        let mut writer =
+            npyz::WriteOptions::new().default_dtype().shape(&shape).writer(&mut out).begin_nd().unwrap();
         writer.extend(values.iter().copied()).unwrap();
         writer.finish().unwrap();
     }
@@ -74,7 +75,9 @@ pub fn run_reference(script: &str, args: &[&str]) -> String {
         .unwrap_or_else(|e| panic!("cannot run {} (set SEMASK_PYTHON?): {e}", python()));
     let err = String::from_utf8_lossy(&out.stderr);
     if err.contains("ModuleNotFoundError") {
-        panic!("the Python reference needs its packages: python3 -m pip install -r tests/requirements.txt\n{err}");
+        panic!(
+            "the Python reference needs its packages: python3 -m pip install -r tests/requirements.txt\n{err}"
+        );
     }
     assert!(out.status.success(), "{script} failed:\n{err}");
     String::from_utf8_lossy(&out.stdout).into_owned()

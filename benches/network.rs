@@ -1,0 +1,199 @@
+//! Network latency: tract (this runtime's CPU backend) against onnxruntime on the same ONNX, the
+//! same input and the same number of threads, interleaved in rounds so that both see the same
+//! machine state. Prints a table and the ratio tract / onnxruntime (lower is better).
+//!
+//! ```text
+//! cargo bench --bench network                        # the tiny2 fixture, both ONNX forms
+//! cargo bench --bench network -- --model m.onnx --threads 2 --iters 20 --rounds 5
+//! cargo bench --bench network -- --profile           # and where tract spends its time
+//! ```
+//! Needs `python3 -m pip install -r tests/requirements.txt` (onnxruntime is the peer).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use semask_edge::backend::tract_cpu::TractCpuBackend;
+use semask_edge::backend::{Backend, BackendKind, BackendOptions};
+use semask_edge::model::OnnxModel;
+
+struct Args {
+    models: Vec<PathBuf>,
+    threads: usize,
+    warmup: usize,
+    iters: usize,
+    rounds: usize,
+    /// Also time every tract operator and print where the time goes.
+    profile: bool,
+}
+
+fn parse_args() -> Args {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut args = Args { models: vec![], threads: 0, warmup: 5, iters: 10, rounds: 5, profile: false };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--model" => args.models.push(PathBuf::from(value())),
+            "--threads" => args.threads = value().parse().expect("--threads N"),
+            "--warmup" => args.warmup = value().parse().expect("--warmup N"),
+            "--iters" => args.iters = value().parse().expect("--iters N"),
+            "--rounds" => args.rounds = value().parse().expect("--rounds N"),
+            "--profile" => args.profile = true,
+            "--bench" => {} // passed by `cargo bench`
+            other => panic!("unknown argument {other}; see the doc comment of benches/network.rs"),
+        }
+    }
+    if args.models.is_empty() {
+        for form in ["tiny2.ortopt.onnx", "tiny2.onnx"] {
+            args.models.push(root.join("tests/fixtures/semask-ref").join(form));
+        }
+    }
+    if args.threads == 0 {
+        args.threads = semask_edge::backend::default_threads();
+    }
+    args
+}
+
+/// Deterministic N(0, 1)-like input (sum of uniforms), for models without a fixture input.
+fn synthetic_input(len: usize) -> Vec<f32> {
+    let mut state = 0x2545F4914F6CDD1Du64;
+    (0..len)
+        .map(|_| {
+            let mut sum = 0.0;
+            for _ in 0..4 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                sum += (state >> 40) as f32 / (1u64 << 24) as f32;
+            }
+            (sum - 2.0) * 1.732
+        })
+        .collect()
+}
+
+fn write_npy(path: &Path, shape: &[usize], data: &[f32]) {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({},), }}", dims.join(", "));
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    for v in data {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn main() {
+    let args = parse_args();
+    let python = std::env::var("SEMASK_PYTHON").unwrap_or_else(|_| "python3".into());
+    let peer_script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peer_onnxruntime.py");
+    let tmp = std::env::temp_dir().join(format!("semask-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+
+    println!(
+        "network latency, {} threads, {} rounds x {} runs after {} warm-up runs (median, p10, p90 in ms)",
+        args.threads, args.rounds, args.iters, args.warmup
+    );
+    println!("{:<28} {:<12} {:>9} {:>9} {:>9}", "model", "engine", "median", "p10", "p90");
+    for model_path in &args.models {
+        let model = OnnxModel::open(model_path, &Default::default()).unwrap_or_else(|e| panic!("{e}"));
+        let options = BackendOptions {
+            kind: BackendKind::Cpu,
+            threads: args.threads,
+            input_size: model.input_size(None).unwrap_or_else(|e| panic!("{e}")),
+        };
+        let mut tract = TractCpuBackend::new(&model, &options).unwrap_or_else(|e| panic!("{e}"));
+        let shape = tract.input_shape();
+        let input = synthetic_input(shape.iter().product());
+        tract.input_mut().copy_from_slice(&input);
+        let input_npy = tmp.join("input.npy");
+        write_npy(&input_npy, &shape, &input);
+
+        let mut peer = Command::new(&python)
+            .arg(&peer_script)
+            .arg(model_path)
+            .arg(&input_npy)
+            .arg(args.threads.to_string())
+            .arg(&model.metadata.logits_output.value)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {python}: {e}"));
+        let mut peer_in = peer.stdin.take().unwrap();
+        let mut peer_out = BufReader::new(peer.stdout.take().unwrap());
+        let mut line = String::new();
+        peer_out.read_line(&mut line).unwrap();
+        assert!(
+            line.contains("ready"),
+            "onnxruntime peer did not start (pip install -r tests/requirements.txt?): {line:?}"
+        );
+        let mut peer_run = |n: usize| -> Vec<f64> {
+            writeln!(peer_in, "run {n}").unwrap();
+            line.clear();
+            peer_out.read_line(&mut line).unwrap();
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|_| {
+                panic!("onnxruntime peer failed (pip install -r tests/requirements.txt?): {line:?}")
+            });
+            v["times_ms"].as_array().expect("times_ms").iter().map(|t| t.as_f64().unwrap()).collect()
+        };
+
+        let mut tract_run = |n: usize| -> Vec<f64> {
+            (0..n)
+                .map(|_| {
+                    let start = Instant::now();
+                    tract.run().unwrap();
+                    std::hint::black_box(tract.logits());
+                    start.elapsed().as_secs_f64() * 1e3
+                })
+                .collect()
+        };
+        tract_run(args.warmup);
+        peer_run(args.warmup);
+        let (mut tract_ms, mut ort_ms) = (vec![], vec![]);
+        for _ in 0..args.rounds {
+            tract_ms.extend(tract_run(args.iters));
+            ort_ms.extend(peer_run(args.iters));
+        }
+        let name = model_path.file_name().unwrap().to_string_lossy();
+        let mut medians = vec![];
+        for (engine, times) in [("tract", &mut tract_ms), ("onnxruntime", &mut ort_ms)] {
+            times.sort_by(f64::total_cmp);
+            let median = percentile(times, 50.0);
+            medians.push(median);
+            println!(
+                "{name:<28} {engine:<12} {median:>9.2} {:>9.2} {:>9.2}",
+                percentile(times, 10.0),
+                percentile(times, 90.0)
+            );
+        }
+        println!("{name:<28} ratio tract / onnxruntime = {:.2}x", medians[0] / medians[1]);
+        if args.profile {
+            let ops = tract.profile_ops(args.iters).unwrap();
+            let total: f64 = ops.iter().map(|o| o.ms_per_run).sum();
+            println!("  tract time per operator ({total:.2} ms per run while profiling):");
+            for op in ops.iter().take(15) {
+                println!(
+                    "    {:<32} {:>4} nodes {:>9.2} ms {:>5.1}%",
+                    op.op,
+                    op.nodes,
+                    op.ms_per_run,
+                    100.0 * op.ms_per_run / total
+                );
+            }
+        }
+        drop(peer_in);
+        let _ = peer.wait();
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+}

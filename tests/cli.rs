@@ -1,0 +1,174 @@
+//! The `run` and `info` commands end to end: outputs of the input image's size for every
+//! requested kind, label maps that agree with onnxruntime, and a usable `info`.
+
+mod util;
+
+use std::path::Path;
+
+use semask_edge::frame::Rgb8Image;
+use semask_edge::model::OnnxModel;
+use semask_edge::preprocess::Preprocessor;
+use semask_edge::source::images::decode_into;
+use util::{agreement, fixture, read_npy_u8, run_cli, run_reference, stderr, stdout, write_npy_f32};
+
+/// The normalised network input the runtime builds for `image` (same library code as `run`).
+fn network_input(model: &OnnxModel, image: &Path) -> (Vec<usize>, Vec<f32>) {
+    let (h, w) = model.input_size(None).unwrap();
+    let m = &model.metadata;
+    let spec = semask_edge::preprocess::PreprocSpec {
+        input_width: w,
+        input_height: h,
+        mean: m.mean.value,
+        std: m.std.value,
+        channel_order: m.channel_order.value,
+    };
+    let mut rgb = Rgb8Image::default();
+    decode_into(&std::fs::read(image).unwrap(), &mut rgb).unwrap();
+    let mut input = vec![0.0; spec.input_len()];
+    Preprocessor::new(spec).run(&rgb, &mut input);
+    (vec![1, 3, h, w], input)
+}
+
+/// Runs the CLI on `image` with `model` and checks every output against the image size and the
+/// labels against onnxruntime on the same normalised input.
+fn check_against_onnxruntime(model_rel: &str, image_rel: &str) {
+    let model_path = fixture(model_rel);
+    let image_path = fixture(image_rel);
+    let out = tempfile::tempdir().unwrap();
+    let dir = |k: &str| out.path().join(k);
+    let result = run_cli(&[
+        "run",
+        "--model",
+        model_path.to_str().unwrap(),
+        "--input",
+        image_path.to_str().unwrap(),
+        "--labels",
+        dir("labels").to_str().unwrap(),
+        "--color",
+        dir("color").to_str().unwrap(),
+        "--overlay",
+        dir("overlay").to_str().unwrap(),
+        "--upsample",
+        "exact",
+    ]);
+    assert!(result.status.success(), "run failed: {}", stderr(&result));
+    let stem = image_path.file_stem().unwrap().to_str().unwrap();
+    assert!(stdout(&result).contains(&format!("[1/1] {stem} ")), "{}", stdout(&result));
+
+    let source = image::open(&image_path).unwrap();
+    let (width, height) = (source.width(), source.height());
+    let labels = image::open(dir("labels").join(format!("{stem}.png"))).unwrap();
+    assert_eq!(labels.color(), image::ColorType::L8);
+    assert_eq!((labels.width(), labels.height()), (width, height));
+    for kind in ["color", "overlay"] {
+        let img = image::open(dir(kind).join(format!("{stem}.png"))).unwrap();
+        assert_eq!(img.color(), image::ColorType::Rgb8, "{kind}");
+        assert_eq!((img.width(), img.height()), (width, height), "{kind}");
+    }
+    let labels = labels.into_luma8().into_raw();
+    assert!(labels.iter().all(|&l| l < 19));
+
+    // Reference: onnxruntime on the same normalised input, numpy bilinear upsampling, argmax.
+    let model = OnnxModel::open(&model_path, &Default::default()).unwrap();
+    let (shape, input) = network_input(&model, &image_path);
+    let input_npy = out.path().join("input.npy");
+    let reference_npy = out.path().join("reference.npy");
+    write_npy_f32(&input_npy, &shape, &input);
+    run_reference(
+        "ort_labels.py",
+        &[
+            model_path.to_str().unwrap(),
+            input_npy.to_str().unwrap(),
+            &height.to_string(),
+            &width.to_string(),
+            reference_npy.to_str().unwrap(),
+        ],
+    );
+    let (ref_shape, reference) = read_npy_u8(&reference_npy);
+    assert_eq!(ref_shape, vec![height as usize, width as usize]);
+    let agree = agreement(&labels, &reference);
+    eprintln!("{model_rel} on {image_rel}: {:.4}% of pixels agree with onnxruntime", agree * 100.0);
+    assert!(agree >= 0.999, "only {:.4}% of pixels agree with onnxruntime", agree * 100.0);
+}
+
+#[test]
+fn png_at_the_model_input_size_matches_onnxruntime() {
+    check_against_onnxruntime("semask-ref/tiny2.ortopt.onnx", "images/street_224x448.png");
+}
+
+#[test]
+fn larger_png_is_resized_and_labels_come_back_at_its_size() {
+    check_against_onnxruntime("semask-ref/tiny.onnx", "images/street_1024x512.png");
+}
+
+#[test]
+fn smaller_jpeg_through_the_raw_export() {
+    check_against_onnxruntime("semask-ref/tiny2.onnx", "images/street_112x224.jpg");
+}
+
+#[test]
+fn fast_mode_and_cityscapes_label_ids() {
+    let out = tempfile::tempdir().unwrap();
+    let input = fixture("images");
+    let result = run_cli(&[
+        "run",
+        "--input",
+        input.to_str().unwrap(),
+        "--labels",
+        out.path().to_str().unwrap(),
+        "--upsample",
+        "fast",
+        "--label-ids",
+        "cityscapes",
+        "--quiet",
+    ]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let text = stdout(&result);
+    assert!(text.contains("3 frames in, 3 written, 0 failed"), "{text}");
+    assert!(!text.contains("[1/3]"), "--quiet still printed frame lines: {text}");
+    let ids = semask_edge::model::classes::CITYSCAPES_LABEL_IDS;
+    for (name, (w, h)) in
+        [("street_1024x512", (1024, 512)), ("street_224x448", (448, 224)), ("street_112x224", (224, 112))]
+    {
+        let img = image::open(out.path().join(format!("{name}.png"))).unwrap();
+        assert_eq!((img.width(), img.height()), (w, h));
+        assert!(img.into_luma8().iter().all(|v| ids.contains(v)), "{name} holds a non-Cityscapes id");
+    }
+}
+
+#[test]
+fn default_run_uses_the_builtin_model_and_sample() {
+    let out = tempfile::tempdir().unwrap();
+    let result = run_cli(&["run", "--overlay", out.path().to_str().unwrap()]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let img = image::open(out.path().join("sample.png")).unwrap();
+    assert_eq!((img.width(), img.height()), (1024, 512));
+    let text = stdout(&result);
+    for stage in ["decode", "preprocess", "network", "postprocess", "output", "total"] {
+        assert!(text.contains(stage), "summary lacks {stage}: {text}");
+    }
+}
+
+#[test]
+fn info_describes_model_metadata_and_backends() {
+    let model = fixture("semask-ref/tiny.onnx");
+    let result = run_cli(&["info", "--model", model.to_str().unwrap()]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let text = stdout(&result);
+    for needle in [
+        "input float [1, 3, 112, 224]",
+        "inferred shape [1, 19, 28, 56]",
+        "sky",
+        "label id 26",
+        "cpu",
+        "tensorrt",
+        "nodes",
+    ] {
+        assert!(text.contains(needle), "info lacks {needle:?}:\n{text}");
+    }
+    let json = run_cli(&["info", "--json", "--model", model.to_str().unwrap(), "--mean", "1,2,3"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["logits_shape"], serde_json::json!([1, 19, 28, 56]));
+    assert_eq!(v["mean"]["from"], "flag");
+    assert_eq!(v["classes"]["value"]["names"][10], "sky");
+}

@@ -10,6 +10,7 @@
 //! features; [`availability`] says so instead of failing obscurely.
 
 pub mod tract_cpu;
+pub mod tract_ops;
 
 use std::fmt;
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tract_linalg::multithread::Executor;
 use tract_onnx::prelude::*;
-use tract_onnx::tract_core::runtime::{DefaultRuntime, RunOptions, Runtime, State};
+use tract_onnx::tract_core::runtime::{RunOptions, State};
 use tract_onnx::tract_hir::internal::DimLike;
 
 use super::{Backend, BackendError, BackendKind, BackendOptions, default_threads};
@@ -62,10 +62,9 @@ impl TractCpuBackend {
         let threads = if options.threads == 0 { default_threads() } else { options.threads };
         let executor = if threads > 1 { Executor::multithread(threads) } else { Executor::SingleThread };
         let run_options = RunOptions { executor: Some(executor), ..Default::default() };
-        let runnable = DefaultRuntime
-            .prepare_with_options(typed, &run_options)
+        let state = optimized_plan(typed, &run_options)
+            .and_then(|plan| Ok(Box::new(plan.spawn()?) as Box<dyn State>))
             .map_err(|e| load_err(format!("{e:#}")))?;
-        let state = runnable.spawn().map_err(|e| load_err(format!("{e:#}")))?;
         let input = Arc::new(Tensor::zero::<f32>(&input_shape).map_err(|e| load_err(format!("{e:#}")))?);
         log::debug!(
             "tract loaded {}: input {input_shape:?}, logits {logits_shape:?}, {threads} threads",
@@ -75,8 +74,8 @@ impl TractCpuBackend {
     }
 }
 
-/// Parses `model`, fixes its input, keeps only the `logits` output, and types and declutters it.
-/// Also used by `info` to learn concrete output shapes.
+/// Parses `model`, fixes its input, keeps only the `logits` output, types and declutters it, and
+/// swaps in [`super::tract_ops`]. Also used by `info` to learn concrete output shapes.
 pub fn typed_model(model: &OnnxModel, input_shape: [usize; 4], logits: &str) -> TractResult<TypedModel> {
     // Declared output shapes of raw torch exports are symbolic placeholders; tract infers them.
     let onnx = tract_onnx::onnx().with_ignore_output_shapes(true);
@@ -88,8 +87,10 @@ pub fn typed_model(model: &OnnxModel, input_shape: [usize; 4], logits: &str) -> 
     let mut inference = parsed.model;
     inference.set_input_fact(0, f32::fact(input_shape).into())?;
     inference.select_outputs_by_name([logits])?;
-    let typed = inference.into_typed()?;
-    typed.into_decluttered()
+    let mut typed = inference.into_typed()?.into_decluttered()?;
+    let replaced = super::tract_ops::accelerate(&mut typed)?;
+    log::debug!("{}: {replaced} nodes replaced by semask-edge's faster operators", model.name);
+    Ok(typed)
 }
 
 /// Time spent in one kind of tract operator, per network run.
@@ -135,6 +136,15 @@ impl TractCpuBackend {
         ops.sort_by(|a, b| b.ms_per_run.total_cmp(&a.ms_per_run));
         Ok(ops)
     }
+}
+
+/// What tract's default CPU runtime does (optimise, then plan), plus our operators for what the
+/// optimiser leaves generic.
+fn optimized_plan(typed: TypedModel, options: &RunOptions) -> TractResult<Arc<TypedSimplePlan>> {
+    let mut optimized = typed.into_optimized()?;
+    let replaced = super::tract_ops::accelerate_optimized(&mut optimized)?;
+    log::debug!("{replaced} generic broadcast operators replaced after optimisation");
+    TypedSimplePlan::new_with_options(optimized, options)
 }
 
 impl Backend for TractCpuBackend {

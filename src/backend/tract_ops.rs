@@ -1,0 +1,417 @@
+//! Operators we give tract where its own are slow for SeMask's graph, swapped in by
+//! [`accelerate`] before tract optimises the model.
+//!
+//! - [`BilinearResize2d`] replaces ONNX `Resize` in linear mode with half-pixel coordinates on the
+//!   last two axes of an NCHW f32 tensor: the decoder's ×2 upsamplings and its fusion resizes.
+//!   tract 0.23.9's generic `Resize` copies and re-plans on every call; on the full SeMask-T at
+//!   512x1024 it took 20 % of the network time (`cargo bench --bench network -- --profile`). This
+//!   one uses the separable plan of [`crate::resample`] (PyTorch's arithmetic, the order of
+//!   `upsample_bilinear2d`), forwards same-size resizes untouched, and splits planes across
+//!   tract's threads.
+//! - [`BroadcastBinary`] replaces the f32 `Add`/`Sub`/`Mul` that tract leaves generic after
+//!   optimisation: broadcasts whose repeated block is not a multiple of its SIMD width (the
+//!   attention bias and shift mask of every window, 49x49; bias adds over 96 channels). These ran
+//!   element by element; this one coalesces axes, runs contiguous rows, and splits rows across
+//!   tract's threads.
+
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::ops::nn::resize::{CoordTransformer, Interpolator, Resize};
+
+use crate::resample::{LinearTap, linear_taps};
+
+/// Bilinear resize of the last two axes (half-pixel centres, `align_corners=False`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct BilinearResize2d {
+    pub out_height: usize,
+    pub out_width: usize,
+}
+
+impl Op for BilinearResize2d {
+    fn name(&self) -> StaticName {
+        "BilinearResize2d".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!("to {}x{}", self.out_height, self.out_width)])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for BilinearResize2d {
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        let shape = input.shape();
+        ensure!(shape.len() >= 2, "BilinearResize2d needs at least 2 axes, got {shape:?}");
+        let (h, w) = (shape[shape.len() - 2], shape[shape.len() - 1]);
+        if (h, w) == (self.out_height, self.out_width) {
+            return Ok(tvec!(input));
+        }
+        let planes = input.len() / (h * w);
+        let mut out_shape: TVec<usize> = shape.into();
+        let rank = out_shape.len();
+        out_shape[rank - 2] = self.out_height;
+        out_shape[rank - 1] = self.out_width;
+        let src = input.try_as_plain_ram()?.as_slice::<f32>()?;
+        let x_taps = linear_taps(w, self.out_width);
+        let y_taps = linear_taps(h, self.out_height);
+        // SAFETY: every element is written below (each output plane in full).
+        let mut output = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
+        {
+            let mut view = output.try_as_plain_ram_mut()?;
+            let dst = view.as_slice_mut::<f32>()?;
+            let plane_out = self.out_height * self.out_width;
+            tract_linalg::multithread::par_chunks_mut(dst, plane_out, planes * plane_out, |first, chunk| {
+                let mut rows = vec![0f32; h * self.out_width];
+                for (i, out_plane) in chunk.chunks_exact_mut(plane_out).enumerate() {
+                    let plane = first + i;
+                    resize_plane(
+                        &src[plane * h * w..(plane + 1) * h * w],
+                        w,
+                        &x_taps,
+                        &y_taps,
+                        &mut rows,
+                        out_plane,
+                    );
+                }
+                Ok(())
+            })?;
+        }
+        Ok(tvec!(output.into_tvalue()))
+    }
+
+    op_out_of_plan!();
+}
+
+impl TypedOp for BilinearResize2d {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let mut shape = inputs[0].shape.to_tvec();
+        let rank = shape.len();
+        shape[rank - 2] = self.out_height.to_dim();
+        shape[rank - 1] = self.out_width.to_dim();
+        Ok(tvec!(f32::fact(shape)))
+    }
+
+    as_op!();
+}
+
+/// One plane: every source row resized along x into `rows` (`[h][out_w]`), then each output row
+/// blended from two of them, as PyTorch's `upsample_bilinear2d` does.
+fn resize_plane(
+    src: &[f32],
+    w: usize,
+    x_taps: &[LinearTap],
+    y_taps: &[LinearTap],
+    rows: &mut [f32],
+    out: &mut [f32],
+) {
+    let out_w = x_taps.len();
+    for (row, dst) in src.chunks_exact(w).zip(rows.chunks_exact_mut(out_w)) {
+        for (d, t) in dst.iter_mut().zip(x_taps) {
+            *d = t.w0 * row[t.i0 as usize] + t.w1 * row[t.i1 as usize];
+        }
+    }
+    for (dst, t) in out.chunks_exact_mut(out_w).zip(y_taps) {
+        let top = &rows[t.i0 as usize * out_w..(t.i0 as usize + 1) * out_w];
+        let bottom = &rows[t.i1 as usize * out_w..(t.i1 as usize + 1) * out_w];
+        for ((d, &a), &b) in dst.iter_mut().zip(top).zip(bottom) {
+            *d = t.w0 * a + t.w1 * b;
+        }
+    }
+}
+
+/// The arithmetic of a [`BroadcastBinary`].
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum BinaryKind {
+    Add,
+    Sub,
+    Mul,
+}
+
+impl BinaryKind {
+    fn from_name(name: &str) -> Option<BinaryKind> {
+        match name {
+            "Add" => Some(BinaryKind::Add),
+            "Sub" => Some(BinaryKind::Sub),
+            "Mul" => Some(BinaryKind::Mul),
+            _ => None,
+        }
+    }
+
+    #[inline(always)]
+    fn apply(self, a: f32, b: f32) -> f32 {
+        match self {
+            BinaryKind::Add => a + b,
+            BinaryKind::Sub => a - b,
+            BinaryKind::Mul => a * b,
+        }
+    }
+}
+
+/// `c = a op b` on f32 with numpy broadcasting, for static shapes known when the model is built.
+///
+/// The output's axes are coalesced into `(length, stride in a, stride in b)` triples (stride 0 =
+/// broadcast), the last one being the contiguous row the inner loop runs over.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct BroadcastBinary {
+    pub kind: BinaryKind,
+    pub out_shape: Vec<usize>,
+    /// Coalesced `(len, a_stride, b_stride)`, outermost first; never empty.
+    axes: Vec<(usize, usize, usize)>,
+}
+
+impl BroadcastBinary {
+    /// `None` when the shapes do not broadcast to `out_shape`.
+    pub fn new(kind: BinaryKind, a_shape: &[usize], b_shape: &[usize], out_shape: &[usize]) -> Option<Self> {
+        let rank = out_shape.len();
+        if a_shape.len() > rank || b_shape.len() > rank {
+            return None;
+        }
+        let strides = |shape: &[usize]| -> Option<Vec<usize>> {
+            let padded: Vec<usize> =
+                std::iter::repeat_n(1, rank - shape.len()).chain(shape.iter().copied()).collect();
+            let mut strides = vec![0; rank];
+            let mut acc = 1;
+            for i in (0..rank).rev() {
+                match padded[i] {
+                    d if d == out_shape[i] && d != 1 => {
+                        strides[i] = acc;
+                        acc *= d;
+                    }
+                    1 => strides[i] = 0,
+                    _ => return None,
+                }
+            }
+            Some(strides)
+        };
+        let (sa, sb) = (strides(a_shape)?, strides(b_shape)?);
+        let mut axes: Vec<(usize, usize, usize)> = Vec::new();
+        for i in 0..rank {
+            if out_shape[i] == 1 {
+                continue;
+            }
+            let axis = (out_shape[i], sa[i], sb[i]);
+            match axes.last_mut() {
+                // Merge with the previous axis when it steps over exactly this one in both inputs.
+                Some(prev) if prev.1 == axis.1 * axis.0 && prev.2 == axis.2 * axis.0 => {
+                    *prev = (prev.0 * axis.0, axis.1, axis.2);
+                }
+                _ => axes.push(axis),
+            }
+        }
+        if axes.is_empty() {
+            axes.push((1, 0, 0));
+        }
+        Some(BroadcastBinary { kind, out_shape: out_shape.to_vec(), axes })
+    }
+}
+
+impl Op for BroadcastBinary {
+    fn name(&self) -> StaticName {
+        format!("Broadcast{:?}", self.kind).into()
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for BroadcastBinary {
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let (a, b) = args_2!(inputs);
+        let a = a.try_as_plain_ram()?.as_slice::<f32>()?;
+        let b = b.try_as_plain_ram()?.as_slice::<f32>()?;
+        let (row_len, a_step, b_step) = *self.axes.last().expect("axes is never empty");
+        let outer = &self.axes[..self.axes.len() - 1];
+        // SAFETY: every element is written below (each output row in full).
+        let mut output = unsafe { Tensor::uninitialized::<f32>(&self.out_shape)? };
+        let kind = self.kind;
+        {
+            let mut view = output.try_as_plain_ram_mut()?;
+            let out = view.as_slice_mut::<f32>()?;
+            let total = out.len();
+            tract_linalg::multithread::par_chunks_mut(out, row_len, total, |first_row, chunk| {
+                for (r, dst) in chunk.chunks_exact_mut(row_len).enumerate() {
+                    // Offsets of this row in a and b, from its index over the outer axes.
+                    let (mut index, mut a_off, mut b_off) = (first_row + r, 0, 0);
+                    for &(len, sa, sb) in outer.iter().rev() {
+                        let i = index % len;
+                        index /= len;
+                        a_off += i * sa;
+                        b_off += i * sb;
+                    }
+                    match (a_step, b_step) {
+                        (1, 1) => {
+                            for ((d, &x), &y) in dst.iter_mut().zip(&a[a_off..]).zip(&b[b_off..]) {
+                                *d = kind.apply(x, y);
+                            }
+                        }
+                        (1, 0) => {
+                            let y = b[b_off];
+                            for (d, &x) in dst.iter_mut().zip(&a[a_off..]) {
+                                *d = kind.apply(x, y);
+                            }
+                        }
+                        (0, 1) => {
+                            let x = a[a_off];
+                            for (d, &y) in dst.iter_mut().zip(&b[b_off..]) {
+                                *d = kind.apply(x, y);
+                            }
+                        }
+                        _ => {
+                            for (i, d) in dst.iter_mut().enumerate() {
+                                *d = kind.apply(a[a_off + i * a_step], b[b_off + i * b_step]);
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        Ok(tvec!(output.into_tvalue()))
+    }
+
+    op_out_of_plan!();
+}
+
+impl TypedOp for BroadcastBinary {
+    fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec!(f32::fact(&self.out_shape)))
+    }
+
+    as_op!();
+}
+
+/// Replaces the f32 `Add`/`Sub`/`Mul` tract's optimiser left generic (see the module docs) by
+/// [`BroadcastBinary`]. Run on the optimised model; returns how many nodes were replaced.
+pub fn accelerate_optimized(model: &mut TypedModel) -> TractResult<usize> {
+    let mut replaced = 0;
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        let Some(bin) = node.op_as::<TypedBinOp>() else { continue };
+        let Some(kind) = BinaryKind::from_name(bin.0.name()) else { continue };
+        let facts = model.node_input_facts(id)?;
+        let output = model.outlet_fact(OutletId::new(id, 0))?;
+        if facts.iter().any(|f| f.datum_type != f32::datum_type()) || output.datum_type != f32::datum_type() {
+            continue;
+        }
+        let (Some(a), Some(b), Some(c)) =
+            (facts[0].shape.as_concrete(), facts[1].shape.as_concrete(), output.shape.as_concrete())
+        else {
+            continue;
+        };
+        let op = BroadcastBinary::new(kind, a, b, c);
+        drop(facts);
+        let Some(op) = op else { continue };
+        let inputs = [node.inputs[0], node.inputs[1]];
+        let mut patch = TypedModelPatch::default();
+        let wires = [patch.tap_model(model, inputs[0])?, patch.tap_model(model, inputs[1])?];
+        let name = model.node(id).name.clone();
+        let out = patch.wire_node(&name, op, &wires)?;
+        patch.shunt_outside(model, OutletId::new(id, 0), out[0])?;
+        patch.apply(model)?;
+        replaced += 1;
+    }
+    Ok(replaced)
+}
+
+/// Swaps our operators into `model` where they apply; returns how many nodes were replaced.
+pub fn accelerate(model: &mut TypedModel) -> TractResult<usize> {
+    let mut replaced = 0;
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        let Some(resize) = node.op_as::<Resize>() else { continue };
+        let input = model.outlet_fact(node.inputs[0])?;
+        let output = model.outlet_fact(OutletId::new(id, 0))?;
+        let (Some(in_shape), Some(out_shape)) = (input.shape.as_concrete(), output.shape.as_concrete())
+        else {
+            continue;
+        };
+        let rank = in_shape.len();
+        let half_pixel = match resize.coord_transformer {
+            CoordTransformer::HalfPixel => true,
+            // pytorch_half_pixel differs from half_pixel only for outputs of length 1.
+            CoordTransformer::PytorchHalfPixel => out_shape[rank - 2] > 1 && out_shape[rank - 1] > 1,
+            _ => false,
+        };
+        if resize.interpolator != Interpolator::Linear
+            || !half_pixel
+            || input.datum_type != f32::datum_type()
+            || rank < 2
+            || in_shape[..rank - 2] != out_shape[..rank - 2]
+        {
+            continue;
+        }
+        let op = BilinearResize2d { out_height: out_shape[rank - 2], out_width: out_shape[rank - 1] };
+        let mut patch = TypedModelPatch::default();
+        let wire = patch.tap_model(model, node.inputs[0])?;
+        let out = patch.wire_node(&node.name, op, &[wire])?;
+        patch.shunt_outside(model, OutletId::new(id, 0), out[0])?;
+        patch.apply(model)?;
+        replaced += 1;
+    }
+    Ok(replaced)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(kind: BinaryKind, a_shape: &[usize], b_shape: &[usize]) -> (Vec<usize>, Vec<f32>, Vec<f32>) {
+        let a_len: usize = a_shape.iter().product();
+        let b_len: usize = b_shape.iter().product();
+        let a: Vec<f32> = (0..a_len).map(|i| i as f32 * 0.5).collect();
+        let b: Vec<f32> = (0..b_len).map(|i| 100.0 + i as f32).collect();
+        let ta = tract_ndarray::ArrayD::from_shape_vec(a_shape, a).unwrap();
+        let tb = tract_ndarray::ArrayD::from_shape_vec(b_shape, b).unwrap();
+        let expected = match kind {
+            BinaryKind::Add => &ta + &tb,
+            BinaryKind::Sub => &ta - &tb,
+            BinaryKind::Mul => &ta * &tb,
+        };
+        let op = BroadcastBinary::new(kind, a_shape, b_shape, expected.shape()).unwrap();
+        let out = op
+            .eval(
+                &EvalContext::out_of_plan(),
+                tvec!(ta.into_tensor().into_tvalue(), tb.into_tensor().into_tvalue()),
+            )
+            .unwrap();
+        let got = out[0].try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec();
+        (expected.shape().to_vec(), expected.iter().copied().collect(), got)
+    }
+
+    #[test]
+    fn bilinear_resize_matches_pytorch() {
+        // torch.nn.functional.interpolate(torch.tensor([[[[0., 1.], [2., 3.]]]]), scale_factor=2,
+        //                                 mode="bilinear", align_corners=False)
+        let expected = [
+            0.0, 0.25, 0.75, 1.0, 0.5, 0.75, 1.25, 1.5, 1.5, 1.75, 2.25, 2.5, 2.0, 2.25, 2.75, 3.0,
+        ];
+        let input = Tensor::from_shape(&[1, 1, 2, 2], &[0.0f32, 1.0, 2.0, 3.0]).unwrap();
+        let op = BilinearResize2d { out_height: 4, out_width: 4 };
+        let out = op.eval(&EvalContext::out_of_plan(), tvec!(input.clone().into_tvalue())).unwrap();
+        assert_eq!(out[0].shape(), &[1, 1, 4, 4]);
+        assert_eq!(out[0].try_as_plain_ram().unwrap().as_slice::<f32>().unwrap(), &expected);
+        let same = BilinearResize2d { out_height: 2, out_width: 2 };
+        let out = same.eval(&EvalContext::out_of_plan(), tvec!(input.into_tvalue())).unwrap();
+        assert_eq!(out[0].try_as_plain_ram().unwrap().as_slice::<f32>().unwrap(), &[0.0, 1.0, 2.0, 3.0]);
+    }
+
+    #[test]
+    fn broadcasts_like_numpy() {
+        for (a, b) in [
+            (vec![8, 3, 5, 5], vec![1, 3, 5, 5]), // attention bias
+            (vec![4, 2, 5, 5], vec![4, 1, 5, 5]), // shift mask over heads
+            (vec![2, 3, 7], vec![7]),             // channel bias
+            (vec![1, 7], vec![6, 1]),             // outer product
+            (vec![3, 1, 4], vec![1, 5, 1]),
+            (vec![2, 3], vec![2, 3]),
+            (vec![1], vec![1]),
+        ] {
+            for kind in [BinaryKind::Add, BinaryKind::Sub, BinaryKind::Mul] {
+                let (shape, expected, got) = run(kind, &a, &b);
+                assert_eq!(expected, got, "{kind:?} {a:?} {b:?} -> {shape:?}");
+            }
+        }
+        assert!(BroadcastBinary::new(BinaryKind::Add, &[3, 2], &[4, 2], &[3, 2]).is_none());
+    }
+}

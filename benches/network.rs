@@ -7,6 +7,8 @@
 //! cargo bench --bench network -- --model m.onnx --threads 2 --iters 20 --rounds 5
 //! cargo bench --bench network -- --profile           # and where tract spends its time
 //! ```
+//! `TRACT_PANEL_THRESHOLD` / `TRACT_MAC_THRESHOLD` set tract's gates for threading a matrix
+//! product (experiments: lowering them made tiny2 slower on 2 cores).
 //! Needs `python3 -m pip install -r tests/requirements.txt` (onnxruntime is the peer).
 
 use std::io::{BufRead, BufReader, Write};
@@ -96,6 +98,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 fn main() {
     let args = parse_args();
+    // Experiments with tract's threading gates (see tract_linalg::multithread).
+    if let Ok(v) = std::env::var("TRACT_PANEL_THRESHOLD") {
+        tract_linalg::multithread::set_threading_panel_threshold(v.parse().expect("TRACT_PANEL_THRESHOLD"));
+    }
+    if let Ok(v) = std::env::var("TRACT_MAC_THRESHOLD") {
+        tract_linalg::multithread::set_threading_mac_threshold(v.parse().expect("TRACT_MAC_THRESHOLD"));
+    }
     let python = std::env::var("SEMASK_PYTHON").unwrap_or_else(|_| "python3".into());
     let peer_script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peer_onnxruntime.py");
     let tmp = std::env::temp_dir().join(format!("semask-bench-{}", std::process::id()));

@@ -51,7 +51,6 @@ impl EvalOp for BilinearResize2d {
         if (h, w) == (self.out_height, self.out_width) {
             return Ok(tvec!(input));
         }
-        let planes = input.len() / (h * w);
         let mut out_shape: TVec<usize> = shape.into();
         let rank = out_shape.len();
         out_shape[rank - 2] = self.out_height;
@@ -59,28 +58,15 @@ impl EvalOp for BilinearResize2d {
         let src = input.try_as_plain_ram()?.as_slice::<f32>()?;
         let x_taps = linear_taps(w, self.out_width);
         let y_taps = linear_taps(h, self.out_height);
-        // SAFETY: every element is written below (each output plane in full).
-        let mut output = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
-        {
-            let mut view = output.try_as_plain_ram_mut()?;
-            let dst = view.as_slice_mut::<f32>()?;
-            let plane_out = self.out_height * self.out_width;
-            tract_linalg::multithread::par_chunks_mut(dst, plane_out, planes * plane_out, |first, chunk| {
-                let mut rows = vec![0f32; h * self.out_width];
-                for (i, out_plane) in chunk.chunks_exact_mut(plane_out).enumerate() {
-                    let plane = first + i;
-                    resize_plane(
-                        &src[plane * h * w..(plane + 1) * h * w],
-                        w,
-                        &x_taps,
-                        &y_taps,
-                        &mut rows,
-                        out_plane,
-                    );
-                }
-                Ok(())
-            })?;
-        }
+        let plane_out = self.out_height * self.out_width;
+        let output = tensor_by_rows(
+            &out_shape,
+            plane_out,
+            || vec![0f32; h * self.out_width],
+            |rows, plane, out_plane| {
+                resize_plane(&src[plane * h * w..(plane + 1) * h * w], w, &x_taps, &y_taps, rows, out_plane)
+            },
+        )?;
         Ok(tvec!(output.into_tvalue()))
     }
 
@@ -173,6 +159,32 @@ impl<const N: usize> RowWalk<N> {
         }
         offsets
     }
+}
+
+/// A new f32 tensor of `shape` whose rows of `row_len` values are each written in full by
+/// `fill(scratch, row_index, row)`, rows split across tract's threads; `scratch` is made once per
+/// chunk of rows by `new_scratch`.
+fn tensor_by_rows<S>(
+    shape: &[usize],
+    row_len: usize,
+    new_scratch: impl Fn() -> S + Sync + Send,
+    fill: impl Fn(&mut S, usize, &mut [f32]) + Sync + Send,
+) -> TractResult<Tensor> {
+    // SAFETY: every row, hence every element, is written by `fill` before the tensor is read.
+    let mut output = unsafe { Tensor::uninitialized::<f32>(shape)? };
+    {
+        let mut view = output.try_as_plain_ram_mut()?;
+        let out = view.as_slice_mut::<f32>()?;
+        let total = out.len();
+        tract_linalg::multithread::par_chunks_mut(out, row_len, total, |first_row, chunk| {
+            let mut scratch = new_scratch();
+            for (r, row) in chunk.chunks_exact_mut(row_len).enumerate() {
+                fill(&mut scratch, first_row + r, row);
+            }
+            Ok(())
+        })?;
+    }
+    Ok(output)
 }
 
 /// Row-major strides of `shape`.
@@ -269,44 +281,39 @@ impl EvalOp for BroadcastBinary {
         let a = a.try_as_plain_ram()?.as_slice::<f32>()?;
         let b = b.try_as_plain_ram()?.as_slice::<f32>()?;
         let (row_len, [a_step, b_step]) = self.walk.row();
-        // SAFETY: every element is written below (each output row in full).
-        let mut output = unsafe { Tensor::uninitialized::<f32>(&self.out_shape)? };
         let kind = self.kind;
-        {
-            let mut view = output.try_as_plain_ram_mut()?;
-            let out = view.as_slice_mut::<f32>()?;
-            let total = out.len();
-            tract_linalg::multithread::par_chunks_mut(out, row_len, total, |first_row, chunk| {
-                for (r, dst) in chunk.chunks_exact_mut(row_len).enumerate() {
-                    let [a_off, b_off] = self.walk.offsets(first_row + r);
-                    match (a_step, b_step) {
-                        (1, 1) => {
-                            for ((d, &x), &y) in dst.iter_mut().zip(&a[a_off..]).zip(&b[b_off..]) {
-                                *d = kind.apply(x, y);
-                            }
+        let output = tensor_by_rows(
+            &self.out_shape,
+            row_len,
+            || (),
+            |_, row, dst| {
+                let [a_off, b_off] = self.walk.offsets(row);
+                match (a_step, b_step) {
+                    (1, 1) => {
+                        for ((d, &x), &y) in dst.iter_mut().zip(&a[a_off..]).zip(&b[b_off..]) {
+                            *d = kind.apply(x, y);
                         }
-                        (1, 0) => {
-                            let y = b[b_off];
-                            for (d, &x) in dst.iter_mut().zip(&a[a_off..]) {
-                                *d = kind.apply(x, y);
-                            }
+                    }
+                    (1, 0) => {
+                        let y = b[b_off];
+                        for (d, &x) in dst.iter_mut().zip(&a[a_off..]) {
+                            *d = kind.apply(x, y);
                         }
-                        (0, 1) => {
-                            let x = a[a_off];
-                            for (d, &y) in dst.iter_mut().zip(&b[b_off..]) {
-                                *d = kind.apply(x, y);
-                            }
+                    }
+                    (0, 1) => {
+                        let x = a[a_off];
+                        for (d, &y) in dst.iter_mut().zip(&b[b_off..]) {
+                            *d = kind.apply(x, y);
                         }
-                        _ => {
-                            for (i, d) in dst.iter_mut().enumerate() {
-                                *d = kind.apply(a[a_off + i * a_step], b[b_off + i * b_step]);
-                            }
+                    }
+                    _ => {
+                        for (i, d) in dst.iter_mut().enumerate() {
+                            *d = kind.apply(a[a_off + i * a_step], b[b_off + i * b_step]);
                         }
                     }
                 }
-                Ok(())
-            })?;
-        }
+            },
+        )?;
         Ok(tvec!(output.into_tvalue()))
     }
 
@@ -360,26 +367,21 @@ impl EvalOp for MoveAxisCopy {
         let input = args_1!(inputs);
         let src = input.try_as_plain_ram()?.as_slice::<f32>()?;
         let (row_len, [step]) = self.walk.row();
-        // SAFETY: every element is written below (each output row in full).
-        let mut output = unsafe { Tensor::uninitialized::<f32>(&self.out_shape)? };
-        {
-            let mut view = output.try_as_plain_ram_mut()?;
-            let out = view.as_slice_mut::<f32>()?;
-            let total = out.len();
-            tract_linalg::multithread::par_chunks_mut(out, row_len, total, |first_row, chunk| {
-                for (r, dst) in chunk.chunks_exact_mut(row_len).enumerate() {
-                    let [offset] = self.walk.offsets(first_row + r);
-                    if step == 1 {
-                        dst.copy_from_slice(&src[offset..offset + row_len]);
-                    } else {
-                        for (i, d) in dst.iter_mut().enumerate() {
-                            *d = src[offset + i * step];
-                        }
+        let output = tensor_by_rows(
+            &self.out_shape,
+            row_len,
+            || (),
+            |_, row, dst| {
+                let [offset] = self.walk.offsets(row);
+                if step == 1 {
+                    dst.copy_from_slice(&src[offset..offset + row_len]);
+                } else {
+                    for (i, d) in dst.iter_mut().enumerate() {
+                        *d = src[offset + i * step];
                     }
                 }
-                Ok(())
-            })?;
-        }
+            },
+        )?;
         Ok(tvec!(output.into_tvalue()))
     }
 

@@ -3,7 +3,7 @@
 //! Buffers are resized in place ([`Rgb8Image::reset`], [`LabelMap::reset`]) so that a recycled
 //! frame allocates nothing once it has seen the largest frame of a stream.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::timing::StageTimings;
 
@@ -63,6 +63,18 @@ impl LabelMap {
     }
 }
 
+/// What became of a frame on its way through the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FrameStatus {
+    /// Captured and (later) segmented.
+    #[default]
+    Ok,
+    /// The source could not read or decode it; [`Frame::error`] says why.
+    Failed,
+    /// A live source delivered a newer frame before this one was processed.
+    Dropped,
+}
+
 /// One frame and everything computed from it.
 ///
 /// A source fills `index`, `name`, `captured_at`, `image` and the decode timing; the
@@ -85,7 +97,16 @@ pub struct Frame {
     pub color: Rgb8Image,
     /// Colour blended over the frame (filled only when an output needs it).
     pub overlay: Rgb8Image,
+    /// Exact labels when the source knows them (`synth://`), else empty.
+    pub truth: LabelMap,
     pub timings: StageTimings,
+    pub status: FrameStatus,
+    /// Why the frame failed (when `status` is `Failed`).
+    pub error: String,
+    /// Capture to all outputs written (set when the frame is written).
+    pub end_to_end: Duration,
+    /// Frames dropped before this one, since the start of the run.
+    pub dropped_before: u64,
 }
 
 impl Default for Frame {
@@ -98,18 +119,40 @@ impl Default for Frame {
             labels: LabelMap::default(),
             color: Rgb8Image::default(),
             overlay: Rgb8Image::default(),
+            truth: LabelMap::default(),
             timings: StageTimings::default(),
+            status: FrameStatus::Ok,
+            error: String::new(),
+            end_to_end: Duration::ZERO,
+            dropped_before: 0,
         }
     }
 }
 
 impl Frame {
-    /// Prepares a recycled frame for the next capture.
+    /// Prepares a recycled frame for the next capture (reusing every buffer).
     pub fn begin(&mut self, index: u64, name: &str) {
         self.index = index;
         self.name.clear();
         self.name.push_str(name);
+        self.begin_unnamed(index);
+    }
+
+    /// Like [`Frame::begin`], for sources that name frames `%06d` by index.
+    pub fn begin_numbered(&mut self, index: u64) {
+        use std::fmt::Write;
+        self.name.clear();
+        let _ = write!(self.name, "{index:06}");
+        self.begin_unnamed(index);
+    }
+
+    fn begin_unnamed(&mut self, index: u64) {
+        self.index = index;
         self.captured_at = Instant::now();
         self.timings.clear();
+        self.status = FrameStatus::Ok;
+        self.error.clear();
+        self.truth.reset(0, 0);
+        self.end_to_end = Duration::ZERO;
     }
 }

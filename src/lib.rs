@@ -22,7 +22,8 @@
 //! - [`source`]: where frames come from, chosen by a URI-like `--input`.
 //! - [`sink`]: where results go (PNG directories today).
 //! - [`pipeline`]: [`Segmenter`](pipeline::Segmenter) (one frame in, labels out) and the
-//!   frame loop that ties sources, segmenter and sinks together.
+//!   three-thread streaming pipeline that ties sources, segmenter and sinks together.
+//! - [`ring`]: the bounded SPSC queues between pipeline threads.
 
 pub mod backend;
 pub mod frame;
@@ -31,6 +32,7 @@ pub mod pipeline;
 pub mod postprocess;
 pub mod preprocess;
 pub mod resample;
+pub mod ring;
 pub mod sink;
 pub mod source;
 pub mod timing;

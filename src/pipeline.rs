@@ -1,16 +1,27 @@
 //! [`Segmenter`]: one frame in, labels (and colours, overlay) out, with every stage timed; and
-//! [`run`]: the frame loop from a source to the sinks.
+//! [`run`]: the streaming pipeline from a source to the sinks.
 //!
-//! The loop is sequential for now; the streaming work splits it into capture, inference and
-//! output threads connected by rings, with the same `Frame`, `Segmenter`, `Source` and `Sink`.
+//! ```text
+//!            free frames (recycled)
+//!   ┌───────────────────────────────────────────────┐
+//!   ▼                                               │
+//! capture ──ring──▶ inference ──ring──▶ output ─────┘
+//! (Source)          (Segmenter)         (Sinks, stats)
+//! ```
+//! Three threads, so decoding, the network and writing overlap. A fixed pool of [`Frame`]s
+//! circulates through three rings: after the first lap nothing is allocated per frame.
+//! File sources block when the pipeline is behind (no frame is lost); live sources (cameras,
+//! `--realtime`) keep only the newest waiting frame: older ones are dropped and counted.
 
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::backend::{self, Backend, BackendError, BackendOptions};
-use crate::frame::Frame;
+use crate::frame::{Frame, FrameStatus};
 use crate::model::{ClassTable, ModelError, OnnxModel, SegmentationMetadata};
 use crate::postprocess::{Needs, Postprocessor, Upsample};
 use crate::preprocess::{PreprocSpec, Preprocessor};
+use crate::ring::{RingReceiver, RingSender, ring};
 use crate::sink::{Sink, SinkError};
 use crate::source::{Captured, Source, SourceError};
 use crate::timing::{Stage, StageStats};
@@ -143,7 +154,7 @@ impl Segmenter {
     }
 }
 
-/// A frame that was skipped, and why.
+/// A frame that could not be read, and why.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct FrameFailure {
     pub index: u64,
@@ -151,19 +162,53 @@ pub struct FrameFailure {
     pub reason: String,
 }
 
+/// How the pipeline runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineOptions {
+    /// Frames that may wait between two threads.
+    pub queue_depth: usize,
+    /// Keep only the newest waiting frame (cameras; files with `--realtime`).
+    pub live: bool,
+    /// Pace the source at this frame rate (`--realtime` on files).
+    pub pace_fps: Option<f64>,
+    /// Further passes over the source after the first (`--input-loop`): 0 none, -1 forever.
+    pub extra_loops: i64,
+    /// Stop after this many frames from the source.
+    pub max_frames: Option<u64>,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        PipelineOptions { queue_depth: 2, live: false, pace_fps: None, extra_loops: 0, max_frames: None }
+    }
+}
+
 /// What a run did.
 #[derive(Debug, Default)]
 pub struct RunSummary {
-    /// Frames the source delivered or tried to deliver (bad ones included).
+    /// Frames the source delivered or tried to deliver (failed and dropped ones included).
     pub frames_in: u64,
     /// Frames fully written to every sink.
     pub frames_out: u64,
     /// Frames skipped because they could not be read or decoded.
     pub failed: Vec<FrameFailure>,
-    /// Stage latencies of the frames written.
+    /// Frames a live source delivered faster than they could be processed.
+    pub dropped: u64,
+    /// Stage and end-to-end latencies of the frames written.
     pub stats: StageStats,
+    /// From the first frame captured to the last written.
+    pub wall: Duration,
+    /// The run was stopped early by the stop flag (Ctrl-C).
+    pub interrupted: bool,
     /// Why the run stopped before the end of the source, if it did.
     pub stopped_by: Option<RunError>,
+}
+
+impl RunSummary {
+    /// Frames written per second of wall time.
+    pub fn throughput_fps(&self) -> f64 {
+        if self.wall.is_zero() { 0.0 } else { self.frames_out as f64 / self.wall.as_secs_f64() }
+    }
 }
 
 /// A run that had to stop.
@@ -177,73 +222,211 @@ pub enum RunError {
     Sink(#[from] SinkError),
 }
 
-/// What happened to one frame, reported to the caller as it goes.
+/// What happened to one frame, reported as it leaves the pipeline (in capture order).
 #[derive(Debug)]
 pub enum FrameEvent<'a> {
     /// The frame was segmented and written to every sink.
     Written(&'a Frame),
     /// The frame could not be read or decoded and was skipped.
-    Failed(&'a FrameFailure),
+    Failed(&'a Frame),
+    /// A newer frame of a live source replaced this one before it was processed.
+    Dropped(&'a Frame),
 }
 
-/// Pulls every frame from `source`, segments it and hands it to every sink; calls `observe`
-/// after each frame. Bad frames are counted and skipped; a failing source, network or sink stops
-/// the run, and [`RunSummary::stopped_by`] says why (with the counts up to that point).
+/// Runs `source` through `segmenter` into `sinks` until the source ends, `stop` is set (the run
+/// then finishes the frames in flight and closes the outputs), or a stage fails. `observe` sees
+/// every frame, on the output thread, after its outputs are written.
 pub fn run(
     source: &mut dyn Source,
     segmenter: &mut Segmenter,
     sinks: &mut [Box<dyn Sink>],
-    observe: impl FnMut(FrameEvent<'_>),
+    options: &PipelineOptions,
+    stop: &AtomicBool,
+    observe: impl FnMut(FrameEvent<'_>) + Send,
 ) -> RunSummary {
-    let mut summary = RunSummary::default();
-    if let Err(e) = run_frames(source, segmenter, sinks, observe, &mut summary) {
-        summary.stopped_by = Some(e);
+    let depth = options.queue_depth.max(1);
+    // Every frame is in exactly one place: a ring or a thread's hands (at most one each).
+    let pool = 3 * depth + 3;
+    let (mut free_tx, free_rx) = ring::<Frame>(pool);
+    let (work_tx, work_rx) = ring::<Frame>(depth);
+    let (done_tx, done_rx) = ring::<Frame>(pool);
+    for _ in 0..pool {
+        let _ = free_tx.push(Frame::default());
     }
-    summary
+    let needs = sinks.iter().fold(Needs::default(), |acc, s| acc | s.needs());
+    let live = options.live;
+
+    std::thread::scope(|scope| {
+        let capture = std::thread::Builder::new()
+            .name("semask-capture".into())
+            .spawn_scoped(scope, || capture_loop(source, free_rx, work_tx, options, stop))
+            .expect("cannot spawn the capture thread");
+        let inference = std::thread::Builder::new()
+            .name("semask-inference".into())
+            .spawn_scoped(scope, move || inference_loop(segmenter, work_rx, done_tx, live, needs))
+            .expect("cannot spawn the inference thread");
+        let mut summary = output_loop(sinks, done_rx, free_tx, observe);
+        // A panic there is a bug: let it surface as one.
+        let capture_error = capture.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        let inference_error = inference.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        // The first stage to fail is the cause; later ones only saw their rings close.
+        summary.stopped_by = capture_error
+            .map(RunError::Source)
+            .or(inference_error.map(RunError::Network))
+            .or(summary.stopped_by);
+        summary.interrupted = stop.load(Ordering::Relaxed);
+        summary
+    })
 }
 
-fn run_frames(
+/// Reads frames into recycled buffers until the source ends; returns a fatal source error.
+fn capture_loop(
     source: &mut dyn Source,
-    segmenter: &mut Segmenter,
-    sinks: &mut [Box<dyn Sink>],
-    mut observe: impl FnMut(FrameEvent<'_>),
-    summary: &mut RunSummary,
-) -> Result<(), RunError> {
-    let needs = sinks.iter().fold(Needs::default(), |acc, s| acc | s.needs());
-    let mut frame = Frame::default();
-    loop {
-        let captured = match source.next(&mut frame) {
-            Ok(c) => c,
-            Err(e) if e.is_bad_frame() => {
-                summary.frames_in += 1;
-                let failure = match e {
-                    SourceError::BadFrame { index, name, reason } => FrameFailure { index, name, reason },
-                    _ => unreachable!("is_bad_frame checked"),
-                };
-                observe(FrameEvent::Failed(&failure));
-                summary.failed.push(failure);
-                continue;
+    mut free: RingReceiver<Frame>,
+    mut work: RingSender<Frame>,
+    options: &PipelineOptions,
+    stop: &AtomicBool,
+) -> Option<SourceError> {
+    let mut loops_left = options.extra_loops;
+    let mut sequence = 0u64;
+    let start = Instant::now();
+    let mut frame = free.pop()?;
+    let result = loop {
+        if stop.load(Ordering::Relaxed) || options.max_frames.is_some_and(|max| sequence >= max) {
+            break None;
+        }
+        if let Some(fps) = options.pace_fps.filter(|f| *f > 0.0) {
+            let slot = start + Duration::from_secs_f64(sequence as f64 / fps);
+            if let Some(wait) = slot.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
             }
-            Err(e) => return Err(RunError::Source(e)),
-        };
-        match captured {
-            Captured::EndOfStream => break,
-            Captured::Timeout => continue,
-            Captured::Frame => {}
         }
+        match source.next(&mut frame) {
+            Ok(Captured::Frame) => {}
+            Ok(Captured::Timeout) => continue,
+            Ok(Captured::EndOfStream) => {
+                if loops_left == 0 {
+                    break None;
+                }
+                match source.rewind() {
+                    Ok(true) => {
+                        loops_left = loops_left.saturating_sub(1).max(-1);
+                        continue;
+                    }
+                    Ok(false) => {
+                        log::warn!("{} cannot be replayed; --input-loop ignored", source.info().uri);
+                        break None;
+                    }
+                    Err(e) => break Some(e),
+                }
+            }
+            Err(SourceError::BadFrame { index, name, reason }) => {
+                frame.begin(index, &name);
+                frame.status = FrameStatus::Failed;
+                frame.error.push_str(&reason);
+            }
+            Err(e) => break Some(e),
+        }
+        frame.index = sequence;
+        sequence += 1;
+        if work.push(frame).is_err() {
+            break None; // the inference thread stopped
+        }
+        // None: the output thread stopped.
+        frame = free.pop()?;
+    };
+    work.close();
+    result
+}
+
+/// Segments frames; on a live source keeps only the newest waiting one. Returns a network error.
+fn inference_loop(
+    segmenter: &mut Segmenter,
+    mut work: RingReceiver<Frame>,
+    mut done: RingSender<Frame>,
+    live: bool,
+    needs: Needs,
+) -> Option<BackendError> {
+    let mut error = None;
+    'frames: while let Some(mut frame) = work.pop() {
+        if live {
+            while let Some(newer) = work.try_pop() {
+                if frame.status == FrameStatus::Ok {
+                    frame.status = FrameStatus::Dropped;
+                }
+                if done.push(std::mem::replace(&mut frame, newer)).is_err() {
+                    break 'frames;
+                }
+            }
+        }
+        if frame.status == FrameStatus::Ok {
+            if let Err(e) = segmenter.segment(&mut frame, needs) {
+                error = Some(e);
+                break;
+            }
+        }
+        if done.push(frame).is_err() {
+            break;
+        }
+    }
+    work.close();
+    done.close();
+    error
+}
+
+/// Writes frames to the sinks, keeps the statistics, and recycles frames to the capture thread.
+fn output_loop(
+    sinks: &mut [Box<dyn Sink>],
+    mut done: RingReceiver<Frame>,
+    mut free: RingSender<Frame>,
+    mut observe: impl FnMut(FrameEvent<'_>),
+) -> RunSummary {
+    let mut summary = RunSummary::default();
+    let mut first_capture: Option<Instant> = None;
+    while let Some(mut frame) = done.pop() {
+        first_capture.get_or_insert(frame.captured_at);
         summary.frames_in += 1;
-        segmenter.segment(&mut frame, needs)?;
-        let output_start = Instant::now();
-        for sink in sinks.iter_mut() {
-            sink.write(&frame)?;
+        frame.dropped_before = summary.dropped;
+        match frame.status {
+            FrameStatus::Dropped => summary.dropped += 1,
+            FrameStatus::Failed => summary.failed.push(FrameFailure {
+                index: frame.index,
+                name: frame.name.clone(),
+                reason: frame.error.clone(),
+            }),
+            FrameStatus::Ok => {
+                let output_start = Instant::now();
+                if let Some(e) = sinks.iter_mut().find_map(|sink| sink.write(&frame).err()) {
+                    summary.stopped_by = Some(e.into());
+                    break;
+                }
+                frame.timings.add(Stage::Output, output_start.elapsed());
+                frame.end_to_end = frame.captured_at.elapsed();
+                summary.frames_out += 1;
+                summary.stats.record(&frame.timings, frame.end_to_end);
+            }
         }
-        frame.timings.add(Stage::Output, output_start.elapsed());
-        summary.frames_out += 1;
-        summary.stats.record(&frame.timings);
-        observe(FrameEvent::Written(&frame));
+        let event = match frame.status {
+            FrameStatus::Ok => FrameEvent::Written(&frame),
+            FrameStatus::Failed => FrameEvent::Failed(&frame),
+            FrameStatus::Dropped => FrameEvent::Dropped(&frame),
+        };
+        if let Some(e) = sinks.iter_mut().find_map(|sink| sink.record(&event).err()) {
+            summary.stopped_by = Some(e.into());
+            break;
+        }
+        observe(event);
+        if let Some(start) = first_capture {
+            summary.wall = start.elapsed();
+        }
+        let _ = free.push(frame);
     }
+    done.close();
+    free.close();
     for sink in sinks.iter_mut() {
-        sink.finish()?;
+        if let Err(e) = sink.finish() {
+            summary.stopped_by.get_or_insert(e.into());
+        }
     }
-    Ok(())
+    summary
 }

@@ -86,22 +86,23 @@ impl StageTimings {
     pub fn total(&self) -> Duration {
         self.durations.iter().sum()
     }
+}
 
-    /// One-line human summary: `decode 3.1 ms, preprocess 1.2 ms, …, total 52.3 ms`.
-    pub fn summary(&self) -> String {
-        let mut line = String::new();
+/// One-line human summary: `decode 3.1 ms, preprocess 1.2 ms, …, total 52.3 ms` (writes
+/// without allocating).
+impl fmt::Display for StageTimings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for stage in Stage::ALL {
-            line.push_str(&format!("{} {:.1} ms, ", stage, self.ms(stage)));
+            write!(f, "{} {:.1} ms, ", stage, self.ms(stage))?;
         }
-        line.push_str(&format!("total {:.1} ms", self.total().as_secs_f64() * 1e3));
-        line
+        write!(f, "total {:.1} ms", self.total().as_secs_f64() * 1e3)
     }
 }
 
 /// Summary statistics of a series of latencies, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct LatencySummary {
-    pub count: usize,
+    pub count: u64,
     pub mean_ms: f64,
     pub p50_ms: f64,
     pub p90_ms: f64,
@@ -109,69 +110,122 @@ pub struct LatencySummary {
     pub max_ms: f64,
 }
 
-/// Collects latencies and summarises them (mean and nearest-rank percentiles).
-#[derive(Debug, Clone, Default)]
+/// Ratio between the bounds of consecutive histogram buckets: percentiles are within 1 %.
+const BUCKET_RATIO: f64 = 1.01;
+/// Buckets cover 1 µs .. ~1000 s.
+const BUCKETS: usize = 2100;
+const FIRST_BUCKET_NS: f64 = 1_000.0;
+
+/// Latency histogram with fixed memory: recording never allocates, so it can run for the
+/// whole life of a camera stream. Mean and max are exact; percentiles are the nearest-rank
+/// bucket's geometric centre (within 1 %), clamped to the exact min and max.
+#[derive(Debug, Clone)]
 pub struct LatencyStats {
-    samples_ms: Vec<f64>,
+    counts: Box<[u64]>,
+    count: u64,
+    sum_ns: f64,
+    min_ns: f64,
+    max_ns: f64,
+}
+
+impl Default for LatencyStats {
+    fn default() -> Self {
+        LatencyStats {
+            counts: vec![0; BUCKETS].into_boxed_slice(),
+            count: 0,
+            sum_ns: 0.0,
+            min_ns: f64::INFINITY,
+            max_ns: 0.0,
+        }
+    }
 }
 
 impl LatencyStats {
     pub fn push(&mut self, duration: Duration) {
-        self.samples_ms.push(duration.as_secs_f64() * 1e3);
+        let ns = duration.as_nanos() as f64;
+        let bucket = if ns <= FIRST_BUCKET_NS {
+            0
+        } else {
+            ((ns / FIRST_BUCKET_NS).ln() / BUCKET_RATIO.ln()) as usize
+        };
+        self.counts[bucket.min(BUCKETS - 1)] += 1;
+        self.count += 1;
+        self.sum_ns += ns;
+        self.min_ns = self.min_ns.min(ns);
+        self.max_ns = self.max_ns.max(ns);
     }
 
-    pub fn len(&self) -> usize {
-        self.samples_ms.len()
+    pub fn len(&self) -> u64 {
+        self.count
     }
 
     pub fn is_empty(&self) -> bool {
-        self.samples_ms.is_empty()
+        self.count == 0
+    }
+
+    /// The nearest-rank `p`-th percentile (0..=100), in milliseconds.
+    pub fn percentile_ms(&self, p: f64) -> f64 {
+        if self.count == 0 {
+            return 0.0;
+        }
+        let rank = ((p / 100.0) * self.count as f64).ceil().max(1.0) as u64;
+        if rank >= self.count {
+            return self.max_ns / 1e6;
+        }
+        let mut seen = 0;
+        for (bucket, &n) in self.counts.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                let centre = FIRST_BUCKET_NS * BUCKET_RATIO.powf(bucket as f64 + 0.5);
+                return centre.clamp(self.min_ns, self.max_ns) / 1e6;
+            }
+        }
+        self.max_ns / 1e6
     }
 
     /// `None` when nothing was recorded.
     pub fn summary(&self) -> Option<LatencySummary> {
-        if self.samples_ms.is_empty() {
-            return None;
-        }
-        let mut sorted = self.samples_ms.clone();
-        sorted.sort_by(f64::total_cmp);
-        // Nearest-rank percentile: the smallest sample with at least p% of samples <= it.
-        let percentile = |p: f64| {
-            let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-            sorted[rank.clamp(1, sorted.len()) - 1]
-        };
-        Some(LatencySummary {
-            count: sorted.len(),
-            mean_ms: sorted.iter().sum::<f64>() / sorted.len() as f64,
-            p50_ms: percentile(50.0),
-            p90_ms: percentile(90.0),
-            p99_ms: percentile(99.0),
-            max_ms: *sorted.last().unwrap_or(&0.0),
+        (self.count > 0).then(|| LatencySummary {
+            count: self.count,
+            mean_ms: self.sum_ns / self.count as f64 / 1e6,
+            p50_ms: self.percentile_ms(50.0),
+            p90_ms: self.percentile_ms(90.0),
+            p99_ms: self.percentile_ms(99.0),
+            max_ms: self.max_ns / 1e6,
         })
     }
 }
 
-/// One [`LatencyStats`] per stage, plus the end-to-end total.
+/// One [`LatencyStats`] per stage, the sum of the stages, and end to end (capture to output
+/// written, queueing included).
 #[derive(Debug, Clone, Default)]
 pub struct StageStats {
     per_stage: [LatencyStats; 5],
     total: LatencyStats,
+    end_to_end: LatencyStats,
 }
 
 impl StageStats {
-    pub fn record(&mut self, timings: &StageTimings) {
+    /// Records one frame's stage timings and its end-to-end latency.
+    pub fn record(&mut self, timings: &StageTimings, end_to_end: Duration) {
         for stage in Stage::ALL {
             self.per_stage[stage.index()].push(timings.get(stage));
         }
         self.total.push(timings.total());
+        self.end_to_end.push(end_to_end);
     }
 
     pub fn stage(&self, stage: Stage) -> &LatencyStats {
         &self.per_stage[stage.index()]
     }
 
+    /// Sum of the stages of each frame.
     pub fn total(&self) -> &LatencyStats {
         &self.total
+    }
+
+    pub fn end_to_end(&self) -> &LatencyStats {
+        &self.end_to_end
     }
 }
 
@@ -192,19 +246,29 @@ mod tests {
     }
 
     #[test]
-    fn percentiles_use_nearest_rank() {
+    fn percentiles_are_within_one_percent_of_nearest_rank() {
         let mut s = LatencyStats::default();
         for ms in 1..=100 {
             s.push(Duration::from_millis(ms));
         }
         let sum = s.summary().unwrap();
         assert_eq!(sum.count, 100);
-        assert!((sum.p50_ms - 50.0).abs() < 1e-9);
-        assert!((sum.p90_ms - 90.0).abs() < 1e-9);
-        assert!((sum.p99_ms - 99.0).abs() < 1e-9);
+        for (got, want) in [(sum.p50_ms, 50.0), (sum.p90_ms, 90.0), (sum.p99_ms, 99.0)] {
+            assert!((got - want).abs() <= want * 0.01, "{got} vs {want}");
+        }
         assert!((sum.max_ms - 100.0).abs() < 1e-9);
         assert!((sum.mean_ms - 50.5).abs() < 1e-9);
         assert!(LatencyStats::default().summary().is_none());
+    }
+
+    #[test]
+    fn tiny_and_huge_latencies_stay_in_range() {
+        let mut s = LatencyStats::default();
+        s.push(Duration::from_nanos(10));
+        s.push(Duration::from_secs(5000));
+        // Below 1 µs the histogram only knows "under a microsecond".
+        assert!(s.percentile_ms(0.0) <= 0.0011);
+        assert_eq!(s.percentile_ms(100.0), 5_000_000.0);
     }
 
     #[test]

@@ -6,12 +6,19 @@
 pub mod info;
 pub mod run;
 
+use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Args, Parser, Subcommand};
 
+use semask_edge::backend::BackendKind;
 use semask_edge::model::{ClassTable, MetadataOverrides};
+use semask_edge::pipeline::{PipelineOptions, RunSummary, SegmenterOptions};
+use semask_edge::postprocess::Upsample;
 use semask_edge::preprocess::ChannelOrder;
+use semask_edge::source::{Source, SourceOptions};
+use semask_edge::timing::{LatencyStats, Stage};
 
 const ABOUT: &str = "Semantic segmentation of road scenes with SeMask-T FPN, from ONNX, on the edge.";
 
@@ -87,6 +94,143 @@ impl ModelArgs {
             channel_order: self.channel_order,
         })
     }
+}
+
+/// Where frames come from and how to replay them: shared by `run`, `bench` and `record`.
+#[derive(Debug, Clone, Args)]
+pub struct SourceArgs {
+    /// Input: image file, directory, glob ('frames/*.png'), video (.mp4, .mjpeg), camera
+    /// (v4l2:///dev/video0 or /dev/video0), or synth://?seed=1&frames=300&size=1024x512&fps=30.
+    #[arg(long, short = 'i', value_name = "URI")]
+    pub input: Option<String>,
+
+    /// Camera capture width to ask for (the closest mode is used).
+    #[arg(long, value_name = "PX")]
+    pub input_width: Option<u32>,
+
+    /// Camera capture height to ask for (the closest mode is used).
+    #[arg(long, value_name = "PX")]
+    pub input_height: Option<u32>,
+
+    /// Camera frame rate to ask for; with --realtime, the replay rate of sources without one.
+    #[arg(long, value_name = "FPS")]
+    pub input_rate: Option<f64>,
+
+    /// Replay the input N more times after the first (-1 = forever). Files and synth only.
+    #[arg(long, value_name = "N", default_value_t = 0, allow_negative_numbers = true)]
+    pub input_loop: i64,
+
+    /// Replay a file at its frame rate and behave as a live source: when the pipeline falls
+    /// behind, stale frames are dropped and counted, as with a camera.
+    #[arg(long)]
+    pub realtime: bool,
+}
+
+impl SourceArgs {
+    pub fn source_options(&self) -> SourceOptions {
+        SourceOptions { width: self.input_width, height: self.input_height, rate: self.input_rate }
+    }
+
+    /// Opens the source and works out how the pipeline must treat it.
+    pub fn open(&self, default_input: Option<&str>) -> anyhow::Result<(Box<dyn Source>, PipelineOptions)> {
+        if self.input_loop < -1 {
+            anyhow::bail!("--input-loop {} is invalid: use N >= 0, or -1 for forever", self.input_loop);
+        }
+        let source =
+            semask_edge::source::open(self.input.as_deref().or(default_input), &self.source_options())?;
+        let info = source.info();
+        let pace_fps = if self.realtime {
+            match info.nominal_fps.or(self.input_rate) {
+                Some(fps) => Some(fps),
+                None => anyhow::bail!(
+                    "--realtime: input {} has no frame rate; give one with --input-rate FPS",
+                    info.uri
+                ),
+            }
+        } else {
+            None
+        };
+        let options = PipelineOptions {
+            live: info.live || self.realtime,
+            pace_fps: if info.live { None } else { pace_fps },
+            extra_loops: self.input_loop,
+            ..Default::default()
+        };
+        Ok((source, options))
+    }
+}
+
+/// How the network runs and how labels are made: shared by `run` and `bench`.
+#[derive(Debug, Clone, Args)]
+pub struct InferenceArgs {
+    /// Inference backend.
+    #[arg(long, value_name = "NAME", default_value = "auto")]
+    pub backend: BackendKind,
+
+    /// Threads for the network (0 = all cores).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub threads: usize,
+}
+
+impl InferenceArgs {
+    pub fn segmenter_options(&self, model: &ModelArgs, upsample: Upsample, alpha: f32) -> SegmenterOptions {
+        SegmenterOptions {
+            backend: self.backend,
+            threads: self.threads,
+            input_size: model.input_size,
+            upsample,
+            alpha,
+        }
+    }
+}
+
+/// Set by Ctrl-C: the pipeline stops capturing, finishes the frames in flight and closes every
+/// output. A second Ctrl-C exits at once.
+pub static STOP: AtomicBool = AtomicBool::new(false);
+
+pub fn install_ctrlc_handler() {
+    let result = ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::SeqCst) {
+            eprintln!("interrupted twice: exiting without finishing the outputs");
+            std::process::exit(130);
+        }
+        eprintln!("interrupted: finishing the frames in flight (Ctrl-C again to quit at once)");
+    });
+    if let Err(e) = result {
+        log::warn!("cannot install the Ctrl-C handler ({e}); Ctrl-C will stop without flushing outputs");
+    }
+}
+
+/// Prints the end-of-run counts and the per-stage latency table.
+pub fn print_summary(out: &mut impl Write, summary: &RunSummary) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{} frames in, {} written, {} failed, {} dropped{}",
+        summary.frames_in,
+        summary.frames_out,
+        summary.failed.len(),
+        summary.dropped,
+        if summary.interrupted { " (interrupted)" } else { "" }
+    )?;
+    if summary.frames_out == 0 {
+        return Ok(());
+    }
+    writeln!(out, "{:<12} {:>9} {:>9} {:>9} {:>9} {:>9}", "stage (ms)", "mean", "p50", "p90", "p99", "max")?;
+    let rows: Vec<(&str, &LatencyStats)> = Stage::ALL
+        .iter()
+        .map(|s| (s.name(), summary.stats.stage(*s)))
+        .chain([("total", summary.stats.total()), ("end to end", summary.stats.end_to_end())])
+        .collect();
+    for (name, stats) in rows {
+        if let Some(s) = stats.summary() {
+            writeln!(
+                out,
+                "{name:<12} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+                s.mean_ms, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms
+            )?;
+        }
+    }
+    writeln!(out, "throughput   {:.2} frames/s", summary.throughput_fps())
 }
 
 /// `512x1024` → `(512, 1024)` (height, width).

@@ -7,43 +7,49 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
-use semask_edge::backend::BackendKind;
 use semask_edge::model::OnnxModel;
-use semask_edge::pipeline::{self, FrameEvent, Segmenter, SegmenterOptions};
+use semask_edge::pipeline::{self, FrameEvent, Segmenter};
 use semask_edge::postprocess::Upsample;
-use semask_edge::sink::Sink;
 use semask_edge::sink::images::{LabelIds, PngDirSink, PngKind};
-use semask_edge::source;
-use semask_edge::timing::Stage;
+use semask_edge::sink::stats::StatsSink;
+use semask_edge::sink::{NullSink, Sink};
 
-use super::{ModelArgs, parse_unit};
+use super::{InferenceArgs, ModelArgs, STOP, SourceArgs, parse_unit, print_summary};
 
 pub const LONG_ABOUT: &str = "\
-Segment an image or a directory of images; write label maps, colour maps, overlays.
+Segment frames from an input (images, video, camera, synthetic scenes); write label maps,
+colour maps, overlays and per-frame statistics.
 
-For every input frame, each requested output directory receives <DIR>/<input file stem>.png:
+For every frame, each requested output directory receives <DIR>/<name>.png, where <name> is
+the input file stem, or the frame's index (%06d) for videos, cameras and synth://:
   --labels   8-bit single-channel PNG of class indices (Cityscapes train ids 0..18), at the
-             input image's size; --label-ids cityscapes writes Cityscapes label ids instead
+             frame's size; --label-ids cityscapes writes Cityscapes label ids instead
              (7 road, 8 sidewalk, ...), ready for cityscapesscripts.
   --color    the class colour of every pixel.
   --overlay  the class colours blended over the image (--alpha).
+  --stats    one JSON line per frame: stage times, end-to-end latency, drops.
 
-A directory is read recursively, in natural order (frame2 before frame10). A frame that cannot
-be decoded is reported, counted and skipped; the exit status is then 1.
+Capture, inference and output run on three threads. Files are replayed losslessly; cameras
+(and --realtime replays) drop stale frames when the network falls behind, and count them.
+A frame that cannot be decoded is reported, counted and skipped; the exit status is then 1.
+Ctrl-C stops capturing, finishes the frames in flight and closes every output.
 
 Examples:
   semask-edge run --overlay out/overlay                       # built-in model and sample
-  semask-edge run -m model.onnx --input leftImg8bit/val --labels pred --label-ids cityscapes
-  semask-edge run -m model.onnx --input street.jpg --color out --upsample fast";
+  semask-edge run -m model.onnx -i leftImg8bit/val --labels pred --label-ids cityscapes
+  semask-edge run -m model.onnx -i street.jpg --color out --upsample fast
+  semask-edge run -m model.onnx -i drive.mp4 --stats drive.jsonl --realtime";
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
     pub model: ModelArgs,
 
-    /// Image file or directory of images (default: the built-in sample image).
-    #[arg(long, short = 'i', value_name = "PATH")]
-    pub input: Option<String>,
+    #[command(flatten)]
+    pub source: SourceArgs,
+
+    #[command(flatten)]
+    pub inference: InferenceArgs,
 
     /// Write label maps (8-bit PNG) into DIR.
     #[arg(long, value_name = "DIR")]
@@ -56,6 +62,10 @@ pub struct RunArgs {
     /// Write overlays (colours blended over the image) into DIR.
     #[arg(long, value_name = "DIR")]
     pub overlay: Option<PathBuf>,
+
+    /// Write one JSON line of timings per frame into FILE.
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub stats: Option<PathBuf>,
 
     /// Values of the label PNGs.
     #[arg(long, value_name = "IDS", default_value = "train")]
@@ -70,14 +80,6 @@ pub struct RunArgs {
     #[arg(long, value_name = "A", default_value = "0.5", value_parser = parse_unit)]
     pub alpha: f32,
 
-    /// Inference backend.
-    #[arg(long, value_name = "NAME", default_value = "auto")]
-    pub backend: BackendKind,
-
-    /// Threads for the network (0 = all cores).
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub threads: usize,
-
     /// Do not print a line per frame (the summary and errors are still printed).
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -86,14 +88,8 @@ pub struct RunArgs {
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let overrides = args.model.overrides()?;
     let model = OnnxModel::open_or_builtin(args.model.model.as_deref(), &overrides)?;
-    let mut source = source::open(args.input.as_deref())?;
-    let options = SegmenterOptions {
-        backend: args.backend,
-        threads: args.threads,
-        input_size: args.model.input_size,
-        upsample: args.upsample,
-        alpha: args.alpha,
-    };
+    let (mut source, pipeline_options) = args.source.open(None)?;
+    let options = args.inference.segmenter_options(&args.model, args.upsample, args.alpha);
     let mut segmenter = Segmenter::new(&model, &options)?;
 
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
@@ -107,8 +103,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             sinks.push(Box::new(PngDirSink::new(dir, kind, segmenter.classes())?));
         }
     }
+    if let Some(path) = &args.stats {
+        sinks.push(Box::new(StatsSink::create(path)?));
+    }
     if sinks.is_empty() {
-        log::warn!("no output requested (--labels, --color, --overlay): frames are segmented and timed only");
+        log::warn!(
+            "no output requested (--labels, --color, --overlay, --stats): frames are segmented and timed only"
+        );
+        sinks.push(Box::new(NullSink));
     }
 
     let spec = segmenter.preproc_spec();
@@ -126,22 +128,29 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     );
     let info = source.info().clone();
     log::info!(
-        "input {} ({}, {} frames)",
+        "input {} ({}, {} frames, {}, {})",
         info.uri,
         info.kind,
-        info.frame_count.map_or("?".into(), |n| n.to_string())
+        info.frame_count.map_or("?".into(), |n| n.to_string()),
+        info.nominal_fps.map_or("no frame rate".into(), |f| format!("{f:.2} fps")),
+        if pipeline_options.live { "live: stale frames are dropped" } else { "lossless replay" }
     );
     for sink in &sinks {
         log::info!("output {}", sink.describe());
     }
 
-    let progress = progress_bar(info.frame_count, args.quiet);
-    let total = info.frame_count.map_or(String::new(), |n| format!("/{n}"));
-    let mut stdout = std::io::stdout().lock();
-    let mut summary = pipeline::run(source.as_mut(), &mut segmenter, &mut sinks, |event| {
-        match event {
-            FrameEvent::Written(frame) => {
-                if !args.quiet {
+    super::install_ctrlc_handler();
+    let frames_per_loop = info.frame_count.filter(|_| pipeline_options.extra_loops >= 0);
+    let expected = frames_per_loop.map(|n| n * (pipeline_options.extra_loops as u64 + 1));
+    let progress = progress_bar(expected, args.quiet);
+    let total = expected.map_or(String::new(), |n| format!("/{n}"));
+    let quiet = args.quiet;
+    let mut summary = {
+        let progress = &progress;
+        pipeline::run(source.as_mut(), &mut segmenter, &mut sinks, &pipeline_options, &STOP, move |event| {
+            match event {
+                FrameEvent::Written(frame) if !quiet => {
+                    let mut stdout = std::io::stdout().lock();
                     let _ = writeln!(
                         stdout,
                         "[{}{total}] {} {}x{}: {}",
@@ -149,50 +158,24 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                         frame.name,
                         frame.image.width,
                         frame.image.height,
-                        frame.timings.summary()
+                        frame.timings
                     );
                 }
+                FrameEvent::Failed(frame) => progress.suspend(|| {
+                    eprintln!("error: skipped frame {} ({}): {}", frame.index + 1, frame.name, frame.error)
+                }),
+                _ => {}
             }
-            FrameEvent::Failed(failure) => progress.suspend(|| {
-                eprintln!("error: skipped frame {} ({}): {}", failure.index + 1, failure.name, failure.reason)
-            }),
-        }
-        progress.inc(1);
-    });
+            progress.inc(1);
+        })
+    };
     progress.finish_and_clear();
     if let Some(error) = summary.stopped_by.take() {
         return Err(anyhow::Error::new(error)).with_context(|| {
             format!("run stopped after {} of {} frames were written", summary.frames_out, summary.frames_in)
         });
     }
-
-    let _ = writeln!(
-        stdout,
-        "{} frames in, {} written, {} failed",
-        summary.frames_in,
-        summary.frames_out,
-        summary.failed.len()
-    );
-    if summary.frames_out > 0 {
-        let _ = writeln!(
-            stdout,
-            "{:<12} {:>9} {:>9} {:>9} {:>9} {:>9}",
-            "stage (ms)", "mean", "p50", "p90", "p99", "max"
-        );
-        let rows = Stage::ALL
-            .iter()
-            .map(|s| (s.name(), summary.stats.stage(*s)))
-            .chain([("total", summary.stats.total())]);
-        for (name, stats) in rows {
-            if let Some(s) = stats.summary() {
-                let _ = writeln!(
-                    stdout,
-                    "{name:<12} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
-                    s.mean_ms, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms
-                );
-            }
-        }
-    }
+    print_summary(&mut std::io::stdout().lock(), &summary)?;
     if !summary.failed.is_empty() {
         // Each failed frame was reported on stderr as it happened; the counts are above.
         return Ok(ExitCode::from(1));

@@ -1,14 +1,19 @@
 //! Where results go: one [`Sink`] trait; every requested output is one sink, and the pipeline
 //! hands each frame to all of them.
 //!
-//! Today: PNG directories of label maps, colour maps and overlays ([`images::PngDirSink`]).
-//! Videos, statistics files and displays plug in here as further sinks.
+//! - [`images::PngDirSink`]: PNG directories of label maps, colour maps and overlays.
+//! - [`stats::StatsSink`]: one JSON line per frame (`--stats`).
+//! - [`NullSink`]: discards (the benchmark's default output).
+//!
+//! Video files and displays plug in here as further sinks.
 
 pub mod images;
+pub mod stats;
 
 use std::path::PathBuf;
 
 use crate::frame::Frame;
+use crate::pipeline::FrameEvent;
 use crate::postprocess::Needs;
 
 /// Why an output could not be written. Fatal for the run: the next frame would fail the same way.
@@ -31,11 +36,37 @@ pub trait Sink: Send {
     /// Derived images this sink reads from the frame besides the label map.
     fn needs(&self) -> Needs;
 
-    /// Writes one frame. When it returns `Ok`, the output is complete on disk.
+    /// Writes one segmented frame. When it returns `Ok`, the output is complete on disk.
     fn write(&mut self, frame: &Frame) -> Result<(), SinkError>;
+
+    /// Sees every frame once its fate is final (written, failed or dropped), with its
+    /// end-to-end latency; for sinks that keep records rather than images.
+    fn record(&mut self, event: &FrameEvent<'_>) -> Result<(), SinkError> {
+        let _ = event;
+        Ok(())
+    }
 
     /// Flushes and closes (end of the run).
     fn finish(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// A sink that writes nothing: frames are segmented and timed only (`bench`, or `run` without
+/// outputs).
+#[derive(Debug, Default)]
+pub struct NullSink;
+
+impl Sink for NullSink {
+    fn describe(&self) -> String {
+        "nothing (null sink)".into()
+    }
+
+    fn needs(&self) -> Needs {
+        Needs::default()
+    }
+
+    fn write(&mut self, _frame: &Frame) -> Result<(), SinkError> {
         Ok(())
     }
 }

@@ -139,6 +139,11 @@ impl Source for ImageSource {
         frame.timings.add(Stage::Decode, start.elapsed());
         Ok(Captured::Frame)
     }
+
+    fn rewind(&mut self) -> Result<bool, SourceError> {
+        self.next = 0;
+        Ok(true)
+    }
 }
 
 /// Decodes a PNG or JPEG (recognised by content, not name) into `out` as RGB8, reusing its

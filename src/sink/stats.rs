@@ -1,0 +1,137 @@
+//! `--stats FILE.jsonl`: one JSON object per frame, in capture order, for every frame the source
+//! delivered (written, failed or dropped):
+//!
+//! ```json
+//! {"frame": 12, "source": "aachen_000012", "status": "ok",
+//!  "stages_ms": {"decode": 3.1, "preprocess": 0.9, "network": 55.2, "postprocess": 1.4, "output": 0.3},
+//!  "end_to_end_ms": 61.2, "dropped": 0}
+//! ```
+//! `frame` counts frames from 0 over the whole run; `source` is the frame's name (input file
+//! stem, or `%06d` of its index in the source); `end_to_end_ms` runs from capture to the last
+//! output written (queueing included); `dropped` is the number of frames dropped before this
+//! one. Failed frames carry `"error"`. Lines are written without allocating.
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use super::{Sink, SinkError};
+use crate::frame::Frame;
+use crate::pipeline::FrameEvent;
+use crate::postprocess::Needs;
+use crate::timing::Stage;
+
+/// Writes the JSON-lines statistics file.
+#[derive(Debug)]
+pub struct StatsSink {
+    path: PathBuf,
+    out: BufWriter<std::fs::File>,
+}
+
+impl StatsSink {
+    pub fn create(path: &Path) -> Result<StatsSink, SinkError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| SinkError::CreateDir { path: dir.to_path_buf(), reason: e.to_string() })?;
+        }
+        let file = std::fs::File::create(path)
+            .map_err(|e| SinkError::Write { path: path.to_path_buf(), reason: e.to_string() })?;
+        Ok(StatsSink { path: path.to_path_buf(), out: BufWriter::new(file) })
+    }
+
+    fn line(&mut self, frame: &Frame, status: &str) -> std::io::Result<()> {
+        let out = &mut self.out;
+        write!(out, "{{\"frame\": {}, \"source\": ", frame.index)?;
+        write_json_string(out, &frame.name)?;
+        write!(out, ", \"status\": \"{status}\", \"stages_ms\": {{")?;
+        for (i, stage) in Stage::ALL.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(out, "{sep}\"{}\": {:.3}", stage.name(), frame.timings.ms(*stage))?;
+        }
+        write!(
+            out,
+            "}}, \"end_to_end_ms\": {:.3}, \"dropped\": {}",
+            frame.end_to_end.as_secs_f64() * 1e3,
+            frame.dropped_before
+        )?;
+        if !frame.error.is_empty() {
+            write!(out, ", \"error\": ")?;
+            write_json_string(out, &frame.error)?;
+        }
+        writeln!(out, "}}")
+    }
+}
+
+/// Writes `s` as a JSON string literal.
+fn write_json_string(out: &mut impl Write, s: &str) -> std::io::Result<()> {
+    out.write_all(b"\"")?;
+    for c in s.chars() {
+        match c {
+            '"' => out.write_all(b"\\\"")?,
+            '\\' => out.write_all(b"\\\\")?,
+            c if (c as u32) < 0x20 => write!(out, "\\u{:04x}", c as u32)?,
+            c => write!(out, "{c}")?,
+        }
+    }
+    out.write_all(b"\"")
+}
+
+impl Sink for StatsSink {
+    fn describe(&self) -> String {
+        format!("per-frame statistics -> {}", self.path.display())
+    }
+
+    fn needs(&self) -> Needs {
+        Needs::default()
+    }
+
+    fn write(&mut self, _frame: &Frame) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    fn record(&mut self, event: &FrameEvent<'_>) -> Result<(), SinkError> {
+        let (frame, status) = match event {
+            FrameEvent::Written(f) => (*f, "ok"),
+            FrameEvent::Failed(f) => (*f, "failed"),
+            FrameEvent::Dropped(f) => (*f, "dropped"),
+        };
+        self.line(frame, status)
+            .map_err(|e| SinkError::Write { path: self.path.clone(), reason: e.to_string() })
+    }
+
+    fn finish(&mut self) -> Result<(), SinkError> {
+        self.out.flush().map_err(|e| SinkError::Write { path: self.path.clone(), reason: e.to_string() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::FrameStatus;
+
+    #[test]
+    fn lines_are_json_with_every_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/stats.jsonl");
+        let mut sink = StatsSink::create(&path).unwrap();
+        let mut frame = Frame::default();
+        frame.begin(3, "we\"ird\\name");
+        frame.timings.add(Stage::Network, std::time::Duration::from_micros(1500));
+        frame.end_to_end = std::time::Duration::from_millis(2);
+        frame.dropped_before = 4;
+        sink.record(&FrameEvent::Written(&frame)).unwrap();
+        frame.status = FrameStatus::Failed;
+        frame.error.push_str("bad\nframe");
+        sink.record(&FrameEvent::Failed(&frame)).unwrap();
+        sink.finish().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["frame"], 3);
+        assert_eq!(lines[0]["source"], "we\"ird\\name");
+        assert_eq!(lines[0]["status"], "ok");
+        assert_eq!(lines[0]["stages_ms"]["network"], 1.5);
+        assert_eq!(lines[0]["end_to_end_ms"], 2.0);
+        assert_eq!(lines[0]["dropped"], 4);
+        assert_eq!(lines[1]["error"], "bad\nframe");
+    }
+}

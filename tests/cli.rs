@@ -137,12 +137,15 @@ fn fast_mode_and_cityscapes_label_ids() {
 }
 
 #[test]
-fn default_run_uses_the_builtin_model_and_sample() {
+fn default_run_uses_the_builtin_model_on_synthetic_scenes() {
     let out = tempfile::tempdir().unwrap();
-    let result = run_cli(&["run", "--overlay", out.path().to_str().unwrap()]);
+    let result = run_cli(&["run", "--frames", "2", "--overlay", out.path().to_str().unwrap()]);
     assert!(result.status.success(), "{}", stderr(&result));
-    let img = image::open(out.path().join("sample.png")).unwrap();
-    assert_eq!((img.width(), img.height()), (1024, 512));
+    for name in ["000000.png", "000001.png"] {
+        let img = image::open(out.path().join(name)).unwrap();
+        assert_eq!((img.width(), img.height()), (1024, 512));
+    }
+    assert!(!out.path().join("000002.png").exists());
     let text = stdout(&result);
     for stage in ["decode", "preprocess", "network", "postprocess", "output", "total"] {
         assert!(text.contains(stage), "summary lacks {stage}: {text}");

@@ -299,9 +299,9 @@ fn metadata_props_of_the_model_are_used() {
 
     // Colours come from the model's palette: every pixel of the colour map is one of them.
     let color = dir.path().join("color");
-    let out = run_cli(&["run", "--model", s(&model), "--color", s(&color)]);
+    let out = run_cli(&["run", "--model", s(&model), "--frames", "1", "--color", s(&color)]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let img = image::open(color.join("sample.png")).unwrap().into_rgb8();
+    let img = image::open(color.join("000000.png")).unwrap().into_rgb8();
     assert!(img.pixels().all(|p| p.0[1] == 100 && p.0[2] == 200 && p.0[0] < 19));
 
     // A bad value names the key.

@@ -35,7 +35,7 @@ A frame that cannot be decoded is reported, counted and skipped; the exit status
 Ctrl-C stops capturing, finishes the frames in flight and closes every output.
 
 Examples:
-  semask-edge run --overlay out/overlay                       # built-in model and sample
+  semask-edge run --overlay out/overlay --frames 60           # built-in model on synth://
   semask-edge run -m model.onnx -i leftImg8bit/val --labels pred --label-ids cityscapes
   semask-edge run -m model.onnx -i street.jpg --color out --upsample fast
   semask-edge run -m model.onnx -i drive.mp4 --stats drive.jsonl --realtime";
@@ -80,6 +80,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "A", default_value = "0.5", value_parser = parse_unit)]
     pub alpha: f32,
 
+    /// Stop after N frames (default: the whole input).
+    #[arg(long, value_name = "N")]
+    pub frames: Option<u64>,
+
     /// Do not print a line per frame (the summary and errors are still printed).
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -88,7 +92,8 @@ pub struct RunArgs {
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let overrides = args.model.overrides()?;
     let model = OnnxModel::open_or_builtin(args.model.model.as_deref(), &overrides)?;
-    let (mut source, pipeline_options) = args.source.open(None)?;
+    let (mut source, mut pipeline_options) = args.source.open(None)?;
+    pipeline_options.max_frames = args.frames;
     let options = args.inference.segmenter_options(&args.model, args.upsample, args.alpha);
     let mut segmenter = Segmenter::new(&model, &options)?;
 
@@ -141,7 +146,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
     super::install_ctrlc_handler();
     let frames_per_loop = info.frame_count.filter(|_| pipeline_options.extra_loops >= 0);
-    let expected = frames_per_loop.map(|n| n * (pipeline_options.extra_loops as u64 + 1));
+    let expected = frames_per_loop
+        .map(|n| n * (pipeline_options.extra_loops as u64 + 1))
+        .map(|n| args.frames.map_or(n, |max| n.min(max)));
     let progress = progress_bar(expected, args.quiet);
     let total = expected.map_or(String::new(), |n| format!("/{n}"));
     let quiet = args.quiet;

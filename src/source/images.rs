@@ -10,10 +10,6 @@ use super::{Captured, Source, SourceError, SourceInfo};
 use crate::frame::{Frame, Rgb8Image};
 use crate::timing::Stage;
 
-/// The sample frame used when `--input` is not given: a drawn 1024x512 street scene
-/// (`tests/fixtures/images/street_1024x512.png`, made by `tests/fixtures/make_images.py`).
-pub const BUILTIN_SAMPLE_PNG: &[u8] = include_bytes!("../../tests/fixtures/images/street_1024x512.png");
-
 /// Image file formats this source reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImageFormat {
@@ -32,18 +28,12 @@ impl ImageFormat {
     }
 }
 
-#[derive(Debug, Clone)]
-enum Entry {
-    File(PathBuf),
-    Embedded(&'static [u8]),
-}
-
 /// Frames read from image files (or embedded bytes), in a fixed order.
 #[derive(Debug)]
 pub struct ImageSource {
     info: SourceInfo,
-    /// Output name and where to read each frame.
-    entries: Vec<(String, Entry)>,
+    /// Output name and file of each frame.
+    entries: Vec<(String, PathBuf)>,
     next: usize,
     /// File bytes, reused from frame to frame.
     bytes: Vec<u8>,
@@ -51,11 +41,7 @@ pub struct ImageSource {
 
 impl ImageSource {
     pub fn single(path: &Path) -> ImageSource {
-        ImageSource::new(
-            path.display().to_string(),
-            "image",
-            vec![(stem(path), Entry::File(path.to_path_buf()))],
-        )
+        ImageSource::new(path.display().to_string(), "image", vec![(stem(path), path.to_path_buf())])
     }
 
     /// Every PNG/JPEG below `dir` (subdirectories included, hidden entries skipped), in natural
@@ -83,21 +69,12 @@ impl ImageSource {
                     name,
                 });
             }
-            entries.push((name, Entry::File(path)));
+            entries.push((name, path));
         }
         Ok(ImageSource::new(dir.display().to_string(), "images", entries))
     }
 
-    /// The built-in sample frame ([`BUILTIN_SAMPLE_PNG`]), named `sample`.
-    pub fn builtin_sample() -> ImageSource {
-        ImageSource::new(
-            "builtin:sample".into(),
-            "builtin",
-            vec![("sample".into(), Entry::Embedded(BUILTIN_SAMPLE_PNG))],
-        )
-    }
-
-    fn new(uri: String, kind: &'static str, entries: Vec<(String, Entry)>) -> ImageSource {
+    fn new(uri: String, kind: &'static str, entries: Vec<(String, PathBuf)>) -> ImageSource {
         let info =
             SourceInfo { uri, kind, frame_count: Some(entries.len() as u64), nominal_fps: None, live: false };
         ImageSource { info, entries, next: 0, bytes: Vec::new() }
@@ -110,32 +87,19 @@ impl Source for ImageSource {
     }
 
     fn next(&mut self, frame: &mut Frame) -> Result<Captured, SourceError> {
-        let Some((name, entry)) = self.entries.get(self.next) else {
+        let Some((name, path)) = self.entries.get(self.next) else {
             return Ok(Captured::EndOfStream);
         };
         let index = self.next as u64;
         self.next += 1;
         frame.begin(index, name);
         let start = Instant::now();
-        let bad = |reason: String| SourceError::BadFrame {
-            index,
-            name: match entry {
-                Entry::File(p) => p.display().to_string(),
-                Entry::Embedded(_) => name.clone(),
-            },
-            reason,
-        };
-        let bytes: &[u8] = match entry {
-            Entry::File(path) => {
-                self.bytes.clear();
-                let mut file = std::fs::File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
-                std::io::Read::read_to_end(&mut file, &mut self.bytes)
-                    .map_err(|e| bad(format!("cannot read: {e}")))?;
-                &self.bytes
-            }
-            Entry::Embedded(bytes) => bytes,
-        };
-        decode_into(bytes, &mut frame.image).map_err(bad)?;
+        let bad = |reason: String| SourceError::BadFrame { index, name: path.display().to_string(), reason };
+        self.bytes.clear();
+        let mut file = std::fs::File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
+        std::io::Read::read_to_end(&mut file, &mut self.bytes)
+            .map_err(|e| bad(format!("cannot read: {e}")))?;
+        decode_into(&self.bytes, &mut frame.image).map_err(bad)?;
         frame.timings.add(Stage::Decode, start.elapsed());
         Ok(Captured::Frame)
     }
@@ -342,14 +306,5 @@ mod tests {
         image::RgbaImage::from_fn(1, 1, |_, _| image::Rgba([1, 2, 3, 4])).save(&p).unwrap();
         decode_into(&std::fs::read(&p).unwrap(), &mut out).unwrap();
         assert_eq!(out.data, vec![1, 2, 3]);
-    }
-
-    #[test]
-    fn builtin_sample_decodes() {
-        let mut src = ImageSource::builtin_sample();
-        let mut frame = Frame::default();
-        assert_eq!(src.next(&mut frame).unwrap(), Captured::Frame);
-        assert_eq!((frame.image.width, frame.image.height), (1024, 512));
-        assert_eq!(src.next(&mut frame).unwrap(), Captured::EndOfStream);
     }
 }

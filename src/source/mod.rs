@@ -4,13 +4,14 @@
 //! |---|---|
 //! | `photo.png`, `file://photo.jpg` | one image |
 //! | `frames/`, `file://frames/` | every PNG/JPEG under the directory (subdirectories too), in natural order |
-//! | (nothing) | the built-in sample image |
-//! | `v4l2:///dev/video0`, `/dev/video0`, `synth://…`, `drive.mp4`, `drive.mjpeg` | recognised; come with the streaming work |
+//! | `synth://?seed=3&frames=300&size=1024x512&fps=30`, or nothing | procedural driving scenes with exact labels ([`synth`]) |
+//! | `v4l2:///dev/video0`, `/dev/video0`, `drive.mp4`, `drive.mjpeg` | recognised; come with the streaming work |
 //!
 //! The rest of the program never asks where frames come from: it calls [`Source::next`] with a
 //! recycled [`Frame`] until [`Captured::EndOfStream`].
 
 pub mod images;
+pub mod synth;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -31,9 +32,9 @@ pub enum Captured {
 /// Facts about a source, for progress bars and reports.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct SourceInfo {
-    /// The input as the user gave it (or `builtin:sample`).
+    /// The input as the user gave it (canonical form for `synth://`).
     pub uri: String,
-    /// Short kind: `image`, `images`, `builtin`.
+    /// Short kind: `image`, `images`, `synth`…
     pub kind: &'static str,
     /// Number of frames, when known in advance.
     pub frame_count: Option<u64>,
@@ -91,8 +92,6 @@ pub trait Source: Send {
 /// The `--input` string, classified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceUri {
-    /// No `--input`: the built-in sample image.
-    Builtin,
     /// A file or directory on disk (`file://` stripped).
     Path(PathBuf),
     /// A V4L2 camera device (`v4l2:///dev/videoN` or `/dev/videoN`).
@@ -102,8 +101,9 @@ pub enum SourceUri {
 }
 
 impl SourceUri {
+    /// Classifies `--input`; no input is the default `synth://`.
     pub fn parse(input: Option<&str>) -> SourceUri {
-        let Some(input) = input else { return SourceUri::Builtin };
+        let Some(input) = input else { return SourceUri::Synth(String::new()) };
         if let Some(rest) = input.strip_prefix("v4l2://") {
             return SourceUri::Camera(PathBuf::from(rest));
         }
@@ -120,7 +120,6 @@ impl SourceUri {
 impl fmt::Display for SourceUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SourceUri::Builtin => f.write_str("builtin:sample"),
             SourceUri::Path(p) => write!(f, "{}", p.display()),
             SourceUri::Camera(p) => write!(f, "v4l2://{}", p.display()),
             SourceUri::Synth(q) => write!(f, "synth://?{q}"),
@@ -139,21 +138,21 @@ pub struct SourceOptions {
     pub rate: Option<f64>,
 }
 
-/// Opens the source `input` names (`None`: the built-in sample).
+/// Opens the source `input` names (`None`: the default `synth://`).
 pub fn open(input: Option<&str>, options: &SourceOptions) -> Result<Box<dyn Source>, SourceError> {
     let _ = options;
     let uri = SourceUri::parse(input);
     let unsupported =
         |reason: &str| SourceError::Unsupported { input: uri.to_string(), reason: reason.to_string() };
     match &uri {
-        SourceUri::Builtin => Ok(Box::new(images::ImageSource::builtin_sample())),
         SourceUri::Camera(_) => Err(unsupported(
             "camera input is not in this build yet (planned with the streaming pipeline); \
              record frames to a folder of images and pass that",
         )),
-        SourceUri::Synth(_) => Err(unsupported(
-            "the synthetic scene source is not in this build yet (planned with the streaming pipeline)",
-        )),
+        SourceUri::Synth(query) => {
+            let config = synth::SynthConfig::parse(query).map_err(|reason| unsupported(&reason))?;
+            Ok(Box::new(synth::SynthSource::new(config)))
+        }
         SourceUri::Path(path) => open_path(path),
     }
 }
@@ -187,7 +186,7 @@ mod tests {
 
     #[test]
     fn inputs_are_classified() {
-        assert_eq!(SourceUri::parse(None), SourceUri::Builtin);
+        assert_eq!(SourceUri::parse(None), SourceUri::Synth(String::new()));
         assert_eq!(SourceUri::parse(Some("v4l2:///dev/video1")), SourceUri::Camera("/dev/video1".into()));
         assert_eq!(SourceUri::parse(Some("/dev/video0")), SourceUri::Camera("/dev/video0".into()));
         assert_eq!(SourceUri::parse(Some("synth://?seed=3")), SourceUri::Synth("seed=3".into()));

@@ -1,0 +1,998 @@
+//! `synth://`: procedural Cityscapes-style driving scenes with exact labels.
+//!
+//! A camera 1.4 m above a straight street drives forward; every frame is a pure function of the
+//! seed and the frame index, so a seed always gives the same bytes, consecutive frames are
+//! coherent, and any frame can be rendered on its own (the training crate uses it as a dataset).
+//!
+//! The world: a road (1 or 2 lanes each way, dashed lane marks), kerbs and sidewalks, then a
+//! line of facades (buildings with windows, or walls, fences, hedges, or an open gap onto
+//! terrain), the sky; on the sidewalks poles, traffic signs, traffic lights, trees and walking
+//! people; on the road parked and oncoming cars, trucks, buses, cyclists and motorcyclists.
+//! Objects are upright billboards seen face-on, drawn far to near. Every pixel's label is the
+//! Cityscapes train id of the surface the pixel's centre sees; nothing is anti-aliased, so the
+//! labels are exact (no 255 anywhere).
+//!
+//! URI parameters (all optional): `seed` (0), `frames` (300; 0 = endless), `size` WxH
+//! (1024x512), `fps` (30), `speed` in m/s (10). Example: `synth://?seed=3&frames=300&size=1024x512&fps=30`.
+
+use std::time::Instant;
+
+use super::{Captured, Source, SourceError, SourceInfo};
+use crate::frame::{Frame, LabelMap, Rgb8Image};
+use crate::timing::Stage;
+
+/// Cityscapes train ids used by the generator.
+mod class {
+    pub const ROAD: u8 = 0;
+    pub const SIDEWALK: u8 = 1;
+    pub const BUILDING: u8 = 2;
+    pub const WALL: u8 = 3;
+    pub const FENCE: u8 = 4;
+    pub const POLE: u8 = 5;
+    pub const TRAFFIC_LIGHT: u8 = 6;
+    pub const TRAFFIC_SIGN: u8 = 7;
+    pub const VEGETATION: u8 = 8;
+    pub const TERRAIN: u8 = 9;
+    pub const SKY: u8 = 10;
+    pub const PERSON: u8 = 11;
+    pub const RIDER: u8 = 12;
+    pub const CAR: u8 = 13;
+    pub const TRUCK: u8 = 14;
+    pub const BUS: u8 = 15;
+    pub const MOTORCYCLE: u8 = 17;
+    pub const BICYCLE: u8 = 18;
+}
+
+/// Parameters of a synthetic drive.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SynthConfig {
+    pub seed: u64,
+    /// Number of frames; `None` = endless.
+    pub frames: Option<u64>,
+    pub width: usize,
+    pub height: usize,
+    pub fps: f64,
+    /// Camera speed, metres per second.
+    pub speed_mps: f64,
+}
+
+impl Default for SynthConfig {
+    fn default() -> Self {
+        SynthConfig { seed: 0, frames: Some(300), width: 1024, height: 512, fps: 30.0, speed_mps: 10.0 }
+    }
+}
+
+impl SynthConfig {
+    /// Parses the query part of a `synth://` URI (`seed=3&frames=300&size=1024x512&fps=30`).
+    pub fn parse(query: &str) -> Result<SynthConfig, String> {
+        let mut config = SynthConfig::default();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').ok_or_else(|| format!("{pair:?} is not key=value"))?;
+            let bad = |what: &str| format!("{key}={value:?}: expected {what}");
+            match key {
+                "seed" => config.seed = value.parse().map_err(|_| bad("an integer"))?,
+                "frames" => {
+                    let n: u64 = value.parse().map_err(|_| bad("a number of frames (0 = endless)"))?;
+                    config.frames = (n > 0).then_some(n);
+                }
+                "size" => {
+                    let (w, h) = value.split_once(['x', 'X']).ok_or_else(|| bad("WxH, e.g. 1024x512"))?;
+                    config.width = w.parse().map_err(|_| bad("WxH, e.g. 1024x512"))?;
+                    config.height = h.parse().map_err(|_| bad("WxH, e.g. 1024x512"))?;
+                    if !(16..=8192).contains(&config.width) || !(16..=8192).contains(&config.height) {
+                        return Err(bad("a width and height between 16 and 8192"));
+                    }
+                }
+                "fps" => {
+                    config.fps = value.parse().map_err(|_| bad("a frame rate"))?;
+                    if !(config.fps > 0.0 && config.fps <= 1000.0) {
+                        return Err(bad("a frame rate in (0, 1000]"));
+                    }
+                }
+                "speed" => {
+                    config.speed_mps = value.parse().map_err(|_| bad("a speed in m/s"))?;
+                    if !(0.0..=100.0).contains(&config.speed_mps) {
+                        return Err(bad("a speed between 0 and 100 m/s"));
+                    }
+                }
+                _ => return Err(format!("unknown parameter {key:?}; use seed, frames, size, fps, speed")),
+            }
+        }
+        Ok(config)
+    }
+
+    /// The canonical URI of this configuration.
+    pub fn uri(&self) -> String {
+        format!(
+            "synth://?seed={}&frames={}&size={}x{}&fps={}&speed={}",
+            self.seed,
+            self.frames.unwrap_or(0),
+            self.width,
+            self.height,
+            self.fps,
+            self.speed_mps
+        )
+    }
+}
+
+/// splitmix64: the one source of randomness; every decision hashes (seed, what, where).
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn hash(seed: u64, a: u64, b: i64) -> u64 {
+    mix(seed ^ mix(a ^ mix(b as u64)))
+}
+
+/// A number in [0, 1) from a hash.
+fn unit(h: u64) -> f32 {
+    (h >> 40) as f32 / (1u64 << 24) as f32
+}
+
+type Rgb = [f32; 3];
+
+fn lerp(a: Rgb, b: Rgb, t: f32) -> Rgb {
+    [a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t, a[2] + (b[2] - a[2]) * t]
+}
+
+fn scale(c: Rgb, k: f32) -> Rgb {
+    [c[0] * k, c[1] * k, c[2] * k]
+}
+
+/// What stands along the street at one facade segment.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Facade {
+    Building { height: f32, color: Rgb, window: Rgb },
+    Wall { height: f32, color: Rgb },
+    Fence { height: f32, color: Rgb },
+    Hedge { height: f32, color: Rgb },
+    Open,
+}
+
+/// Kinds of billboard objects.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Thing {
+    Car { color: Rgb },
+    Truck { color: Rgb },
+    Bus { color: Rgb },
+    Person { shirt: Rgb, trousers: Rgb },
+    Cyclist { shirt: Rgb, motor: bool },
+    Pole,
+    SignPost { plate: Rgb },
+    TrafficLight,
+    Tree { leaves: Rgb },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Object {
+    /// Lateral position of the centre, metres (0 = road centre line, + = right).
+    x: f32,
+    /// Distance along the street, metres.
+    z: f32,
+    width: f32,
+    height: f32,
+    thing: Thing,
+}
+
+/// Fixed properties of one drive (from the seed).
+#[derive(Debug, Clone)]
+struct Street {
+    lanes_per_side: u32,
+    /// Half width of the road, metres.
+    road_half: f32,
+    sidewalk: f32,
+    /// Facade line distance from the road centre, per side (left, right).
+    facade_x: [f32; 2],
+    camera_x: f32,
+    camera_height: f32,
+    /// Horizon row as a fraction of the image height.
+    horizon: f32,
+    sun: f32,
+    sky_top: Rgb,
+    sky_horizon: Rgb,
+    asphalt: Rgb,
+    pavement: Rgb,
+    grass: Rgb,
+    /// Texture values in [-1, 1], 64x64, indexed by world cell.
+    noise: Vec<f32>,
+}
+
+/// Segment length of the facade line, metres.
+const FACADE_SEGMENT: f32 = 9.0;
+/// Slot length for objects along each sidewalk and lane, metres.
+const OBJECT_SLOT: f32 = 7.0;
+/// Objects further than this are not drawn (they would be a pixel or two).
+const FAR: f32 = 160.0;
+const NEAR: f32 = 1.2;
+
+/// Ground surfaces, indexing [`GroundRow`]'s colour tables.
+#[derive(Debug, Clone, Copy)]
+enum Material {
+    Asphalt,
+    Mark,
+    Kerb,
+    Pavement,
+    Joint,
+    Grass,
+}
+
+/// What is constant along one image row of ground: depth, street position, and each
+/// material's colour after haze (`base`) and texture amplitude (`amp`).
+#[derive(Debug, Clone, Copy)]
+struct GroundRow {
+    z: f32,
+    x0: f32,
+    step: f32,
+    dash: bool,
+    joint_row: bool,
+    base: [Rgb; 6],
+    amp: [Rgb; 6],
+}
+
+impl GroundRow {
+    fn new(st: &Street, cam: &Camera, dy: f32) -> GroundRow {
+        let depth = cam.height * cam.focal / dy;
+        let z = cam.z + depth;
+        let step = depth / cam.focal;
+        let (keep, add) = haze_terms(st.sky_horizon, depth);
+        // (colour, texture amplitude as a fraction of the colour)
+        let materials: [(Rgb, f32); 6] = [
+            (st.asphalt, 0.08),
+            ([215.0, 215.0, 210.0], 0.05),
+            (scale(st.pavement, 0.8), 0.06),
+            (st.pavement, 0.06),
+            (scale(st.pavement, 0.82), 0.0),
+            (st.grass, 0.2),
+        ];
+        let mut base = [[0.0; 3]; 6];
+        let mut amp = [[0.0; 3]; 6];
+        for (i, (color, a)) in materials.into_iter().enumerate() {
+            base[i] = [color[0] * keep + add[0], color[1] * keep + add[1], color[2] * keep + add[2]];
+            amp[i] = scale(color, a * keep);
+        }
+        GroundRow {
+            z,
+            x0: cam.x + (0.5 - cam.cx) * step,
+            step,
+            dash: frac(z * (1.0 / 9.0)) < 1.0 / 3.0,
+            joint_row: frac(z * 1.667) < 0.06,
+            base,
+            amp,
+        }
+    }
+}
+
+/// The facade one image column sees, if any.
+#[derive(Debug, Clone, Copy)]
+struct FacadeColumn {
+    facade: Facade,
+    label: u8,
+    /// Rows covered: `top <= y + 0.5 < bottom`.
+    top: f32,
+    bottom: f32,
+    depth: f32,
+    /// Street position where the column's ray meets the facade line.
+    z: f32,
+    /// Sun on this side of the street times the haze-free share of the colour.
+    light: f32,
+    /// Haze added at this depth.
+    haze: Rgb,
+}
+
+/// A synthetic drive: renders frame `i` into an image and its exact label map.
+#[derive(Debug, Clone)]
+pub struct SynthScene {
+    config: SynthConfig,
+    street: Street,
+    /// Reused per frame.
+    objects: Vec<Object>,
+    columns: Vec<Option<FacadeColumn>>,
+}
+
+impl SynthScene {
+    pub fn new(config: SynthConfig) -> SynthScene {
+        let s = config.seed;
+        let r = |what: u64| unit(hash(s, what, 0));
+        let lanes_per_side = 1 + (r(1) < 0.5) as u32;
+        let road_half = 3.4 * lanes_per_side as f32 + 0.6 * r(2);
+        let sidewalk = 2.5 + 2.0 * r(3);
+        let facade_x = [-(road_half + sidewalk + 1.5 * r(4)), road_half + sidewalk + 1.5 * r(5)];
+        let noise = (0..64 * 64).map(|i| unit(hash(s, 99, i)) * 2.0 - 1.0).collect();
+        let grey = 60.0 + 30.0 * r(10);
+        SynthScene {
+            street: Street {
+                lanes_per_side,
+                road_half,
+                sidewalk,
+                facade_x,
+                camera_x: 1.7 + 0.3 * r(6),
+                camera_height: 1.3 + 0.3 * r(7),
+                horizon: 0.40 + 0.08 * r(8),
+                sun: 0.75 + 0.5 * r(9),
+                sky_top: [40.0 + 40.0 * r(11), 90.0 + 40.0 * r(12), 170.0 + 60.0 * r(13)],
+                sky_horizon: [170.0 + 50.0 * r(14), 190.0 + 40.0 * r(15), 210.0 + 40.0 * r(16)],
+                asphalt: [grey, grey, grey + 6.0],
+                pavement: [150.0 + 40.0 * r(17), 140.0 + 35.0 * r(18), 135.0 + 30.0 * r(19)],
+                grass: [70.0 + 40.0 * r(20), 110.0 + 40.0 * r(21), 40.0 + 30.0 * r(22)],
+                noise,
+            },
+            config,
+            objects: Vec::with_capacity(256),
+            columns: Vec::new(),
+        }
+    }
+
+    pub fn config(&self) -> &SynthConfig {
+        &self.config
+    }
+
+    /// Renders frame `index` into `image` and its train-id labels into `labels` (both resized
+    /// to the configured size, reusing their allocations).
+    pub fn render(&mut self, index: u64, image: &mut Rgb8Image, labels: &mut LabelMap) {
+        let (w, h) = (self.config.width, self.config.height);
+        image.reset(w, h);
+        labels.reset(w, h);
+        let time = (index as f64 / self.config.fps) as f32;
+        let st = &self.street;
+        let camera = Camera {
+            x: st.camera_x + 0.15 * (0.37 * time + self.config.seed as f32).sin(),
+            z: (index as f64 * self.config.speed_mps / self.config.fps) as f32,
+            height: st.camera_height,
+            focal: 0.55 * w as f32,
+            cx: 0.5 * w as f32,
+            horizon: st.horizon * h as f32,
+        };
+        self.find_facades(&camera, w);
+        self.render_background(&camera, image, labels);
+        self.collect_objects(&camera, time);
+        let objects = std::mem::take(&mut self.objects);
+        for object in &objects {
+            self.draw_object(&camera, object, image, labels);
+        }
+        self.objects = objects;
+    }
+
+    fn texture(&self, x: f32, z: f32) -> f32 {
+        let (i, j) = ((x * 8.0) as i32 & 63, (z * 8.0) as i32 & 63);
+        self.street.noise[(i * 64 + j) as usize]
+    }
+
+    fn haze(&self, color: Rgb, depth: f32) -> Rgb {
+        let (keep, add) = haze_terms(self.street.sky_horizon, depth);
+        [color[0] * keep + add[0], color[1] * keep + add[1], color[2] * keep + add[2]]
+    }
+
+    /// Sky, ground and facades, row by row (each pixel computed once, written in order).
+    fn render_background(&self, cam: &Camera, image: &mut Rgb8Image, labels: &mut LabelMap) {
+        let st = &self.street;
+        let (w, h) = (image.width, image.height);
+        for y in 0..h {
+            let row_px = &mut image.data[y * w * 3..(y + 1) * w * 3];
+            let row_lb = &mut labels.data[y * w..(y + 1) * w];
+            let yc = y as f32 + 0.5;
+            let dy = yc - cam.horizon;
+            let sky = {
+                let t = (y as f32 / cam.horizon.max(1.0)).clamp(0.0, 1.0);
+                lerp(st.sky_top, st.sky_horizon, t * t)
+            };
+            // Ground along this row: constant depth and street position, so its materials'
+            // hazed colours and texture amplitudes are computed once per row.
+            let ground = (dy > 0.5).then(|| GroundRow::new(st, cam, dy));
+            for (col, (px, lb)) in row_px.chunks_exact_mut(3).zip(row_lb.iter_mut()).enumerate() {
+                let (label, color) = match &self.columns[col] {
+                    Some(f) if yc >= f.top && yc < f.bottom => self.facade_pixel(f, cam, yc),
+                    _ => match &ground {
+                        None => (class::SKY, sky),
+                        Some(g) => self.ground_pixel(g, g.x0 + col as f32 * g.step),
+                    },
+                };
+                px.copy_from_slice(&to_u8(color));
+                *lb = label;
+            }
+        }
+    }
+
+    /// Class and hazed colour of the ground at lateral position `x` on row `g`.
+    #[inline(always)]
+    fn ground_pixel(&self, g: &GroundRow, x: f32) -> (u8, Rgb) {
+        let st = &self.street;
+        let ax = x.abs();
+        let n = self.texture(x, g.z);
+        let (label, material) = if ax < st.road_half {
+            // Lane marks every 3.4 m from the centre line (dashed; solid centre line on wide roads).
+            let lane = ((ax * (1.0 / 3.4) + 0.5) as i32) as f32 * 3.4;
+            let on_mark = (ax - lane).abs() < 0.08 && (lane == 0.0 || lane < st.road_half - 0.5);
+            let painted = on_mark && (g.dash || lane == 0.0 && st.lanes_per_side == 2);
+            (class::ROAD, if painted { Material::Mark } else { Material::Asphalt })
+        } else if ax < st.road_half + 0.25 {
+            (class::SIDEWALK, Material::Kerb)
+        } else if ax < st.road_half + st.sidewalk {
+            // Paving slabs with darker joints every 0.6 m.
+            let joint = g.joint_row || frac(ax * 1.667) < 0.06;
+            (class::SIDEWALK, if joint { Material::Joint } else { Material::Pavement })
+        } else {
+            (class::TERRAIN, Material::Grass)
+        };
+        let (base, amp) = (g.base[material as usize], g.amp[material as usize]);
+        (label, [base[0] + n * amp[0], base[1] + n * amp[1], base[2] + n * amp[2]])
+    }
+
+    /// The facade standing on `side` (0 left, 1 right) at street position `z`.
+    fn facade(&self, side: usize, z: f32) -> Facade {
+        let k = (z / FACADE_SEGMENT).floor() as i64;
+        let hsh = hash(self.config.seed, 1000 + side as u64, k);
+        let (kind, a, b, c) = (unit(hsh), unit(mix(hsh)), unit(mix(hsh ^ 1)), unit(mix(hsh ^ 2)));
+        let tint = [0.8 + 0.4 * a, 0.8 + 0.4 * b, 0.8 + 0.4 * c];
+        if kind < 0.68 {
+            const PALETTE: [Rgb; 5] = [
+                [150.0, 140.0, 125.0],
+                [120.0, 70.0, 60.0],
+                [190.0, 185.0, 175.0],
+                [95.0, 95.0, 100.0],
+                [170.0, 150.0, 110.0],
+            ];
+            let base = PALETTE[(mix(hsh ^ 3) % 5) as usize];
+            Facade::Building {
+                height: 7.0 + 20.0 * a * a,
+                color: [base[0] * tint[0], base[1] * tint[1], base[2] * tint[2]],
+                window: [40.0 + 60.0 * c, 50.0 + 60.0 * c, 65.0 + 70.0 * c],
+            }
+        } else if kind < 0.78 {
+            Facade::Hedge {
+                height: 2.5 + 5.0 * a,
+                color: [50.0 + 30.0 * b, 90.0 + 40.0 * c, 35.0 + 20.0 * a],
+            }
+        } else if kind < 0.86 {
+            Facade::Wall { height: 1.8 + 1.5 * a, color: [150.0 * tint[0], 145.0 * tint[1], 135.0 * tint[2]] }
+        } else if kind < 0.93 {
+            Facade::Fence { height: 1.3 + 0.8 * a, color: [110.0 * tint[0], 90.0 * tint[1], 70.0 * tint[2]] }
+        } else {
+            Facade::Open
+        }
+    }
+
+    /// Which facade each image column sees (`self.columns`).
+    fn find_facades(&mut self, cam: &Camera, width: usize) {
+        let mut columns = std::mem::take(&mut self.columns);
+        columns.clear();
+        columns.extend((0..width).map(|col| {
+            let dx = (col as f32 + 0.5 - cam.cx) / cam.focal;
+            let side = (dx > 0.0) as usize;
+            if dx.abs() < 1e-4 {
+                return None;
+            }
+            let depth = (self.street.facade_x[side] - cam.x) / dx;
+            if depth <= NEAR {
+                return None;
+            }
+            let z = cam.z + depth;
+            let facade = self.facade(side, z);
+            let (height, label) = match facade {
+                Facade::Building { height, .. } => (height, class::BUILDING),
+                Facade::Wall { height, .. } => (height, class::WALL),
+                Facade::Fence { height, .. } => (height, class::FENCE),
+                Facade::Hedge { height, .. } => (height, class::VEGETATION),
+                Facade::Open => return None,
+            };
+            // Left and right facades face the sun differently.
+            let sun = if side == 1 { self.street.sun } else { 2.0 - self.street.sun };
+            let (keep, haze) = haze_terms(self.street.sky_horizon, depth);
+            Some(FacadeColumn {
+                facade,
+                label,
+                top: cam.horizon - (height - cam.height) * cam.focal / depth,
+                bottom: cam.horizon + cam.height * cam.focal / depth,
+                depth,
+                z,
+                light: sun * keep,
+                haze,
+            })
+        }));
+        self.columns = columns;
+    }
+
+    /// Class and hazed colour of facade `f` at row centre `yc`.
+    fn facade_pixel(&self, f: &FacadeColumn, cam: &Camera, yc: f32) -> (u8, Rgb) {
+        let v = cam.height - (yc - cam.horizon) * f.depth / cam.focal;
+        let n = self.texture(v, f.z);
+        let color = match f.facade {
+            Facade::Building { color, window, .. } => {
+                let in_window = v > 2.2 && frac(v * (1.0 / 3.1)) > 0.35 && frac(f.z * (1.0 / 2.7)) > 0.3;
+                if in_window { window } else { scale(color, 1.0 + 0.05 * n) }
+            }
+            Facade::Fence { color, .. } => {
+                let plank = frac(f.z * 6.0) < 0.7;
+                scale(color, if plank { 1.0 + 0.1 * n } else { 0.6 })
+            }
+            Facade::Wall { color, .. } | Facade::Hedge { color, .. } => scale(color, 1.0 + 0.12 * n),
+            Facade::Open => [0.0; 3],
+        };
+        let c = scale(color, f.light);
+        (f.label, [c[0] + f.haze[0], c[1] + f.haze[1], c[2] + f.haze[2]])
+    }
+
+    /// Fills `self.objects` with what is in view at `time`, farthest first.
+    fn collect_objects(&mut self, cam: &Camera, time: f32) {
+        let st = &self.street;
+        let seed = self.config.seed;
+        let mut objects = std::mem::take(&mut self.objects);
+        objects.clear();
+        let first = ((cam.z + NEAR) / OBJECT_SLOT).floor() as i64 - 30;
+        let last = ((cam.z + FAR) / OBJECT_SLOT).ceil() as i64;
+        let colors = |h: u64| -> Rgb {
+            const CARS: [Rgb; 6] = [
+                [200.0, 200.0, 205.0],
+                [30.0, 30.0, 35.0],
+                [150.0, 20.0, 25.0],
+                [25.0, 50.0, 130.0],
+                [120.0, 120.0, 125.0],
+                [220.0, 190.0, 60.0],
+            ];
+            CARS[(h % 6) as usize]
+        };
+        for k in first..=last {
+            let slot_z = k as f32 * OBJECT_SLOT;
+            for side in 0..2usize {
+                let sign = if side == 0 { -1.0 } else { 1.0 };
+                let hs = hash(seed, 2000 + side as u64, k);
+                let (roll, a, b) = (unit(hs), unit(mix(hs)), unit(mix(hs ^ 7)));
+                let kerb = st.road_half + 0.6;
+                // Street furniture at the kerb.
+                let furniture = if roll < 0.16 {
+                    Some((Thing::Pole, 0.18, 7.0 + 2.0 * a))
+                } else if roll < 0.27 {
+                    Some((
+                        Thing::SignPost {
+                            plate: if a < 0.5 { [200.0, 30.0, 30.0] } else { [30.0, 70.0, 170.0] },
+                        },
+                        0.7,
+                        2.8,
+                    ))
+                } else if roll < 0.32 {
+                    Some((Thing::TrafficLight, 0.45, 3.6))
+                } else if roll < 0.55 {
+                    Some((
+                        Thing::Tree { leaves: [40.0 + 40.0 * a, 90.0 + 50.0 * b, 30.0 + 20.0 * a] },
+                        3.0 + 2.0 * a,
+                        5.5 + 4.0 * b,
+                    ))
+                } else {
+                    None
+                };
+                if let Some((thing, width, height)) = furniture {
+                    objects.push(Object { x: sign * kerb, z: slot_z + 3.0 * a, width, height, thing });
+                }
+                // People walking along the sidewalk.
+                let hp = hash(seed, 3000 + side as u64, k);
+                if unit(hp) < 0.30 {
+                    let speed = (0.8 + 0.8 * unit(mix(hp))) * if mix(hp ^ 5) & 1 == 0 { 1.0 } else { -1.0 };
+                    let shirt =
+                        [255.0 * unit(mix(hp ^ 1)), 255.0 * unit(mix(hp ^ 2)), 255.0 * unit(mix(hp ^ 3))];
+                    objects.push(Object {
+                        x: sign * (st.road_half + 0.8 + (st.sidewalk - 1.0) * unit(mix(hp ^ 4))),
+                        z: slot_z + speed * time,
+                        width: 0.6,
+                        height: 1.6 + 0.3 * unit(mix(hp ^ 6)),
+                        thing: Thing::Person {
+                            shirt,
+                            trousers: [40.0, 45.0, 70.0 * unit(mix(hp ^ 8)) + 30.0],
+                        },
+                    });
+                }
+                // Parked vehicles along the kerb.
+                let hv = hash(seed, 4000 + side as u64, k);
+                let rv = unit(hv);
+                let parked_x = sign * (st.road_half - 1.1);
+                if rv < 0.28 {
+                    objects.push(Object {
+                        x: parked_x,
+                        z: slot_z + 2.0,
+                        width: 1.8,
+                        height: 1.5,
+                        thing: Thing::Car { color: colors(mix(hv)) },
+                    });
+                } else if rv < 0.32 {
+                    objects.push(Object {
+                        x: parked_x,
+                        z: slot_z + 2.0,
+                        width: 2.4,
+                        height: 3.2,
+                        thing: Thing::Truck { color: colors(mix(hv ^ 1)) },
+                    });
+                } else if rv < 0.34 {
+                    objects.push(Object {
+                        x: parked_x,
+                        z: slot_z + 2.0,
+                        width: 2.5,
+                        height: 3.1,
+                        thing: Thing::Bus { color: [200.0, 40.0 + 150.0 * unit(mix(hv ^ 2)), 40.0] },
+                    });
+                }
+            }
+            // Traffic: oncoming cars in the left lane, cyclists at the right edge; both move.
+            let ht = hash(seed, 5000, k);
+            if unit(ht) < 0.22 {
+                let oncoming_speed = 8.0 + 6.0 * unit(mix(ht));
+                objects.push(Object {
+                    x: -1.7,
+                    z: slot_z * 3.0 - oncoming_speed * time,
+                    width: 1.8,
+                    height: 1.5,
+                    thing: if unit(mix(ht ^ 3)) < 0.15 {
+                        Thing::Truck { color: colors(mix(ht ^ 4)) }
+                    } else {
+                        Thing::Car { color: colors(mix(ht ^ 1)) }
+                    },
+                });
+            }
+            let hc = hash(seed, 6000, k);
+            if unit(hc) < 0.06 {
+                objects.push(Object {
+                    x: st.road_half - 2.6,
+                    z: slot_z * 2.0 + 4.0 * time,
+                    width: 0.7,
+                    height: 1.8,
+                    thing: Thing::Cyclist {
+                        shirt: [255.0 * unit(mix(hc)), 120.0, 255.0 * unit(mix(hc ^ 1))],
+                        motor: unit(mix(hc ^ 2)) < 0.3,
+                    },
+                });
+            }
+        }
+        objects.retain(|o| {
+            let depth = o.z - cam.z;
+            depth > NEAR && depth < FAR && (o.x - cam.x).abs() > 0.5
+        });
+        objects.sort_unstable_by(|a, b| b.z.total_cmp(&a.z));
+        self.objects = objects;
+    }
+
+    fn draw_object(&self, cam: &Camera, o: &Object, image: &mut Rgb8Image, labels: &mut LabelMap) {
+        let (w, h) = (image.width as f32, image.height as f32);
+        let depth = o.z - cam.z;
+        let k = cam.focal / depth;
+        let left = cam.cx + (o.x - o.width / 2.0 - cam.x) * k;
+        let right = cam.cx + (o.x + o.width / 2.0 - cam.x) * k;
+        let bottom = cam.horizon + cam.height * k;
+        let top = cam.horizon - (o.height - cam.height) * k;
+        if right <= 0.0 || left >= w || bottom <= 0.0 || top >= h {
+            return;
+        }
+        let (x0, x1) = (left.max(0.0) as usize, (right.ceil().min(w)) as usize);
+        let (y0, y1) = (top.max(0.0) as usize, (bottom.ceil().min(h)) as usize);
+        let aspect = o.width / o.height;
+        let width = image.width;
+        for y in y0..y1 {
+            let v = (bottom - (y as f32 + 0.5)) / (bottom - top);
+            if !(0.0..1.0).contains(&v) {
+                continue;
+            }
+            for x in x0..x1 {
+                let u = (x as f32 + 0.5 - left) / (right - left);
+                if !(0.0..1.0).contains(&u) {
+                    continue;
+                }
+                if let Some((label, color)) = shape(o.thing, u, v, aspect) {
+                    let n = self.texture(u * 3.0 + o.x, v * 3.0 + o.z);
+                    let i = y * width + x;
+                    image.data[i * 3..i * 3 + 3]
+                        .copy_from_slice(&to_u8(self.haze(scale(color, 1.0 + 0.06 * n), depth)));
+                    labels.data[i] = label;
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Camera {
+    x: f32,
+    z: f32,
+    height: f32,
+    focal: f32,
+    cx: f32,
+    horizon: f32,
+}
+
+/// Fractional part of a non-negative number (a cast, not a libm call: this runs per pixel).
+fn frac(x: f32) -> f32 {
+    x - (x as i32) as f32
+}
+
+/// Aerial perspective: colour * keep + add blends towards the horizon colour with distance.
+fn haze_terms(horizon: Rgb, depth: f32) -> (f32, Rgb) {
+    let amount = depth / (depth + 220.0);
+    (1.0 - amount, scale(horizon, amount))
+}
+
+/// Float colour to bytes (`as` saturates to 0..=255).
+fn to_u8(c: Rgb) -> [u8; 3] {
+    [c[0] as u8, c[1] as u8, c[2] as u8]
+}
+
+/// Inside an ellipse centred at (cu, cv) with radii (ru, rv), in a box of aspect w/h = `aspect`.
+fn ellipse(u: f32, v: f32, cu: f32, cv: f32, ru: f32, rv: f32) -> bool {
+    let (du, dv) = ((u - cu) / ru, (v - cv) / rv);
+    du * du + dv * dv <= 1.0
+}
+
+/// What a billboard shows at (u, v) ∈ [0,1)² (u left to right, v bottom to top): the class and
+/// colour, or `None` where it is see-through.
+#[allow(clippy::manual_range_contains)] // "outside the wheels" reads better as two comparisons
+fn shape(thing: Thing, u: f32, v: f32, aspect: f32) -> Option<(u8, Rgb)> {
+    const TYRE: Rgb = [25.0, 25.0, 25.0];
+    const GLASS: Rgb = [45.0, 60.0, 80.0];
+    const METAL: Rgb = [120.0, 120.0, 125.0];
+    let circle_v = |cu: f32, cv: f32, r: f32| ellipse(u, v, cu, cv, r, r * aspect);
+    match thing {
+        Thing::Car { color } => {
+            if v < 0.28 && (u < 0.25 || u > 0.75) {
+                return Some((class::CAR, TYRE));
+            }
+            if (0.12..0.58).contains(&v) {
+                let light = (0.38..0.48).contains(&v) && (u < 0.1 || u > 0.9);
+                return Some((class::CAR, if light { [200.0, 30.0, 30.0] } else { color }));
+            }
+            if (0.58..1.0).contains(&v) && (0.12..0.88).contains(&u) {
+                let glass = v < 0.93 && (0.18..0.82).contains(&u);
+                return Some((class::CAR, if glass { GLASS } else { color }));
+            }
+            None
+        }
+        Thing::Truck { color } => {
+            if v < 0.2 && (u < 0.22 || u > 0.78) {
+                Some((class::TRUCK, TYRE))
+            } else if v >= 0.12 {
+                let cab_glass = (0.55..0.7).contains(&v) && (0.1..0.9).contains(&u) && v < 0.68;
+                Some((class::TRUCK, if cab_glass { GLASS } else { color }))
+            } else {
+                None
+            }
+        }
+        Thing::Bus { color } => {
+            if v < 0.12 && (u < 0.2 || u > 0.8) {
+                Some((class::BUS, TYRE))
+            } else if v >= 0.08 {
+                let glass = (0.45..0.85).contains(&v) && (0.06..0.94).contains(&u);
+                Some((class::BUS, if glass { GLASS } else { color }))
+            } else {
+                None
+            }
+        }
+        Thing::Person { shirt, trousers } => {
+            if circle_v(0.5, 0.9, 0.18) {
+                Some((class::PERSON, [210.0, 170.0, 140.0]))
+            } else if (0.45..0.82).contains(&v) && (0.2..0.8).contains(&u) {
+                Some((class::PERSON, shirt))
+            } else if v < 0.45 && ((0.25..0.47).contains(&u) || (0.53..0.75).contains(&u)) {
+                Some((class::PERSON, trousers))
+            } else {
+                None
+            }
+        }
+        Thing::Cyclist { shirt, motor } => {
+            let vehicle = if motor { class::MOTORCYCLE } else { class::BICYCLE };
+            // Wheels (rings for a bicycle, discs for a motorcycle), frame between them.
+            for cu in [0.2, 0.8] {
+                let (du, dv) = ((u - cu) / 0.2, (v - 0.17) / (0.2 * aspect));
+                let r2 = du * du + dv * dv;
+                if r2 <= 1.0 && (motor || r2 >= 0.6) {
+                    return Some((vehicle, TYRE));
+                }
+            }
+            if motor && (0.15..0.42).contains(&v) && (0.25..0.75).contains(&u) {
+                return Some((vehicle, [90.0, 20.0, 20.0]));
+            }
+            if !motor && (0.25..0.3).contains(&v) && (0.2..0.8).contains(&u) {
+                return Some((vehicle, METAL));
+            }
+            if circle_v(0.5, 0.9, 0.16) {
+                Some((class::RIDER, [210.0, 170.0, 140.0]))
+            } else if (0.5..0.82).contains(&v) && (0.3..0.7).contains(&u) {
+                Some((class::RIDER, shirt))
+            } else if (0.3..0.5).contains(&v) && (0.35..0.65).contains(&u) {
+                Some((class::RIDER, [40.0, 40.0, 60.0]))
+            } else {
+                None
+            }
+        }
+        Thing::Pole => Some((class::POLE, METAL)),
+        Thing::SignPost { plate } => {
+            if v >= 0.72 {
+                let border = !ellipse(u, v, 0.5, 0.86, 0.42, 0.12);
+                ellipse(u, v, 0.5, 0.86, 0.5, 0.14)
+                    .then_some((class::TRAFFIC_SIGN, if border { [235.0, 235.0, 235.0] } else { plate }))
+            } else if (0.42..0.58).contains(&u) {
+                Some((class::POLE, METAL))
+            } else {
+                None
+            }
+        }
+        Thing::TrafficLight => {
+            if v >= 0.68 && (0.2..0.8).contains(&u) {
+                let lamp =
+                    [(0.94, [230.0, 40.0, 30.0]), (0.84, [230.0, 180.0, 30.0]), (0.74, [40.0, 200.0, 70.0])]
+                        .into_iter()
+                        .find(|(cv, _)| circle_v(0.5, *cv, 0.18));
+                Some((class::TRAFFIC_LIGHT, lamp.map_or([30.0, 30.0, 30.0], |(_, c)| c)))
+            } else if v < 0.68 && (0.42..0.58).contains(&u) {
+                Some((class::POLE, METAL))
+            } else {
+                None
+            }
+        }
+        Thing::Tree { leaves } => {
+            if ellipse(u, v, 0.5, 0.66, 0.5, 0.34) {
+                Some((class::VEGETATION, leaves))
+            } else if v < 0.4 && (0.45..0.55).contains(&u) {
+                Some((class::VEGETATION, [85.0, 60.0, 40.0]))
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// `synth://` as a [`Source`]: frames named `%06d`, with exact labels in [`Frame::truth`].
+#[derive(Debug)]
+pub struct SynthSource {
+    scene: SynthScene,
+    next: u64,
+    info: SourceInfo,
+}
+
+impl SynthSource {
+    pub fn new(config: SynthConfig) -> SynthSource {
+        let info = SourceInfo {
+            uri: config.uri(),
+            kind: "synth",
+            frame_count: config.frames,
+            nominal_fps: Some(config.fps),
+            live: false,
+        };
+        SynthSource { scene: SynthScene::new(config), next: 0, info }
+    }
+}
+
+impl Source for SynthSource {
+    fn info(&self) -> &SourceInfo {
+        &self.info
+    }
+
+    fn next(&mut self, frame: &mut Frame) -> Result<Captured, SourceError> {
+        if self.scene.config.frames.is_some_and(|n| self.next >= n) {
+            return Ok(Captured::EndOfStream);
+        }
+        frame.begin_numbered(self.next);
+        let start = Instant::now();
+        self.scene.render(self.next, &mut frame.image, &mut frame.truth);
+        frame.timings.add(Stage::Decode, start.elapsed());
+        self.next += 1;
+        Ok(Captured::Frame)
+    }
+
+    fn rewind(&mut self) -> Result<bool, SourceError> {
+        self.next = 0;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(config: SynthConfig, index: u64) -> (Rgb8Image, LabelMap) {
+        let mut scene = SynthScene::new(config);
+        let (mut img, mut lab) = (Rgb8Image::default(), LabelMap::default());
+        scene.render(index, &mut img, &mut lab);
+        (img, lab)
+    }
+
+    #[test]
+    fn parses_uri_parameters() {
+        let c = SynthConfig::parse("seed=3&frames=20&size=640x320&fps=15&speed=5").unwrap();
+        assert_eq!(
+            (c.seed, c.frames, c.width, c.height, c.fps, c.speed_mps),
+            (3, Some(20), 640, 320, 15.0, 5.0)
+        );
+        assert_eq!(SynthConfig::parse("frames=0").unwrap().frames, None);
+        assert_eq!(SynthConfig::parse("").unwrap(), SynthConfig::default());
+        for bad in ["seed=x", "size=10", "size=4x4", "fps=0", "colour=red", "seed"] {
+            assert!(SynthConfig::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(SynthConfig::parse(&c.uri()["synth://?".len()..]).unwrap(), c);
+    }
+
+    #[test]
+    fn same_seed_same_bytes_other_seed_other_scene() {
+        let config = SynthConfig { width: 320, height: 160, ..Default::default() };
+        let a = render(config, 17);
+        assert_eq!(a, render(config, 17));
+        // Rendering other frames in between does not change frame 17.
+        let mut scene = SynthScene::new(config);
+        let (mut img, mut lab) = (Rgb8Image::default(), LabelMap::default());
+        for i in [3, 40, 17] {
+            scene.render(i, &mut img, &mut lab);
+        }
+        assert_eq!((img, lab), a);
+        let other = render(SynthConfig { seed: 1, ..config }, 17);
+        assert_ne!(other.0, a.0);
+    }
+
+    #[test]
+    fn labels_are_train_ids_and_the_scene_has_street_classes() {
+        let mut seen = [0usize; 19];
+        for seed in 0..4 {
+            for index in [0, 50, 100] {
+                let (_, labels) =
+                    render(SynthConfig { seed, width: 512, height: 256, ..Default::default() }, index);
+                for &l in &labels.data {
+                    assert!(l < 19, "label {l}");
+                    seen[l as usize] += 1;
+                }
+            }
+        }
+        for (class, name) in [
+            (0, "road"),
+            (1, "sidewalk"),
+            (2, "building"),
+            (5, "pole"),
+            (8, "vegetation"),
+            (10, "sky"),
+            (11, "person"),
+            (13, "car"),
+        ] {
+            assert!(seen[class] > 0, "no {name} in 12 frames");
+        }
+    }
+
+    #[test]
+    fn labels_are_exact_for_the_geometry() {
+        // The top row is sky (the horizon is below 48 % of the height and nothing is that tall
+        // at the top-centre column in the default scene? buildings may be: check the road instead):
+        // the bottom-centre pixel is on the road, right in front of the camera.
+        for seed in 0..8 {
+            let (_, labels) = render(SynthConfig { seed, width: 256, height: 128, ..Default::default() }, 0);
+            let bottom_centre = labels.get(128, 127);
+            assert!(
+                bottom_centre == class::ROAD || bottom_centre == class::CAR || bottom_centre == class::TRUCK,
+                "seed {seed}: {bottom_centre}"
+            );
+        }
+        // A pixel labelled sky shows the sky gradient colour: blue dominates.
+        let (img, labels) = render(SynthConfig::default(), 5);
+        let sky = labels.data.iter().position(|&l| l == class::SKY).unwrap();
+        let p = img.pixel(sky % img.width, sky / img.width);
+        assert!(p[2] > p[0], "sky pixel {p:?}");
+    }
+
+    #[test]
+    fn consecutive_frames_are_coherent() {
+        let config = SynthConfig { width: 256, height: 128, ..Default::default() };
+        let (_, a) = render(config, 10);
+        let (_, b) = render(config, 11);
+        let (_, far) = render(config, 400);
+        let same = |x: &LabelMap, y: &LabelMap| x.data.iter().zip(&y.data).filter(|(p, q)| p == q).count();
+        assert!(same(&a, &b) > same(&a, &far), "next frame should resemble this one more than a distant one");
+        assert!(same(&a, &b) as f64 > 0.8 * a.data.len() as f64);
+    }
+
+    #[test]
+    fn source_names_frames_and_ends() {
+        let mut src =
+            SynthSource::new(SynthConfig { frames: Some(2), width: 64, height: 32, ..Default::default() });
+        let mut frame = Frame::default();
+        assert_eq!(src.next(&mut frame).unwrap(), Captured::Frame);
+        assert_eq!(frame.name, "000000");
+        assert_eq!((frame.truth.width, frame.truth.height), (64, 32));
+        assert_eq!(src.next(&mut frame).unwrap(), Captured::Frame);
+        assert_eq!(frame.name, "000001");
+        assert_eq!(src.next(&mut frame).unwrap(), Captured::EndOfStream);
+        assert!(src.rewind().unwrap());
+        assert_eq!(src.next(&mut frame).unwrap(), Captured::Frame);
+        assert_eq!(frame.name, "000000");
+    }
+}

@@ -1,4 +1,4 @@
-//! Pre- and post-processing stages at Cityscapes resolution (criterion). The network itself is
+//! The synthetic source, and pre- and post-processing stages at Cityscapes resolution (criterion). The network itself is
 //! measured by `benches/network.rs` against onnxruntime.
 //!
 //! ```text
@@ -11,6 +11,7 @@ use semask_edge::frame::{Frame, Rgb8Image};
 use semask_edge::model::ClassTable;
 use semask_edge::postprocess::{Needs, Postprocessor, Upsample};
 use semask_edge::preprocess::{ChannelOrder, IMAGENET_MEAN, IMAGENET_STD, PreprocSpec, Preprocessor};
+use semask_edge::source::synth::{SynthConfig, SynthScene};
 
 const FRAME_W: usize = 2048;
 const FRAME_H: usize = 1024;
@@ -55,6 +56,16 @@ fn scene_logits() -> Vec<f32> {
 }
 
 fn bench_stages(c: &mut Criterion) {
+    let mut scene = SynthScene::new(SynthConfig::default());
+    let (mut synth_image, mut synth_labels) = (Rgb8Image::default(), semask_edge::frame::LabelMap::default());
+    let mut index = 0;
+    c.bench_function("synth render 1024x512", |b| {
+        b.iter(|| {
+            index += 1;
+            scene.render(index % 300, &mut synth_image, &mut synth_labels)
+        })
+    });
+
     let image = frame();
     let spec = PreprocSpec {
         input_width: NET_W,

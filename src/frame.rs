@@ -99,6 +99,10 @@ pub struct Frame {
     pub overlay: Rgb8Image,
     /// Exact labels when the source knows them (`synth://`), else empty.
     pub truth: LabelMap,
+    /// The network input made from `image` (NCHW f32), in the pipeline.
+    pub input: Vec<f32>,
+    /// The network's logits for this frame (`[1, K, h, w]` flattened), in the pipeline.
+    pub logits: Vec<f32>,
     pub timings: StageTimings,
     pub status: FrameStatus,
     /// Why the frame failed (when `status` is `Failed`).
@@ -120,6 +124,8 @@ impl Default for Frame {
             color: Rgb8Image::default(),
             overlay: Rgb8Image::default(),
             truth: LabelMap::default(),
+            input: Vec::new(),
+            logits: Vec::new(),
             timings: StageTimings::default(),
             status: FrameStatus::Ok,
             error: String::new(),

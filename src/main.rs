@@ -25,6 +25,7 @@ fn main() -> ExitCode {
     let result = match args.command {
         cli::Command::Run(run) => cli::run::run(run),
         cli::Command::Info(info) => cli::info::info(info),
+        cli::Command::Bench(bench) => cli::bench::bench(bench),
     };
     match result {
         Ok(code) => code,

@@ -3,13 +3,16 @@
 //!
 //! ```text
 //!            free frames (recycled)
-//!   ┌───────────────────────────────────────────────┐
-//!   ▼                                               │
-//! capture ──ring──▶ inference ──ring──▶ output ─────┘
-//! (Source)          (Segmenter)         (Sinks, stats)
+//!   ┌──────────────────────────────────────────────────┐
+//!   ▼                                                  │
+//! capture ──ring──▶ inference ──ring──▶ output ────────┘
+//! (Source,          (Backend)           (Postprocessor,
+//!  Preprocessor)                         Sinks, stats)
 //! ```
-//! Three threads, so decoding, the network and writing overlap. A fixed pool of [`Frame`]s
-//! circulates through three rings: after the first lap nothing is allocated per frame.
+//! Three threads, so that decoding and pre-processing, the network, and post-processing and
+//! writing overlap: the inference thread does nothing but run the network. A fixed pool of
+//! [`Frame`]s circulates through three rings: after the first lap nothing is allocated per
+//! frame.
 //! File sources block when the pipeline is behind (no frame is lost); live sources (cameras,
 //! `--realtime`) keep only the newest waiting frame: older ones are dropped and counted.
 
@@ -138,6 +141,11 @@ impl Segmenter {
         Ok(self.backend.logits())
     }
 
+    /// The three stages, borrowed apart for the pipeline's threads.
+    fn stages(&mut self) -> (&mut Preprocessor, &mut dyn Backend, &mut Postprocessor) {
+        (&mut self.preprocessor, self.backend.as_mut(), &mut self.postprocessor)
+    }
+
     /// Pre-processes `frame.image`, runs the network and fills `frame.labels` (and `color` /
     /// `overlay` per `needs`), adding each stage's time to `frame.timings`.
     pub fn segment(&mut self, frame: &mut Frame, needs: Needs) -> Result<(), BackendError> {
@@ -255,17 +263,18 @@ pub fn run(
     }
     let needs = sinks.iter().fold(Needs::default(), |acc, s| acc | s.needs());
     let live = options.live;
+    let (preprocessor, backend, postprocessor) = segmenter.stages();
 
     std::thread::scope(|scope| {
         let capture = std::thread::Builder::new()
             .name("semask-capture".into())
-            .spawn_scoped(scope, || capture_loop(source, free_rx, work_tx, options, stop))
+            .spawn_scoped(scope, || capture_loop(source, preprocessor, free_rx, work_tx, options, stop))
             .expect("cannot spawn the capture thread");
         let inference = std::thread::Builder::new()
             .name("semask-inference".into())
-            .spawn_scoped(scope, move || inference_loop(segmenter, work_rx, done_tx, live, needs))
+            .spawn_scoped(scope, move || inference_loop(backend, work_rx, done_tx, live))
             .expect("cannot spawn the inference thread");
-        let mut summary = output_loop(sinks, done_rx, free_tx, observe);
+        let mut summary = output_loop(postprocessor, needs, sinks, done_rx, free_tx, observe);
         // A panic there is a bug: let it surface as one.
         let capture_error = capture.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
         let inference_error = inference.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
@@ -279,9 +288,11 @@ pub fn run(
     })
 }
 
-/// Reads frames into recycled buffers until the source ends; returns a fatal source error.
+/// Reads frames into recycled buffers and pre-processes them, until the source ends; returns a
+/// fatal source error.
 fn capture_loop(
     source: &mut dyn Source,
+    preprocessor: &mut Preprocessor,
     mut free: RingReceiver<Frame>,
     mut work: RingSender<Frame>,
     options: &PipelineOptions,
@@ -302,7 +313,12 @@ fn capture_loop(
             }
         }
         match source.next(&mut frame) {
-            Ok(Captured::Frame) => {}
+            Ok(Captured::Frame) => {
+                let start = Instant::now();
+                frame.input.resize(preprocessor.spec().input_len(), 0.0);
+                preprocessor.run(&frame.image, &mut frame.input);
+                frame.timings.add(Stage::Preprocess, start.elapsed());
+            }
             Ok(Captured::Timeout) => continue,
             Ok(Captured::EndOfStream) => {
                 if loops_left == 0 {
@@ -339,13 +355,13 @@ fn capture_loop(
     result
 }
 
-/// Segments frames; on a live source keeps only the newest waiting one. Returns a network error.
+/// Runs the network on each frame's input into its logits; on a live source keeps only the
+/// newest waiting frame. Returns a network error.
 fn inference_loop(
-    segmenter: &mut Segmenter,
+    backend: &mut dyn Backend,
     mut work: RingReceiver<Frame>,
     mut done: RingSender<Frame>,
     live: bool,
-    needs: Needs,
 ) -> Option<BackendError> {
     let mut error = None;
     'frames: while let Some(mut frame) = work.pop() {
@@ -360,10 +376,15 @@ fn inference_loop(
             }
         }
         if frame.status == FrameStatus::Ok {
-            if let Err(e) = segmenter.segment(&mut frame, needs) {
+            let start = Instant::now();
+            backend.input_mut().copy_from_slice(&frame.input);
+            if let Err(e) = backend.run() {
                 error = Some(e);
                 break;
             }
+            frame.logits.clear();
+            frame.logits.extend_from_slice(backend.logits());
+            frame.timings.add(Stage::Network, start.elapsed());
         }
         if done.push(frame).is_err() {
             break;
@@ -374,8 +395,11 @@ fn inference_loop(
     error
 }
 
-/// Writes frames to the sinks, keeps the statistics, and recycles frames to the capture thread.
+/// Post-processes frames, writes them to the sinks, keeps the statistics, and recycles frames
+/// to the capture thread.
 fn output_loop(
+    postprocessor: &mut Postprocessor,
+    needs: Needs,
     sinks: &mut [Box<dyn Sink>],
     mut done: RingReceiver<Frame>,
     mut free: RingSender<Frame>,
@@ -395,7 +419,10 @@ fn output_loop(
                 reason: frame.error.clone(),
             }),
             FrameStatus::Ok => {
+                let post_start = Instant::now();
+                postprocessor.run_frame(&mut frame, needs);
                 let output_start = Instant::now();
+                frame.timings.add(Stage::Postprocess, output_start - post_start);
                 if let Some(e) = sinks.iter_mut().find_map(|sink| sink.write(&frame).err()) {
                     summary.stopped_by = Some(e.into());
                     break;

@@ -3,7 +3,9 @@
 //! Arguments are parsed into typed values at the edge (`--mean 1,2,3` → `[f32; 3]`,
 //! `--input-size 512x1024` → `(512, 1024)`), so the library never sees strings it must parse.
 
+pub mod bench;
 pub mod info;
+pub mod plot;
 pub mod run;
 
 use std::io::Write;
@@ -52,6 +54,9 @@ pub enum Command {
     Run(run::RunArgs),
     /// Describe a model: inputs, outputs, metadata, classes, and the backends of this build.
     Info(info::InfoArgs),
+    /// Measure per-stage and end-to-end latency and throughput; JSON report and SVG plot.
+    #[command(long_about = bench::LONG_ABOUT)]
+    Bench(bench::BenchArgs),
 }
 
 /// Which model to load and how to read it: shared by every subcommand that loads a model.

@@ -16,7 +16,7 @@ pub mod argmax;
 pub mod colorize;
 pub mod overlay;
 
-use crate::frame::{Frame, LabelMap};
+use crate::frame::{Frame, LabelMap, Rgb8Image};
 use crate::model::ClassTable;
 use crate::resample::{LinearTap, TwoRowCache, linear_taps, nearest_indices};
 
@@ -117,14 +117,33 @@ impl Postprocessor {
     /// Fills `frame.labels` (at the frame's size) from `logits`, then `frame.color` and
     /// `frame.overlay` if `needs` says so.
     pub fn run(&mut self, logits: &[f32], frame: &mut Frame, needs: Needs) {
-        let (width, height) = (frame.image.width, frame.image.height);
-        frame.labels.reset(width, height);
-        self.labels(logits, &mut frame.labels);
+        let Frame { image, labels, color, overlay, .. } = frame;
+        self.fill(logits, image, labels, color, overlay, needs);
+    }
+
+    /// [`Postprocessor::run`] on the logits the frame carries (`frame.logits`), as the
+    /// pipeline's output thread does.
+    pub fn run_frame(&mut self, frame: &mut Frame, needs: Needs) {
+        let Frame { logits, image, labels, color, overlay, .. } = frame;
+        self.fill(logits, image, labels, color, overlay, needs);
+    }
+
+    fn fill(
+        &mut self,
+        logits: &[f32],
+        image: &Rgb8Image,
+        labels: &mut LabelMap,
+        color: &mut Rgb8Image,
+        overlay: &mut Rgb8Image,
+        needs: Needs,
+    ) {
+        labels.reset(image.width, image.height);
+        self.labels(logits, labels);
         if needs.color || needs.overlay {
-            colorize::colorize(&frame.labels, self.classes.palette(), &mut frame.color);
+            colorize::colorize(labels, self.classes.palette(), color);
         }
         if needs.overlay {
-            overlay::blend(&frame.image, &frame.color, self.alpha_256, &mut frame.overlay);
+            overlay::blend(image, color, self.alpha_256, overlay);
         }
     }
 

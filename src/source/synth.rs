@@ -290,6 +290,8 @@ pub struct SynthScene {
     /// Reused per frame.
     objects: Vec<Object>,
     columns: Vec<Option<FacadeColumn>>,
+    /// One row of colours as floats.
+    row: Vec<f32>,
 }
 
 impl SynthScene {
@@ -322,6 +324,7 @@ impl SynthScene {
             config,
             objects: Vec::with_capacity(256),
             columns: Vec::new(),
+            row: Vec::new(),
         }
     }
 
@@ -365,59 +368,99 @@ impl SynthScene {
         [color[0] * keep + add[0], color[1] * keep + add[1], color[2] * keep + add[2]]
     }
 
-    /// Sky, ground and facades, row by row (each pixel computed once, written in order).
-    fn render_background(&self, cam: &Camera, image: &mut Rgb8Image, labels: &mut LabelMap) {
-        let st = &self.street;
+    /// Sky, ground and facades, row by row. The ground of a row is cut into bands of columns
+    /// (terrain, sidewalk, kerb, road, kerb, sidewalk, terrain) at the columns where the
+    /// lateral position crosses the band edges, so the inner loops run without branches; lane
+    /// marks and facades are painted over. Colours go to a float row, converted at the end.
+    fn render_background(&mut self, cam: &Camera, image: &mut Rgb8Image, labels: &mut LabelMap) {
         let (w, h) = (image.width, image.height);
+        let mut row = std::mem::take(&mut self.row);
+        row.resize(w * 3, 0.0);
         for y in 0..h {
-            let row_px = &mut image.data[y * w * 3..(y + 1) * w * 3];
             let row_lb = &mut labels.data[y * w..(y + 1) * w];
             let yc = y as f32 + 0.5;
             let dy = yc - cam.horizon;
-            let sky = {
+            if dy > 0.5 {
+                self.ground_row(&GroundRow::new(&self.street, cam, dy), &mut row, row_lb);
+            } else {
+                let st = &self.street;
                 let t = (y as f32 / cam.horizon.max(1.0)).clamp(0.0, 1.0);
-                lerp(st.sky_top, st.sky_horizon, t * t)
-            };
-            // Ground along this row: constant depth and street position, so its materials'
-            // hazed colours and texture amplitudes are computed once per row.
-            let ground = (dy > 0.5).then(|| GroundRow::new(st, cam, dy));
-            for (col, (px, lb)) in row_px.chunks_exact_mut(3).zip(row_lb.iter_mut()).enumerate() {
-                let (label, color) = match &self.columns[col] {
-                    Some(f) if yc >= f.top && yc < f.bottom => self.facade_pixel(f, cam, yc),
-                    _ => match &ground {
-                        None => (class::SKY, sky),
-                        Some(g) => self.ground_pixel(g, g.x0 + col as f32 * g.step),
-                    },
-                };
-                px.copy_from_slice(&to_u8(color));
-                *lb = label;
+                let sky = lerp(st.sky_top, st.sky_horizon, t * t);
+                for px in row.chunks_exact_mut(3) {
+                    px.copy_from_slice(&sky);
+                }
+                row_lb.fill(class::SKY);
+            }
+            for (col, f) in self.columns.iter().enumerate() {
+                if let Some(f) = f.as_ref().filter(|f| yc >= f.top && yc < f.bottom) {
+                    let (label, color) = self.facade_pixel(f, cam, yc);
+                    row[col * 3..col * 3 + 3].copy_from_slice(&color);
+                    row_lb[col] = label;
+                }
+            }
+            for (d, &v) in image.data[y * w * 3..(y + 1) * w * 3].iter_mut().zip(row.iter()) {
+                // `max` maps NaN to 0, so the value is finite and in 0..=255 and the unchecked
+                // conversion is sound (SAFETY); unlike `as`, it vectorises.
+                *d = unsafe { v.max(0.0).min(255.0).to_int_unchecked::<i32>() } as u8;
             }
         }
+        self.row = row;
     }
 
-    /// Class and hazed colour of the ground at lateral position `x` on row `g`.
-    #[inline(always)]
-    fn ground_pixel(&self, g: &GroundRow, x: f32) -> (u8, Rgb) {
+    /// Colours and labels of one row of ground.
+    fn ground_row(&self, g: &GroundRow, row: &mut [f32], labels: &mut [u8]) {
         let st = &self.street;
-        let ax = x.abs();
-        let n = self.texture(x, g.z);
-        let (label, material) = if ax < st.road_half {
-            // Lane marks every 3.4 m from the centre line (dashed; solid centre line on wide roads).
-            let lane = ((ax * (1.0 / 3.4) + 0.5) as i32) as f32 * 3.4;
-            let on_mark = (ax - lane).abs() < 0.08 && (lane == 0.0 || lane < st.road_half - 0.5);
-            let painted = on_mark && (g.dash || lane == 0.0 && st.lanes_per_side == 2);
-            (class::ROAD, if painted { Material::Mark } else { Material::Asphalt })
-        } else if ax < st.road_half + 0.25 {
-            (class::SIDEWALK, Material::Kerb)
-        } else if ax < st.road_half + st.sidewalk {
-            // Paving slabs with darker joints every 0.6 m.
-            let joint = g.joint_row || frac(ax * 1.667) < 0.06;
-            (class::SIDEWALK, if joint { Material::Joint } else { Material::Pavement })
-        } else {
-            (class::TERRAIN, Material::Grass)
-        };
-        let (base, amp) = (g.base[material as usize], g.amp[material as usize]);
-        (label, [base[0] + n * amp[0], base[1] + n * amp[1], base[2] + n * amp[2]])
+        let w = labels.len();
+        // First column whose lateral position is at least `x` (x grows with the column).
+        let col_at = |x: f32| (((x - g.x0) / g.step).ceil().max(0.0) as usize).min(w);
+        let (road, kerb, walk) = (st.road_half, st.road_half + 0.25, st.road_half + st.sidewalk);
+        let edges =
+            [0, col_at(-walk), col_at(-kerb), col_at(-road), col_at(road), col_at(kerb), col_at(walk), w];
+        let bands = [
+            (class::TERRAIN, Material::Grass),
+            (class::SIDEWALK, Material::Pavement),
+            (class::SIDEWALK, Material::Kerb),
+            (class::ROAD, Material::Asphalt),
+            (class::SIDEWALK, Material::Kerb),
+            (class::SIDEWALK, Material::Pavement),
+            (class::TERRAIN, Material::Grass),
+        ];
+        let texture_row = &st.noise[((g.z * 8.0) as i32 & 63) as usize..];
+        for (i, (label, material)) in bands.into_iter().enumerate() {
+            let (c0, c1) = (edges[i], edges[i + 1].max(edges[i]));
+            labels[c0..c1].fill(label);
+            let (base, amp) = (g.base[material as usize], g.amp[material as usize]);
+            let joint = g.base[Material::Joint as usize];
+            let paving = matches!(material, Material::Pavement);
+            for col in c0..c1 {
+                let x = g.x0 + col as f32 * g.step;
+                // The noise table is indexed [x cell][z cell]; the row fixed z.
+                let n = texture_row[(((x * 8.0) as i32 & 63) * 64) as usize];
+                let mut c = [base[0] + n * amp[0], base[1] + n * amp[1], base[2] + n * amp[2]];
+                // Paving slabs with darker joints every 0.6 m.
+                if paving && (g.joint_row || frac(x.abs() * 1.667) < 0.06) {
+                    c = joint;
+                }
+                row[col * 3..col * 3 + 3].copy_from_slice(&c);
+            }
+        }
+        // Lane marks every 3.4 m from the centre line: dashed, and a solid centre line on wide
+        // roads. They are road (Cityscapes labels markings as road).
+        let mark = g.base[Material::Mark as usize];
+        let mut lane = 0.0f32;
+        while lane < road - 0.5 || lane == 0.0 {
+            if g.dash || (lane == 0.0 && st.lanes_per_side == 2) {
+                for centre in if lane == 0.0 { [0.0, f32::NAN] } else { [-lane, lane] } {
+                    if centre.is_nan() {
+                        continue;
+                    }
+                    for col in col_at(centre - 0.08)..col_at(centre + 0.08) {
+                        row[col * 3..col * 3 + 3].copy_from_slice(&mark);
+                    }
+                }
+            }
+            lane += 3.4;
+        }
     }
 
     /// The facade standing on `side` (0 left, 1 right) at street position `z`.

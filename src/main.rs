@@ -26,6 +26,8 @@ fn main() -> ExitCode {
         cli::Command::Run(run) => cli::run::run(run),
         cli::Command::Info(info) => cli::info::info(info),
         cli::Command::Bench(bench) => cli::bench::bench(bench),
+        cli::Command::Record(record) => cli::record::record(record),
+        cli::Command::Devices(devices) => cli::devices::devices(devices),
     };
     match result {
         Ok(code) => code,

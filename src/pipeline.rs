@@ -183,11 +183,21 @@ pub struct PipelineOptions {
     pub extra_loops: i64,
     /// Stop after this many frames from the source.
     pub max_frames: Option<u64>,
+    /// Accept frames whose size differs from the first frame's (a folder of unrelated photos).
+    /// Otherwise such a frame is a bad frame, as in a video stream.
+    pub mixed_sizes: bool,
 }
 
 impl Default for PipelineOptions {
     fn default() -> Self {
-        PipelineOptions { queue_depth: 2, live: false, pace_fps: None, extra_loops: 0, max_frames: None }
+        PipelineOptions {
+            queue_depth: 2,
+            live: false,
+            pace_fps: None,
+            extra_loops: 0,
+            max_frames: None,
+            mixed_sizes: false,
+        }
     }
 }
 
@@ -300,6 +310,7 @@ fn capture_loop(
 ) -> Option<SourceError> {
     let mut loops_left = options.extra_loops;
     let mut sequence = 0u64;
+    let mut stream_size: Option<(usize, usize)> = None;
     let start = Instant::now();
     let mut frame = free.pop()?;
     let result = loop {
@@ -314,10 +325,22 @@ fn capture_loop(
         }
         match source.next(&mut frame) {
             Ok(Captured::Frame) => {
-                let start = Instant::now();
-                frame.input.resize(preprocessor.spec().input_len(), 0.0);
-                preprocessor.run(&frame.image, &mut frame.input);
-                frame.timings.add(Stage::Preprocess, start.elapsed());
+                let size = (frame.image.width, frame.image.height);
+                let first = *stream_size.get_or_insert(size);
+                if size != first && !options.mixed_sizes {
+                    use std::fmt::Write;
+                    frame.status = FrameStatus::Failed;
+                    let _ = write!(
+                        frame.error,
+                        "frame is {}x{} but the stream is {}x{} (pass --mixed-sizes to accept frames of any size)",
+                        size.0, size.1, first.0, first.1
+                    );
+                } else {
+                    let start = Instant::now();
+                    frame.input.resize(preprocessor.spec().input_len(), 0.0);
+                    preprocessor.run(&frame.image, &mut frame.input);
+                    frame.timings.add(Stage::Preprocess, start.elapsed());
+                }
             }
             Ok(Captured::Timeout) => continue,
             Ok(Captured::EndOfStream) => {

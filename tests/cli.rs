@@ -120,11 +120,12 @@ fn fast_mode_and_cityscapes_label_ids() {
         "fast",
         "--label-ids",
         "cityscapes",
+        "--mixed-sizes",
         "--quiet",
     ]);
     assert!(result.status.success(), "{}", stderr(&result));
     let text = stdout(&result);
-    assert!(text.contains("3 frames in, 3 written, 0 failed"), "{text}");
+    assert!(text.contains("3 frames in, 3 written, 0 failed, 0 dropped"), "{text}");
     assert!(!text.contains("[1/3]"), "--quiet still printed frame lines: {text}");
     let ids = semask_edge::model::classes::CITYSCAPES_LABEL_IDS;
     for (name, (w, h)) in

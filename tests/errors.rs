@@ -187,7 +187,16 @@ fn broken_frame_in_a_directory_is_skipped_and_the_rest_written() {
     std::fs::write(frames.join("f2.jpg"), &good[..good.len() / 3]).unwrap(); // truncated JPEG
     std::fs::copy(fixture("images/street_112x224.jpg"), frames.join("f3.jpg")).unwrap();
     let (labels, overlay) = (dir.path().join("labels"), dir.path().join("overlay"));
-    let out = run_cli(&["run", "--input", s(&frames), "--labels", s(&labels), "--overlay", s(&overlay)]);
+    let out = run_cli(&[
+        "run",
+        "--input",
+        s(&frames),
+        "--labels",
+        s(&labels),
+        "--overlay",
+        s(&overlay),
+        "--mixed-sizes",
+    ]);
     assert_one_line_error(&out, 1, &["f2.jpg", "frame 2"]);
     let text = stdout(&out);
     assert!(text.contains("3 frames in, 2 written, 1 failed"), "{text}");

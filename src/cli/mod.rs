@@ -4,8 +4,10 @@
 //! `--input-size 512x1024` → `(512, 1024)`), so the library never sees strings it must parse.
 
 pub mod bench;
+pub mod devices;
 pub mod info;
 pub mod plot;
+pub mod record;
 pub mod run;
 
 use std::io::Write;
@@ -57,6 +59,10 @@ pub enum Command {
     /// Measure per-stage and end-to-end latency and throughput; JSON report and SVG plot.
     #[command(long_about = bench::LONG_ABOUT)]
     Bench(bench::BenchArgs),
+    /// Save a camera (or any input) to an MJPEG file for replay.
+    Record(record::RecordArgs),
+    /// List V4L2 cameras and their modes.
+    Devices(devices::DevicesArgs),
 }
 
 /// Which model to load and how to read it: shared by every subcommand that loads a model.
@@ -129,6 +135,11 @@ pub struct SourceArgs {
     /// behind, stale frames are dropped and counted, as with a camera.
     #[arg(long)]
     pub realtime: bool,
+
+    /// Accept frames of different sizes in one run (a folder of unrelated photos). By default a
+    /// frame whose size differs from the first is skipped and counted, as in a video.
+    #[arg(long)]
+    pub mixed_sizes: bool,
 }
 
 impl SourceArgs {
@@ -159,6 +170,7 @@ impl SourceArgs {
             live: info.live || self.realtime,
             pace_fps: if info.live { None } else { pace_fps },
             extra_loops: self.input_loop,
+            mixed_sizes: self.mixed_sizes,
             ..Default::default()
         };
         Ok((source, options))

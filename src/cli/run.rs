@@ -12,6 +12,7 @@ use semask_edge::pipeline::{self, FrameEvent, Segmenter};
 use semask_edge::postprocess::Upsample;
 use semask_edge::sink::images::{LabelIds, PngDirSink, PngKind};
 use semask_edge::sink::stats::StatsSink;
+use semask_edge::sink::video::VideoSink;
 use semask_edge::sink::{NullSink, Sink};
 
 use super::{InferenceArgs, ModelArgs, STOP, SourceArgs, parse_unit, print_summary};
@@ -38,7 +39,8 @@ Examples:
   semask-edge run --overlay out/overlay --frames 60           # built-in model on synth://
   semask-edge run -m model.onnx -i leftImg8bit/val --labels pred --label-ids cityscapes
   semask-edge run -m model.onnx -i street.jpg --color out --upsample fast
-  semask-edge run -m model.onnx -i drive.mp4 --stats drive.jsonl --realtime";
+  semask-edge run -m model.onnx -i drive.mp4 -o overlay.mp4 --labels out/ --stats drive.jsonl
+  semask-edge run -m model.onnx -i v4l2:///dev/video0 --input-width 1280 --input-height 720 -o live.mp4";
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -62,6 +64,11 @@ pub struct RunArgs {
     /// Write overlays (colours blended over the image) into DIR.
     #[arg(long, value_name = "DIR")]
     pub overlay: Option<PathBuf>,
+
+    /// Write the overlays as a video: FILE.mp4 (H.264) or FILE.mjpeg, at the input's frame
+    /// rate (--input-rate, else 30, for inputs without one).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
 
     /// Write one JSON line of timings per frame into FILE.
     #[arg(long, value_name = "FILE.jsonl")]
@@ -108,12 +115,28 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             sinks.push(Box::new(PngDirSink::new(dir, kind, segmenter.classes())?));
         }
     }
+    if let Some(path) = &args.output {
+        if path.to_string_lossy().starts_with("display://") {
+            anyhow::bail!(
+                "--output {}: displays are not supported yet; write a .mp4 or .mjpeg",
+                path.display()
+            );
+        }
+        let fps = source.info().nominal_fps.or(args.source.input_rate).unwrap_or_else(|| {
+            log::warn!(
+                "{} has no frame rate: the video plays at 30 fps (set --input-rate)",
+                source.info().uri
+            );
+            30.0
+        });
+        sinks.push(Box::new(VideoSink::create(path, fps)?));
+    }
     if let Some(path) = &args.stats {
         sinks.push(Box::new(StatsSink::create(path)?));
     }
     if sinks.is_empty() {
         log::warn!(
-            "no output requested (--labels, --color, --overlay, --stats): frames are segmented and timed only"
+            "no output requested (--labels, --color, --overlay, --output, --stats): frames are segmented and timed only"
         );
         sinks.push(Box::new(NullSink));
     }
@@ -182,7 +205,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             format!("run stopped after {} of {} frames were written", summary.frames_out, summary.frames_in)
         });
     }
-    print_summary(&mut std::io::stdout().lock(), &summary)?;
+    // A closed stdout (`| head`) is not an error of the run.
+    if let Err(e) = print_summary(&mut std::io::stdout().lock(), &summary) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(e.into());
+        }
+    }
     if !summary.failed.is_empty() {
         // Each failed frame was reported on stderr as it happened; the counts are above.
         return Ok(ExitCode::from(1));

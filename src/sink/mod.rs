@@ -3,12 +3,14 @@
 //!
 //! - [`images::PngDirSink`]: PNG directories of label maps, colour maps and overlays.
 //! - [`stats::StatsSink`]: one JSON line per frame (`--stats`).
+//! - [`video::VideoSink`]: the overlay as an H.264 MP4 or an MJPEG stream (`--output`).
 //! - [`NullSink`]: discards (the benchmark's default output).
 //!
-//! Video files and displays plug in here as further sinks.
+//! A display (`display://0`) plugs in here as a further sink.
 
 pub mod images;
 pub mod stats;
+pub mod video;
 
 use std::path::PathBuf;
 

@@ -44,6 +44,22 @@ impl ImageSource {
         ImageSource::new(path.display().to_string(), "image", vec![(stem(path), path.to_path_buf())])
     }
 
+    /// The PNG/JPEG files matching a glob pattern (`frames/*.png`, `leftImg8bit/val/*/*.png`),
+    /// in natural order.
+    pub fn glob(pattern: &str) -> Result<ImageSource, SourceError> {
+        let bad = |reason: String| SourceError::Unsupported { input: pattern.to_string(), reason };
+        let mut files: Vec<PathBuf> = glob::glob(pattern)
+            .map_err(|e| bad(format!("not a valid glob pattern: {e}")))?
+            .filter_map(|entry| entry.ok())
+            .filter(|p| p.is_file() && ImageFormat::from_path(p).is_some())
+            .collect();
+        if files.is_empty() {
+            return Err(bad("no PNG or JPEG file matches this pattern".into()));
+        }
+        files.sort_by(|a, b| natural_cmp(&a.to_string_lossy(), &b.to_string_lossy()));
+        ImageSource::from_files(pattern.to_string(), files)
+    }
+
     /// Every PNG/JPEG below `dir` (subdirectories included, hidden entries skipped), in natural
     /// order of their paths relative to `dir`: `frame2.png` before `frame10.png`, and
     /// Cityscapes' `leftImg8bit/val/<city>/…` city by city.
@@ -57,13 +73,18 @@ impl ImageSource {
             let (a, b) = (a.strip_prefix(dir).unwrap_or(a), b.strip_prefix(dir).unwrap_or(b));
             natural_cmp(&a.to_string_lossy(), &b.to_string_lossy())
         });
+        ImageSource::from_files(dir.display().to_string(), files)
+    }
+
+    /// A source over `files` (already in order), refusing two files with the same output name.
+    fn from_files(uri: String, files: Vec<PathBuf>) -> Result<ImageSource, SourceError> {
         let mut seen = std::collections::HashMap::new();
         let mut entries = Vec::with_capacity(files.len());
         for path in files {
             let name = stem(&path);
             if let Some(first) = seen.insert(name.clone(), path.clone()) {
                 return Err(SourceError::NameClash {
-                    input: dir.display().to_string(),
+                    input: uri.clone(),
                     first: first.display().to_string(),
                     second: path.display().to_string(),
                     name,
@@ -71,7 +92,7 @@ impl ImageSource {
             }
             entries.push((name, path));
         }
-        Ok(ImageSource::new(dir.display().to_string(), "images", entries))
+        Ok(ImageSource::new(uri, "images", entries))
     }
 
     fn new(uri: String, kind: &'static str, entries: Vec<(String, PathBuf)>) -> ImageSource {
@@ -249,6 +270,23 @@ mod tests {
             names.push((frame.index, frame.name.clone(), frame.image.width));
         }
         assert_eq!(names, vec![(0, "a1".into(), 3), (1, "x9".into(), 2), (2, "x10".into(), 2)]);
+    }
+
+    #[test]
+    fn glob_patterns_select_and_order_files() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["a10.png", "a9.png", "b1.png", "a2.jpg"] {
+            write_png(&dir.path().join(name), 2, 2);
+        }
+        let pattern = format!("{}/a*.png", dir.path().display());
+        let mut src = ImageSource::glob(&pattern).unwrap();
+        let mut frame = Frame::default();
+        let mut names = vec![];
+        while src.next(&mut frame).unwrap() == Captured::Frame {
+            names.push(frame.name.clone());
+        }
+        assert_eq!(names, vec!["a9", "a10"]);
+        assert!(ImageSource::glob(&format!("{}/z*.png", dir.path().display())).is_err());
     }
 
     #[test]

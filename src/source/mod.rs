@@ -4,14 +4,22 @@
 //! |---|---|
 //! | `photo.png`, `file://photo.jpg` | one image |
 //! | `frames/`, `file://frames/` | every PNG/JPEG under the directory (subdirectories too), in natural order |
+//! | `'frames/*.png'` | the PNG/JPEG files a glob pattern matches, in natural order |
 //! | `synth://?seed=3&frames=300&size=1024x512&fps=30`, or nothing | procedural driving scenes with exact labels ([`synth`]) |
-//! | `v4l2:///dev/video0`, `/dev/video0`, `drive.mp4`, `drive.mjpeg` | recognised; come with the streaming work |
+//! | `drive.mp4` | H.264 video in MP4 ([`mp4`]) |
+//! | `drive.mjpeg` (`.mjpg`) | concatenated JPEG frames, as `semask-edge record` writes ([`mjpeg`]) |
+//! | `v4l2:///dev/video0`, `/dev/video0` | a V4L2 camera |
 //!
 //! The rest of the program never asks where frames come from: it calls [`Source::next`] with a
 //! recycled [`Frame`] until [`Captured::EndOfStream`].
 
 pub mod images;
+pub mod mjpeg;
+pub mod mp4;
 pub mod synth;
+#[cfg(feature = "camera")]
+pub mod v4l2;
+pub mod yuv;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -140,24 +148,28 @@ pub struct SourceOptions {
 
 /// Opens the source `input` names (`None`: the default `synth://`).
 pub fn open(input: Option<&str>, options: &SourceOptions) -> Result<Box<dyn Source>, SourceError> {
-    let _ = options;
     let uri = SourceUri::parse(input);
     let unsupported =
         |reason: &str| SourceError::Unsupported { input: uri.to_string(), reason: reason.to_string() };
     match &uri {
+        #[cfg(feature = "camera")]
+        SourceUri::Camera(path) => Ok(Box::new(v4l2::V4l2Source::open(path, options)?)),
+        #[cfg(not(feature = "camera"))]
         SourceUri::Camera(_) => Err(unsupported(
-            "camera input is not in this build yet (planned with the streaming pipeline); \
-             record frames to a folder of images and pass that",
+            "this build has no camera support: rebuild with the `camera` feature (default), which needs libclang-dev",
         )),
         SourceUri::Synth(query) => {
             let config = synth::SynthConfig::parse(query).map_err(|reason| unsupported(&reason))?;
             Ok(Box::new(synth::SynthSource::new(config)))
         }
-        SourceUri::Path(path) => open_path(path),
+        SourceUri::Path(path) if !path.exists() && path.to_string_lossy().contains(['*', '?', '[']) => {
+            Ok(Box::new(images::ImageSource::glob(&path.to_string_lossy())?))
+        }
+        SourceUri::Path(path) => open_path(path, options),
     }
 }
 
-fn open_path(path: &Path) -> Result<Box<dyn Source>, SourceError> {
+fn open_path(path: &Path, options: &SourceOptions) -> Result<Box<dyn Source>, SourceError> {
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => SourceError::NotFound { path: path.to_path_buf() },
         _ => SourceError::Unreadable { path: path.to_path_buf(), reason: e.to_string() },
@@ -165,18 +177,19 @@ fn open_path(path: &Path) -> Result<Box<dyn Source>, SourceError> {
     if meta.is_dir() {
         return Ok(Box::new(images::ImageSource::directory(path)?));
     }
-    match images::ImageFormat::from_path(path) {
-        Some(_) => Ok(Box::new(images::ImageSource::single(path))),
-        None => {
-            let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-            let reason = match ext.as_str() {
-                "mp4" | "mjpeg" | "mjpg" => {
-                    "video replay is not in this build yet (planned with the streaming pipeline)".to_string()
-                }
-                _ => "not a PNG or JPEG image (by extension), nor a directory".to_string(),
-            };
-            Err(SourceError::Unsupported { input: path.display().to_string(), reason })
-        }
+    if images::ImageFormat::from_path(path).is_some() {
+        return Ok(Box::new(images::ImageSource::single(path)));
+    }
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    match ext.as_str() {
+        "mp4" | "m4v" | "mov" => Ok(Box::new(mp4::Mp4Source::open(path)?)),
+        "mjpeg" | "mjpg" => Ok(Box::new(mjpeg::MjpegSource::open(path, options.rate)?)),
+        _ => Err(SourceError::Unsupported {
+            input: path.display().to_string(),
+            reason: "not a known input: use an image (.png, .jpg), a directory, a video (.mp4, .mjpeg), \
+                     a camera (v4l2:///dev/video0) or synth://"
+                .into(),
+        }),
     }
 }
 

@@ -79,6 +79,17 @@ impl Segmenter {
             model,
             &BackendOptions { kind: options.backend, threads: options.threads, input_size: (height, width) },
         )?;
+        Segmenter::with_backend(model, backend, options)
+    }
+
+    /// Like [`Segmenter::new`], around a backend the caller built (a wrapper, or an engine this
+    /// crate does not know). The backend's input must be the model's input size.
+    pub fn with_backend(
+        model: &OnnxModel,
+        backend: Box<dyn Backend>,
+        options: &SegmenterOptions,
+    ) -> Result<Segmenter, SetupError> {
+        let (height, width) = model.input_size(options.input_size)?;
         let mut metadata = model.metadata.clone();
         let num_classes = backend.logits_shape()[1];
         let classes = metadata

@@ -380,7 +380,7 @@ fn ctrl_c_finishes_the_frames_in_flight_and_closes_the_outputs() {
     let dir = tempfile::tempdir().unwrap();
     let (video, stats_path) = (dir.path().join("live.mp4"), dir.path().join("stats.jsonl"));
     // An endless input: only Ctrl-C ends this run.
-    let mut child = util::semask_edge()
+    let child = util::semask_edge()
         .args([
             "run",
             "-i",

@@ -176,3 +176,59 @@ fn info_describes_model_metadata_and_backends() {
     assert_eq!(v["mean"]["from"], "flag");
     assert_eq!(v["classes"]["value"]["names"][10], "sky");
 }
+
+#[test]
+fn bench_reports_every_run_as_json_and_svg() {
+    let dir = tempfile::tempdir().unwrap();
+    let (report, plot) = (dir.path().join("bench.json"), dir.path().join("bench.svg"));
+    let out = run_cli(&[
+        "bench",
+        "--input",
+        "synth://?size=160x96",
+        "--frames",
+        "4",
+        "--warmup",
+        "1",
+        "--upsample",
+        "fast,exact",
+        "--report",
+        report.to_str().unwrap(),
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("upsample fast") && text.contains("upsample exact"), "{text}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    for (run, upsample) in runs.iter().zip(["fast", "exact"]) {
+        assert_eq!(run["upsample"], upsample);
+        assert_eq!(run["frames"], 4);
+        assert_eq!(run["warmup"], 1);
+        assert_eq!(run["precision"], "fp32");
+        for stage in ["decode", "preprocess", "network", "postprocess", "output", "end_to_end"] {
+            for key in ["mean_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms"] {
+                assert!(run["stages"][stage][key].is_number(), "{stage}.{key} missing: {run}");
+            }
+        }
+        assert!(run["throughput_fps"].as_f64().unwrap() > 0.0);
+        assert_eq!(run["dropped"], 0);
+    }
+    assert!(v["host"]["logical_cores"].as_u64().unwrap() >= 1);
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("network"), "not an SVG with the stages");
+
+    let out = run_cli(&["bench", "--network-only", "--frames", "3", "--warmup", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("network only"), "{}", stdout(&out));
+}
+
+#[test]
+fn devices_says_when_there_is_no_camera() {
+    let out = run_cli(&["devices"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    if !std::path::Path::new("/dev/video0").exists() {
+        assert!(stderr(&out).contains("no camera found"), "{}", stderr(&out));
+    }
+}

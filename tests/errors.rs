@@ -9,7 +9,7 @@ use std::process::Output;
 
 use prost::Message;
 use tract_onnx::pb;
-use util::{fixture, run_cli, stderr, stdout};
+use util::{files_in, fixture, run_cli, stderr, stdout};
 
 /// Exit status `code`, exactly one line on stderr, containing every needle, and no panic.
 fn assert_one_line_error(out: &Output, code: i32, needles: &[&str]) {
@@ -75,14 +75,6 @@ fn identity_model(path: &Path, dims: Vec<pb::tensor_shape_proto::Dimension>) {
         ..Default::default()
     };
     std::fs::write(path, model.encode_to_vec()).unwrap();
-}
-
-fn files_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
-        .unwrap_or_default();
-    names.sort();
-    names
 }
 
 #[test]

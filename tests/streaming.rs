@@ -7,19 +7,10 @@ mod util;
 use std::path::Path;
 use std::process::Command;
 
-use util::{fixture, run_cli, stderr, stdout};
+use util::{files_in, fixture, run_cli, stderr, stdout};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-/// Files in `dir`, sorted.
-fn files_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
-        .unwrap_or_default();
-    names.sort();
-    names
 }
 
 /// Parsed stats lines.
@@ -53,15 +44,23 @@ fn marked_index(img: &image::RgbImage) -> Option<usize> {
         .map(|x| ((x + 1) / 4) as usize)
 }
 
-fn ffmpeg() -> Command {
+/// Encodes `frames/f%03d.png` at 25 fps into `clip` with ffmpeg (a writer other than ours) and
+/// libx264 with `options`.
+fn ffmpeg_clip(frames: &Path, clip: &Path, options: &[&str]) {
     let probe = Command::new("ffmpeg").arg("-version").output();
     assert!(
         probe.is_ok_and(|o| o.status.success()),
         "these tests make clips with ffmpeg, as a writer other than ours: apt-get install ffmpeg"
     );
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-loglevel", "error", "-y"]);
-    cmd
+    let status = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-framerate", "25", "-i"])
+        .arg(frames.join("f%03d.png"))
+        .args(["-c:v", "libx264", "-pix_fmt", "yuv420p"])
+        .args(options)
+        .arg(clip)
+        .status()
+        .unwrap();
+    assert!(status.success(), "ffmpeg failed on {}", clip.display());
 }
 
 #[test]
@@ -117,14 +116,7 @@ fn mp4_written_by_ffmpeg_with_b_frames_replays_in_display_order() {
     let frames = dir.path().join("frames");
     write_marked_frames(&frames, 24, 160, 96);
     let clip = dir.path().join("clip.mp4");
-    let status = ffmpeg()
-        .args(["-framerate", "25", "-i"])
-        .arg(frames.join("f%03d.png"))
-        .args(["-c:v", "libx264", "-profile:v", "high", "-bf", "3", "-g", "10", "-pix_fmt", "yuv420p"])
-        .arg(&clip)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    ffmpeg_clip(&frames, &clip, &["-profile:v", "high", "-bf", "3", "-g", "10"]);
     let (overlay, stats_path) = (dir.path().join("overlay"), dir.path().join("stats.jsonl"));
     // alpha 0: the overlay is the decoded frame itself.
     let out = run_cli(&[
@@ -186,25 +178,7 @@ fn truncated_mp4_reports_lost_frames_and_keeps_the_rest() {
     write_marked_frames(&frames, 20, 160, 96);
     let clip = dir.path().join("clip.mp4");
     // moov first (faststart), so the index survives the truncation of the media data.
-    let status = ffmpeg()
-        .args(["-framerate", "25", "-i"])
-        .arg(frames.join("f%03d.png"))
-        .args([
-            "-c:v",
-            "libx264",
-            "-profile:v",
-            "baseline",
-            "-g",
-            "5",
-            "-pix_fmt",
-            "yuv420p",
-            "-movflags",
-            "+faststart",
-        ])
-        .arg(&clip)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    ffmpeg_clip(&frames, &clip, &["-profile:v", "baseline", "-g", "5", "-movflags", "+faststart"]);
     let bytes = std::fs::read(&clip).unwrap();
     let truncated = dir.path().join("truncated.mp4");
     std::fs::write(&truncated, &bytes[..bytes.len() * 3 / 4]).unwrap();
@@ -226,14 +200,7 @@ fn truncated_mp4_reports_lost_frames_and_keeps_the_rest() {
 
     // Without its index (moov at the end, cut off), the file cannot be opened at all: one clear error.
     let clip_end = dir.path().join("moov_last.mp4");
-    let status = ffmpeg()
-        .args(["-framerate", "25", "-i"])
-        .arg(frames.join("f%03d.png"))
-        .args(["-c:v", "libx264", "-pix_fmt", "yuv420p"])
-        .arg(&clip_end)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    ffmpeg_clip(&frames, &clip_end, &[]);
     let bytes = std::fs::read(&clip_end).unwrap();
     std::fs::write(&clip_end, &bytes[..bytes.len() / 2]).unwrap();
     let out = run_cli(&["run", "-i", s(&clip_end), "-q"]);

@@ -95,17 +95,7 @@ fn describe(path: &Path) -> io::Result<CameraInfo> {
         let mut sizes = Vec::new();
         for size in dev.enum_framesizes(desc.fourcc).unwrap_or_default() {
             for discrete in size.size.to_discrete() {
-                let rates = dev
-                    .enum_frameintervals(desc.fourcc, discrete.width, discrete.height)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter_map(|i| match i.interval {
-                        v4l::frameinterval::FrameIntervalEnum::Discrete(f) if f.numerator > 0 => {
-                            Some(f.denominator as f64 / f.numerator as f64)
-                        }
-                        _ => None,
-                    })
-                    .collect();
+                let rates = frame_rates(&dev, desc.fourcc, discrete.width, discrete.height);
                 sizes.push(CameraSize { width: discrete.width, height: discrete.height, fps: rates });
             }
         }
@@ -116,6 +106,20 @@ fn describe(path: &Path) -> io::Result<CameraInfo> {
         });
     }
     Ok(CameraInfo { path: path.to_path_buf(), card: caps.card, driver: caps.driver, formats })
+}
+
+/// The discrete frame rates a camera offers for a format and size.
+fn frame_rates(dev: &Device, fourcc: FourCC, width: u32, height: u32) -> Vec<f64> {
+    dev.enum_frameintervals(fourcc, width, height)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|i| match i.interval {
+            v4l::frameinterval::FrameIntervalEnum::Discrete(f) if f.numerator > 0 => {
+                Some(f.denominator as f64 / f.numerator as f64)
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// Picks format, size and rate for `options` from what the camera offers, and sets them.
@@ -149,17 +153,7 @@ fn negotiate(dev: &Device, options: &SourceOptions) -> io::Result<Mode> {
     format.height = height;
     let format = dev.set_format(&format)?;
     if let Some(rate) = options.rate {
-        let rates: Vec<f64> = dev
-            .enum_frameintervals(format.fourcc, format.width, format.height)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|i| match i.interval {
-                v4l::frameinterval::FrameIntervalEnum::Discrete(f) if f.numerator > 0 => {
-                    Some(f.denominator as f64 / f.numerator as f64)
-                }
-                _ => None,
-            })
-            .collect();
+        let rates = frame_rates(dev, format.fourcc, format.width, format.height);
         let closest = rates
             .iter()
             .copied()

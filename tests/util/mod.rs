@@ -88,3 +88,12 @@ pub fn agreement(a: &[u8], b: &[u8]) -> f64 {
     assert_eq!(a.len(), b.len(), "compared arrays differ in length");
     a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64
 }
+
+/// Names of the files in `dir`, sorted (empty if it does not exist).
+pub fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}

@@ -9,7 +9,7 @@ use semask_edge::frame::LabelMap;
 use semask_edge::model::OnnxModel;
 use semask_edge::pipeline::{Segmenter, SegmenterOptions};
 use semask_edge::postprocess::{Postprocessor, Upsample};
-use util::{agreement, fixture, read_npy_f32, read_npy_u8};
+use util::{agreement, fixture, read_npy_f32};
 
 fn check(case: &str, form: &str) {
     let model_path = fixture(&format!("semask-ref/{case}{form}.onnx"));
@@ -35,8 +35,17 @@ fn check(case: &str, form: &str) {
         expected[at]
     );
 
-    let (label_shape, expected_labels) = read_npy_u8(&fixture(&format!("semask-ref/{case}_labels_up.npy")));
-    let (height, width) = (label_shape[0], label_shape[1]);
+    // PyTorch's logits upsampled to the input size, and their argmax over classes.
+    let (up_shape, up) = read_npy_f32(&fixture(&format!("semask-ref/{case}_logits_up.npy")));
+    let (k, height, width) = (up_shape[1], up_shape[2], up_shape[3]);
+    let expected_labels: Vec<u8> = (0..height * width)
+        .map(|p| {
+            (0..k).fold(
+                0,
+                |best, c| if up[c * height * width + p] > up[best * height * width + p] { c } else { best },
+            ) as u8
+        })
+        .collect();
     let shape: [usize; 4] = logits_shape.try_into().unwrap();
     let mut post = Postprocessor::new(Upsample::Exact, shape, segmenter.classes().clone(), 0.5);
     let mut labels = LabelMap::new(width, height);

@@ -2,6 +2,8 @@
 //!
 //! Exit status: 0 success, 2 error (the message names the file and the fix).
 
+mod cli;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -29,6 +31,10 @@ enum Command {
     /// Run the model on a normalised input tensor (.npy); write logits, logits_up and
     /// sem_logits as float32 arrays (.npz).
     Forward(ForwardArgs),
+    /// Train on Cityscapes or synthetic scenes (AdamW, poly schedule, CE + 0.4 CE(semantic)).
+    Train(cli::TrainArgs),
+    /// mIoU, per-class IoU and pixel accuracy of a checkpoint or an ONNX model over a dataset.
+    Eval(cli::EvalArgs),
 }
 
 /// Which architecture: a preset or a JSON file.
@@ -36,16 +42,16 @@ enum Command {
 pub struct ArchArgs {
     /// Architecture preset: semask-t (Cityscapes SeMask-T FPN) or tiny (the fixtures').
     #[arg(long, value_name = "NAME", default_value = "semask-t", conflicts_with = "arch_config")]
-    arch: String,
+    pub arch: String,
 
     /// Architecture JSON file: {"embed_dim", "depths", "num_heads", "window_size",
     /// "num_classes", "decoder_channels", "num_sem_blocks"}.
     #[arg(long, value_name = "FILE")]
-    arch_config: Option<PathBuf>,
+    pub arch_config: Option<PathBuf>,
 }
 
 impl ArchArgs {
-    fn resolve(&self) -> anyhow::Result<ArchConfig> {
+    pub fn resolve(&self) -> anyhow::Result<ArchConfig> {
         Ok(match &self.arch_config {
             Some(path) => ArchConfig::from_file(path)?,
             None => ArchConfig::preset(&self.arch)?,
@@ -110,6 +116,8 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Forward(args) => forward(args),
+        Command::Train(args) => cli::train(args),
+        Command::Eval(args) => cli::eval(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -133,6 +133,33 @@ impl Checkpoint {
         })
     }
 
+    /// Loads the tensors whose (renamed) names and shapes match parameters of `model`, leaving
+    /// the others as they are; `rename` maps a checkpoint name to a model path (`None`: skip).
+    /// Returns the model and how many parameters were loaded. For starting from other models'
+    /// weights (an ImageNet Swin backbone).
+    pub fn load_matching(
+        &self,
+        model: SeMaskFpn,
+        device: &Device,
+        rename: impl Fn(&str) -> Option<String>,
+    ) -> (SeMaskFpn, usize) {
+        let renamed = Checkpoint {
+            path: self.path.clone(),
+            tensors: self.tensors.iter().filter_map(|(k, v)| rename(k).map(|n| (n, v.clone()))).collect(),
+        };
+        let mut loader = Loader {
+            checkpoint: &renamed,
+            device: device.clone(),
+            path: Vec::new(),
+            used: BTreeSet::new(),
+            missing: Vec::new(),
+            misshaped: Vec::new(),
+        };
+        let model = model.map(&mut loader);
+        let loaded = loader.used.len() - loader.misshaped.len();
+        (model, loaded)
+    }
+
     /// The parameters (and buffers) of `model` under the official names.
     pub fn from_model(model: &SeMaskFpn) -> Checkpoint {
         let mut collector = Collector { path: Vec::new(), tensors: BTreeMap::new() };

@@ -86,6 +86,8 @@ pub enum ConvInit {
 }
 
 impl Conv2d {
+    // Mirrors `nn.Conv2d(d_in, d_out, kernel, stride, padding, bias)` plus the init and device.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         d_in: usize,
         d_out: usize,

@@ -113,9 +113,9 @@ impl WindowAttention {
         let [bw, n, c] = x.dims();
         let (heads, head_dim) = (self.heads, c / self.heads);
         let qkv = self.qkv.forward(x).reshape([bw, n, 3, heads, head_dim]).permute([2, 0, 3, 1, 4]);
-        let q = qkv.clone().slice([0..1]).reshape([bw, heads, n, head_dim]);
-        let k = qkv.clone().slice([1..2]).reshape([bw, heads, n, head_dim]);
-        let v = qkv.slice([2..3]).reshape([bw, heads, n, head_dim]);
+        let q = qkv.clone().narrow(0, 0, 1).reshape([bw, heads, n, head_dim]);
+        let k = qkv.clone().narrow(0, 1, 1).reshape([bw, heads, n, head_dim]);
+        let v = qkv.narrow(0, 2, 1).reshape([bw, heads, n, head_dim]);
         let q = q.mul_scalar((head_dim as f64).powf(-0.5));
         let mut attn = q.matmul(k.swap_dims(2, 3));
         let device = attn.device();

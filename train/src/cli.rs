@@ -1,0 +1,408 @@
+//! `semask-train train` and `semask-train eval`.
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+
+use semask_edge::model::ClassTable;
+use semask_edge::model::classes::CITYSCAPES_LABEL_IDS;
+use semask_edge::preprocess::{ChannelOrder, IMAGENET_MEAN, IMAGENET_STD, PreprocSpec};
+use semask_edge::source::synth::SynthConfig;
+use semask_train::data::augment::AugmentConfig;
+use semask_train::data::{Cityscapes, Dataset, Sample, Synth};
+use semask_train::eval::ConfusionMatrix;
+use semask_train::model::SeMaskFpn;
+use semask_train::training::{self, RunDir, TrainConfig};
+use semask_train::weights::Checkpoint;
+
+use crate::ArchArgs;
+
+/// Which data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DatasetKind {
+    /// Procedural driving scenes of the runtime's `synth://` (exact labels, no download).
+    Synth,
+    /// A Cityscapes folder (`leftImg8bit/`, `gtFine/`).
+    Cityscapes,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DataArgs {
+    /// Dataset.
+    #[arg(long, value_name = "KIND", default_value = "synth")]
+    pub dataset: DatasetKind,
+
+    /// Cityscapes root (holding leftImg8bit/ and gtFine/).
+    #[arg(long, value_name = "DIR", required_if_eq("dataset", "cityscapes"))]
+    pub data_root: Option<PathBuf>,
+
+    /// Synthetic frame size WxH.
+    #[arg(long, value_name = "WxH", default_value = "512x256", value_parser = parse_wxh)]
+    pub synth_size: (usize, usize),
+
+    /// Frames per synthetic drive (taken every 15 frames of the drive).
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub synth_frames: usize,
+}
+
+fn parse_wxh(text: &str) -> Result<(usize, usize), String> {
+    let (w, h) = text.split_once(['x', 'X']).ok_or_else(|| format!("{text:?} is not WxH"))?;
+    match (w.parse(), h.parse()) {
+        (Ok(w), Ok(h)) if w > 0 && h > 0 => Ok((w, h)),
+        _ => Err(format!("{text:?} is not WxH with positive numbers")),
+    }
+}
+
+fn parse_seeds(text: &str) -> Result<Range<u64>, String> {
+    let (a, b) = text.split_once("..").ok_or_else(|| format!("{text:?} is not a range A..B"))?;
+    match (a.parse::<u64>(), b.parse::<u64>()) {
+        (Ok(a), Ok(b)) if a < b => Ok(a..b),
+        _ => Err(format!("{text:?} is not a non-empty range A..B")),
+    }
+}
+
+impl DataArgs {
+    /// The dataset of a split: Cityscapes `split`, or synth drives `seeds`.
+    fn open(&self, split: &str, seeds: &Range<u64>) -> anyhow::Result<Arc<dyn Dataset>> {
+        Ok(match self.dataset {
+            DatasetKind::Cityscapes => {
+                let root = self.data_root.as_ref().expect("clap requires --data-root for cityscapes");
+                Arc::new(Cityscapes::open(root, split)?)
+            }
+            DatasetKind::Synth => {
+                let (w, h) = self.synth_size;
+                let config = SynthConfig { width: w, height: h, ..Default::default() };
+                Arc::new(Synth::new(config, seeds.clone().collect(), self.synth_frames, 15))
+            }
+        })
+    }
+}
+
+/// The normalisation of SeMask's configs (also what the runtime assumes without metadata).
+fn imagenet_spec() -> PreprocSpec {
+    PreprocSpec {
+        input_width: 0,
+        input_height: 0,
+        mean: IMAGENET_MEAN,
+        std: IMAGENET_STD,
+        channel_order: ChannelOrder::Rgb,
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    arch: ArchArgs,
+
+    #[command(flatten)]
+    data: DataArgs,
+
+    /// Run directory: checkpoints/, log.csv, config.json, latest.json.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+
+    /// Synthetic drives used for training (seeds A..B).
+    #[arg(long, value_name = "A..B", default_value = "0..8", value_parser = parse_seeds)]
+    train_seeds: Range<u64>,
+
+    /// Held-out synthetic drives for evaluation (seeds A..B, disjoint from the training ones).
+    #[arg(long, value_name = "A..B", default_value = "1000..1002", value_parser = parse_seeds)]
+    val_seeds: Range<u64>,
+
+    #[arg(long, default_value_t = 80_000)]
+    iterations: usize,
+
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+
+    #[arg(long, default_value_t = 0.05)]
+    weight_decay: f64,
+
+    /// Linear warm-up iterations (from lr x 1e-5).
+    #[arg(long, default_value_t = 1500)]
+    warmup: usize,
+
+    /// Gradient clipping by global norm (off by default, as the official config).
+    #[arg(long, value_name = "NORM")]
+    grad_clip: Option<f64>,
+
+    /// Training crop HxW.
+    #[arg(long, value_name = "HxW", default_value = "768x768", value_parser = semask_edge_size)]
+    crop: (usize, usize),
+
+    /// Base scale WxH (long x short edge) before the random 0.5-2.0 ratio (default: 2048x1024
+    /// for Cityscapes, the synthetic frame size for synth).
+    #[arg(long, value_name = "WxH", value_parser = parse_wxh)]
+    scale: Option<(usize, usize)>,
+
+    /// Turn off the photometric distortion.
+    #[arg(long)]
+    no_photometric: bool,
+
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+
+    /// Data worker threads.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+
+    #[arg(long, value_name = "N", default_value_t = 8000)]
+    checkpoint_every: usize,
+
+    /// Evaluate on the held-out data every N iterations (0: never).
+    #[arg(long, value_name = "N", default_value_t = 8000)]
+    eval_every: usize,
+
+    /// Start from weights: an official SeMask checkpoint (all names), or an ImageNet Swin
+    /// backbone (official Swin names, e.g. swin_tiny_patch4_window7_224.pth), mapped onto
+    /// backbone.* with the SeMask layers left fresh.
+    #[arg(long, value_name = "FILE", conflicts_with = "resume")]
+    init: Option<PathBuf>,
+
+    /// Continue the run in this directory from its latest checkpoint.
+    #[arg(long, value_name = "DIR")]
+    resume: Option<PathBuf>,
+}
+
+fn semask_edge_size(text: &str) -> Result<(usize, usize), String> {
+    parse_wxh(text)
+}
+
+pub fn train(args: TrainArgs) -> anyhow::Result<()> {
+    let device = semask_train::cpu().autodiff();
+    let (mut config, start, model, optim) = match &args.resume {
+        Some(dir) => {
+            let (weights, optim_path, state) = training::latest_checkpoint(dir)?;
+            let model = Checkpoint::read(&weights)?
+                .load_into(SeMaskFpn::new(&state.config.arch, &device), &device)?;
+            let optim = training::optimizer(&state.config).load(&optim_path).map_err(|e| {
+                anyhow::anyhow!("cannot read optimizer state {}: {e:?}", optim_path.display())
+            })?;
+            log::info!("resuming {} at iteration {}", dir.display(), state.iteration);
+            (state.config, state.iteration, model, optim)
+        }
+        None => {
+            let arch = args.arch.resolve()?;
+            let config = TrainConfig {
+                arch: arch.clone(),
+                iterations: args.iterations,
+                batch: args.batch,
+                lr: args.lr,
+                weight_decay: args.weight_decay,
+                warmup_iterations: args.warmup,
+                warmup_ratio: 1e-5,
+                poly_power: 1.0,
+                min_lr: 0.0,
+                grad_clip: args.grad_clip,
+                semantic_weight: 0.4,
+                seed: args.seed,
+                checkpoint_every: args.checkpoint_every,
+                eval_every: args.eval_every,
+                workers: args.workers,
+            };
+            let mut model = SeMaskFpn::new(&arch, &device);
+            if let Some(init) = &args.init {
+                model = init_from(model, init, &device)?;
+            }
+            let optim = training::optimizer(&config);
+            (config, 0, model, optim)
+        }
+    };
+    if args.resume.is_some() {
+        config.iterations = config.iterations.max(args.iterations.min(config.iterations));
+    }
+    let scale = args.scale.unwrap_or(match args.data.dataset {
+        DatasetKind::Cityscapes => (2048, 1024),
+        DatasetKind::Synth => args.data.synth_size,
+    });
+    let augment = AugmentConfig {
+        scale: (scale.0.max(scale.1), scale.0.min(scale.1)),
+        ratio_range: (0.5, 2.0),
+        crop: args.crop,
+        cat_max_ratio: 0.75,
+        flip_prob: 0.5,
+        photometric: !args.no_photometric,
+        spec: imagenet_spec(),
+    };
+    let train_data = args.data.open("train", &args.train_seeds)?;
+    let val_data = if config.eval_every > 0 { Some(args.data.open("val", &args.val_seeds)?) } else { None };
+    log::info!("training on {}", train_data.describe());
+    static STOP: AtomicBool = AtomicBool::new(false);
+    let _ = ctrlc_handler(&STOP);
+    let run = RunDir(args.resume.clone().unwrap_or(args.out.clone()));
+    training::train(
+        model,
+        optim,
+        &config,
+        &augment,
+        train_data,
+        val_data.as_deref(),
+        &run,
+        start,
+        &device,
+        &STOP,
+    )?;
+    println!("run saved in {}", run.0.display());
+    Ok(())
+}
+
+/// Ctrl-C sets `stop`: the loop saves a checkpoint and ends.
+fn ctrlc_handler(stop: &'static AtomicBool) -> anyhow::Result<()> {
+    Ok(ctrlc_set(move || stop.store(true, std::sync::atomic::Ordering::SeqCst))?)
+}
+
+fn ctrlc_set(f: impl Fn() + Send + 'static) -> std::io::Result<()> {
+    // SIGINT without another dependency: a thread that waits for it would need one; the
+    // runtime's ctrlc crate is already in the workspace.
+    ctrlc::set_handler(f).map_err(std::io::Error::other)
+}
+
+/// `--init`: a full SeMask checkpoint (strict), else an ImageNet Swin backbone.
+fn init_from(
+    model: SeMaskFpn,
+    path: &std::path::Path,
+    device: &burn::tensor::Device,
+) -> anyhow::Result<SeMaskFpn> {
+    let checkpoint = Checkpoint::read(path)?;
+    if checkpoint.tensors.keys().any(|k| k.starts_with("backbone.")) {
+        return Ok(checkpoint.load_into(model, device)?);
+    }
+    // Official Swin classification checkpoints: patch_embed.*, layers.*, norm.*, head.*; the
+    // backbone's per-stage norms and the SeMask layers have no counterpart.
+    let (model, loaded) = checkpoint.load_matching(model, device, |name| {
+        (name.starts_with("patch_embed.") || name.starts_with("layers.")).then(|| format!("backbone.{name}"))
+    });
+    if loaded == 0 {
+        anyhow::bail!(
+            "--init {}: no tensor matches the backbone (expected official Swin names: patch_embed.*, layers.*)",
+            path.display()
+        );
+    }
+    log::info!(
+        "--init {}: {loaded} backbone tensors loaded; SeMask layers and the decoder start fresh",
+        path.display()
+    );
+    Ok(model)
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    arch: ArchArgs,
+
+    #[command(flatten)]
+    data: DataArgs,
+
+    /// Checkpoint to evaluate (.safetensors or .pth).
+    #[arg(long, value_name = "FILE", required_unless_present = "onnx", conflicts_with = "onnx")]
+    weights: Option<PathBuf>,
+
+    /// Evaluate an ONNX model through the runtime instead (exact upsampling).
+    #[arg(long, value_name = "FILE")]
+    onnx: Option<PathBuf>,
+
+    /// Cityscapes split.
+    #[arg(long, default_value = "val")]
+    split: String,
+
+    /// Synthetic drives to evaluate on (seeds A..B).
+    #[arg(long, value_name = "A..B", default_value = "1000..1002", value_parser = parse_seeds)]
+    seeds: Range<u64>,
+
+    /// Write Cityscapes label-id PNGs (<name>.png) for cityscapesscripts into DIR.
+    #[arg(long, value_name = "DIR")]
+    save_labels: Option<PathBuf>,
+
+    /// Write the metrics as JSON.
+    #[arg(long, value_name = "FILE.json")]
+    report: Option<PathBuf>,
+}
+
+pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
+    let dataset = args.data.open(&args.split, &args.seeds)?;
+    let device = semask_train::cpu();
+    // One value per run, so the size difference between the variants costs nothing.
+    #[allow(clippy::large_enum_variant)]
+    enum Predictor {
+        Model(SeMaskFpn),
+        Onnx(Box<semask_edge::pipeline::Segmenter>),
+    }
+    let mut predictor = match (&args.weights, &args.onnx) {
+        (Some(weights), _) => {
+            let arch = args.arch.resolve()?;
+            Predictor::Model(Checkpoint::read(weights)?.load_into(SeMaskFpn::new(&arch, &device), &device)?)
+        }
+        (None, Some(onnx)) => {
+            let model = semask_edge::model::OnnxModel::open(onnx, &Default::default())?;
+            let options = semask_edge::pipeline::SegmenterOptions {
+                upsample: semask_edge::postprocess::Upsample::Exact,
+                ..Default::default()
+            };
+            Predictor::Onnx(Box::new(semask_edge::pipeline::Segmenter::new(&model, &options)?))
+        }
+        (None, None) => unreachable!("clap requires --weights or --onnx"),
+    };
+    let classes = ClassTable::cityscapes();
+    if let Some(dir) = &args.save_labels {
+        fs_err::create_dir_all(dir)?;
+    }
+    let mut confusion = ConfusionMatrix::new(classes.len());
+    let mut sample = Sample::default();
+    let mut frame = semask_edge::frame::Frame::default();
+    let progress = indicatif::ProgressBar::new(dataset.len() as u64);
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    for i in 0..dataset.len() {
+        dataset.get(i, &mut sample)?;
+        let prediction = match &mut predictor {
+            Predictor::Model(model) => training::predict(model, &sample.image, &imagenet_spec(), &device),
+            Predictor::Onnx(segmenter) => {
+                frame.image = std::mem::take(&mut sample.image);
+                segmenter.segment(&mut frame, Default::default())?;
+                sample.image = std::mem::take(&mut frame.image);
+                frame.labels.data.clone()
+            }
+        };
+        confusion.add(&sample.labels.data, &prediction);
+        if let Some(dir) = &args.save_labels {
+            let ids: Vec<u8> = prediction
+                .iter()
+                .map(|&t| CITYSCAPES_LABEL_IDS.get(t as usize).copied().unwrap_or(0))
+                .collect();
+            let path = dir.join(format!("{}.png", sample.name));
+            image::GrayImage::from_raw(sample.image.width as u32, sample.image.height as u32, ids)
+                .expect("sizes match")
+                .save(&path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    let metrics = confusion.metrics();
+    println!("{} images, {} labelled pixels", dataset.len(), metrics.pixels);
+    println!("{:<16} {:>8}", "class", "IoU");
+    for (name, iou) in classes.names().iter().zip(&metrics.iou) {
+        println!("{name:<16} {:>8}", iou.map_or("-".into(), |v| format!("{:.4}", v)));
+    }
+    println!("mIoU {:.6}  pixel accuracy {:.6}", metrics.miou, metrics.pixel_accuracy);
+    if let Some(path) = &args.report {
+        let report = serde_json::json!({
+            "dataset": dataset.describe(),
+            "images": dataset.len(),
+            "miou": metrics.miou,
+            "pixel_accuracy": metrics.pixel_accuracy,
+            "pixels": metrics.pixels,
+            "iou": classes.names().iter().zip(&metrics.iou).map(|(n, v)| (n.clone(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
+        });
+        fs_err::write(path, serde_json::to_string_pretty(&report)? + "\n")?;
+    }
+    Ok(())
+}

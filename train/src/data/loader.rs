@@ -1,0 +1,147 @@
+//! Training batches made on worker threads, handed out in order.
+//!
+//! Batch `t` holds samples of a per-epoch shuffle of the dataset (seeded by the run seed and
+//! the epoch), each augmented with its own [`Rng`], so the stream of batches depends only on
+//! the seed: a resumed run sees the same batches as an uninterrupted one. Workers stay at most
+//! `prefetch` batches ahead.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use super::augment::{AugmentConfig, Rng, augment};
+use super::{DataError, Dataset, Sample};
+
+/// A batch of training crops.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// Iteration this batch is for.
+    pub iteration: usize,
+    pub size: usize,
+    pub height: usize,
+    pub width: usize,
+    /// `[B, 3, H, W]` normalised.
+    pub images: Vec<f32>,
+    /// `[B, H, W]` train ids, 255 ignored.
+    pub labels: Vec<u8>,
+}
+
+/// The dataset index of item `j` of the batch for `iteration`.
+pub fn sample_index(len: usize, batch: usize, seed: u64, iteration: usize, j: usize) -> (u64, usize) {
+    let per_epoch = (len / batch).max(1);
+    let epoch = (iteration / per_epoch) as u64;
+    let position = (iteration % per_epoch) * batch + j;
+    // Fisher-Yates shuffle of 0..len for this epoch, computed lazily: cheap for the sizes here.
+    let mut order: Vec<usize> = (0..len).collect();
+    let mut rng = Rng::new(seed ^ epoch.wrapping_mul(0xA24B_AED4_963E_E407));
+    for i in (1..len).rev() {
+        order.swap(i, rng.below(i + 1));
+    }
+    (epoch, order[position % len])
+}
+
+fn build(
+    dataset: &dyn Dataset,
+    augment_config: &AugmentConfig,
+    batch: usize,
+    seed: u64,
+    iteration: usize,
+) -> Result<Batch, DataError> {
+    let (ch, cw) = augment_config.crop;
+    let mut images = Vec::with_capacity(batch * 3 * ch * cw);
+    let mut labels = Vec::with_capacity(batch * ch * cw);
+    let mut sample = Sample::default();
+    for j in 0..batch {
+        let (epoch, index) = sample_index(dataset.len(), batch, seed, iteration, j);
+        dataset.get(index, &mut sample)?;
+        let crop = augment(&sample, augment_config, &mut Rng::for_sample(seed, epoch, index as u64));
+        images.extend_from_slice(&crop.image);
+        labels.extend_from_slice(&crop.labels);
+    }
+    Ok(Batch { iteration, size: batch, height: ch, width: cw, images, labels })
+}
+
+/// Batches for iterations `start..`, made by `workers` threads.
+pub struct BatchLoader {
+    results: Receiver<(usize, Result<Batch, DataError>)>,
+    jobs: Sender<usize>,
+    pending: BTreeMap<usize, Result<Batch, DataError>>,
+    next: usize,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl BatchLoader {
+    pub fn new(
+        dataset: Arc<dyn Dataset>,
+        augment_config: AugmentConfig,
+        batch: usize,
+        seed: u64,
+        start: usize,
+        workers: usize,
+        prefetch: usize,
+    ) -> BatchLoader {
+        let (job_tx, job_rx) = channel::<usize>();
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let (result_tx, result_rx) = channel();
+        let mut handles = Vec::new();
+        for w in 0..workers.max(1) {
+            let (jobs, results, dataset, config) =
+                (job_rx.clone(), result_tx.clone(), dataset.clone(), augment_config.clone());
+            let handle = std::thread::Builder::new()
+                .name(format!("semask-data-{w}"))
+                .spawn(move || {
+                    loop {
+                        let job = jobs.lock().map(|rx| rx.recv());
+                        let Ok(Ok(iteration)) = job else { return };
+                        let batch = build(dataset.as_ref(), &config, batch, seed, iteration);
+                        if results.send((iteration, batch)).is_err() {
+                            return;
+                        }
+                    }
+                })
+                .expect("cannot spawn a data worker");
+            handles.push(handle);
+        }
+        for t in start..start + prefetch.max(1) {
+            let _ = job_tx.send(t);
+        }
+        BatchLoader {
+            results: result_rx,
+            jobs: job_tx,
+            pending: BTreeMap::new(),
+            next: start,
+            workers: handles,
+        }
+    }
+
+    /// The batch of the next iteration.
+    pub fn next_batch(&mut self, prefetch: usize) -> Result<Batch, DataError> {
+        let wanted = self.next;
+        let batch = loop {
+            if let Some(batch) = self.pending.remove(&wanted) {
+                break batch;
+            }
+            match self.results.recv() {
+                Ok((iteration, batch)) => {
+                    self.pending.insert(iteration, batch);
+                }
+                Err(_) => unreachable!("workers live as long as the loader"),
+            }
+        };
+        self.next += 1;
+        let _ = self.jobs.send(wanted + prefetch.max(1));
+        batch
+    }
+}
+
+impl Drop for BatchLoader {
+    fn drop(&mut self) {
+        // Closing the job channel ends the workers once they finish their current batch.
+        let (dummy, _) = channel();
+        drop(std::mem::replace(&mut self.jobs, dummy));
+        for handle in self.workers.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}

@@ -1,0 +1,423 @@
+//! Training (SPEC section 3): loss = CE(logits) + 0.4 CE(semantic logits), both upsampled
+//! bilinearly to the label size, 255 ignored, averaged over all pixels (mmseg v0.11); AdamW with
+//! no weight decay on norms and relative position biases; poly schedule with linear warm-up;
+//! checkpoints (weights as official-name safetensors, optimizer state, progress) and resume;
+//! evaluation on held-out data; a CSV log of the curves.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use burn::module::{Module, ParamGroup};
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::data::Dataset;
+use crate::data::augment::{AugmentConfig, IGNORE};
+use crate::data::loader::{Batch, BatchLoader};
+use crate::eval::{ConfusionMatrix, Metrics};
+use crate::model::decoder::resize;
+use crate::model::{ArchConfig, SeMaskFpn};
+use crate::weights::Checkpoint;
+
+/// Hyper-parameters of a run (defaults: the Cityscapes config of SPEC section 0).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainConfig {
+    pub arch: ArchConfig,
+    pub iterations: usize,
+    pub batch: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub warmup_iterations: usize,
+    pub warmup_ratio: f64,
+    pub poly_power: f64,
+    pub min_lr: f64,
+    /// Gradient clipping by global norm (off in the official config).
+    pub grad_clip: Option<f64>,
+    /// Weight of the semantic-branch loss.
+    pub semantic_weight: f64,
+    pub seed: u64,
+    pub checkpoint_every: usize,
+    pub eval_every: usize,
+    pub workers: usize,
+}
+
+impl TrainConfig {
+    /// The learning rate at iteration `t` (mmcv's poly policy with linear warm-up).
+    pub fn lr_at(&self, t: usize) -> f64 {
+        let progress = (t as f64 / self.iterations.max(1) as f64).min(1.0);
+        let regular = (self.lr - self.min_lr) * (1.0 - progress).powf(self.poly_power) + self.min_lr;
+        if t < self.warmup_iterations {
+            let k = (1.0 - t as f64 / self.warmup_iterations as f64) * (1.0 - self.warmup_ratio);
+            regular * (1.0 - k)
+        } else {
+            regular
+        }
+    }
+}
+
+/// Parameters without weight decay (SPEC: names containing these, substring match).
+pub const NO_DECAY: &str = "absolute_pos_embed|relative_position_bias_table|norm";
+
+/// The optimizer: AdamW (betas 0.9/0.999, eps 1e-8), weight decay off for [`NO_DECAY`].
+pub fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
+    let adamw = |wd: f64| {
+        AdamWConfig::new().with_beta_1(0.9).with_beta_2(0.999).with_epsilon(1e-8).with_weight_decay(wd as f32)
+    };
+    let clipping =
+        config.grad_clip.map(|norm| burn::grad_clipping::GradientClippingConfig::Norm(norm as f32).init());
+    let mut optim = adamw(config.weight_decay).init();
+    if let Some(c) = clipping.clone() {
+        optim = optim.with_grad_clipping(c);
+    }
+    optim.with_group(ParamGroup::from_regex(NO_DECAY).expect("valid regex"), adamw(0.0).build(), clipping)
+}
+
+/// Cross entropy of `logits` `[B, K, h, w]` upsampled to the labels' size, averaged over all
+/// `B*H*W` pixels with ignored pixels contributing 0 (mmseg v0.11).
+pub fn cross_entropy(logits: Tensor<4>, labels: &Tensor<3, Int>, valid: &Tensor<3>) -> Tensor<1> {
+    let [b, h, w] = labels.dims();
+    let log_p = log_softmax(resize(logits, [h, w]), 1);
+    let picked = log_p.gather(1, labels.clone().unsqueeze_dim::<4>(1)).reshape([b, h, w]);
+    picked.mul(valid.clone()).sum().neg().div_scalar((b * h * w) as f64)
+}
+
+/// Labels as class indices (255 → 0, masked out by `valid`) and the valid mask.
+fn label_tensors(batch: &Batch, device: &Device) -> (Tensor<3, Int>, Tensor<3>) {
+    let shape = [batch.size, batch.height, batch.width];
+    let indices: Vec<i64> = batch.labels.iter().map(|&l| if l == IGNORE { 0 } else { l as i64 }).collect();
+    let valid: Vec<f32> = batch.labels.iter().map(|&l| if l == IGNORE { 0.0 } else { 1.0 }).collect();
+    (
+        Tensor::from_data(TensorData::new(indices, shape), device),
+        Tensor::from_data(TensorData::new(valid, shape), device),
+    )
+}
+
+/// Progress saved with each checkpoint.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TrainState {
+    pub iteration: usize,
+    pub config: TrainConfig,
+}
+
+/// One logged row.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LogRow {
+    pub iteration: usize,
+    pub lr: f64,
+    pub loss: f64,
+    pub loss_decode: f64,
+    pub loss_semantic: f64,
+    /// Pixel accuracy of the batch (labelled pixels).
+    pub accuracy: f64,
+    pub seconds: f64,
+    pub val_miou: Option<f64>,
+    pub val_accuracy: Option<f64>,
+}
+
+/// Where a run writes: `checkpoints/iter_N.{safetensors,optim.mpk,json}`, `latest.json`,
+/// `log.csv`, `config.json`.
+#[derive(Debug, Clone)]
+pub struct RunDir(pub PathBuf);
+
+impl RunDir {
+    fn checkpoint(&self, iteration: usize) -> PathBuf {
+        self.0.join("checkpoints").join(format!("iter_{iteration}"))
+    }
+}
+
+/// Evaluates `model` on every sample of `dataset` at full resolution (no augmentation).
+pub fn evaluate(
+    model: &SeMaskFpn,
+    dataset: &dyn Dataset,
+    spec: &semask_edge::preprocess::PreprocSpec,
+    device: &Device,
+) -> anyhow::Result<Metrics> {
+    let classes = model.decode_head.conv_seg.weight.val().dims()[0];
+    let mut confusion = ConfusionMatrix::new(classes);
+    let mut sample = crate::data::Sample::default();
+    for i in 0..dataset.len() {
+        dataset.get(i, &mut sample)?;
+        let prediction = predict(model, &sample.image, spec, device);
+        confusion.add(&sample.labels.data, &prediction);
+    }
+    Ok(confusion.metrics())
+}
+
+/// Train ids predicted for an image at its own size (bilinear logits upsampling, argmax).
+pub fn predict(
+    model: &SeMaskFpn,
+    image: &semask_edge::frame::Rgb8Image,
+    spec: &semask_edge::preprocess::PreprocSpec,
+    device: &Device,
+) -> Vec<u8> {
+    let (h, w) = (image.height, image.width);
+    let spec = semask_edge::preprocess::PreprocSpec { input_width: w, input_height: h, ..*spec };
+    let mut input = vec![0.0; spec.input_len()];
+    semask_edge::preprocess::Preprocessor::new(spec).run(image, &mut input);
+    let x = Tensor::<4>::from_data(TensorData::new(input, [1, 3, h, w]), device);
+    let logits = model.forward(x).logits;
+    let labels = resize(logits, [h, w]).argmax(1);
+    labels
+        .into_data()
+        .convert::<i64>()
+        .try_to_vec::<i64>()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| v as u8)
+        .collect()
+}
+
+/// Runs training from `start` (0, or a resumed iteration) to `config.iterations`.
+#[allow(clippy::too_many_arguments)]
+pub fn train(
+    mut model: SeMaskFpn,
+    mut optim: ModuleOptimizer,
+    config: &TrainConfig,
+    augment: &AugmentConfig,
+    train_data: Arc<dyn Dataset>,
+    val_data: Option<&dyn Dataset>,
+    run: &RunDir,
+    start: usize,
+    device: &Device,
+    stop: &std::sync::atomic::AtomicBool,
+) -> anyhow::Result<SeMaskFpn> {
+    fs_err::create_dir_all(run.0.join("checkpoints"))?;
+    fs_err::write(run.0.join("config.json"), serde_json::to_string_pretty(config)?)?;
+    let log_path = run.0.join("log.csv");
+    let new_log = start == 0 || !log_path.exists();
+    let mut log = std::io::BufWriter::new(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(!new_log)
+            .write(true)
+            .truncate(new_log)
+            .open(&log_path)
+            .with_context(|| format!("cannot write {}", log_path.display()))?,
+    );
+    if new_log {
+        writeln!(log, "iteration,lr,loss,loss_decode,loss_semantic,accuracy,seconds,val_miou,val_accuracy")?;
+    }
+    let prefetch = 2 * config.workers.max(1);
+    let mut loader = BatchLoader::new(
+        train_data.clone(),
+        augment.clone(),
+        config.batch,
+        config.seed,
+        start,
+        config.workers,
+        prefetch,
+    );
+    let progress = progress_bar((config.iterations - start) as u64);
+    let started = Instant::now();
+    for t in start..config.iterations {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            log::warn!("interrupted at iteration {t}: saving a checkpoint to resume from");
+            save_checkpoint(&model, &optim, config, run, t)?;
+            break;
+        }
+        let step_start = Instant::now();
+        let batch = loader.next_batch(prefetch)?;
+        let x = Tensor::<4>::from_data(
+            TensorData::new(batch.images.clone(), [batch.size, 3, batch.height, batch.width]),
+            device,
+        );
+        let (labels, valid) = label_tensors(&batch, device);
+        let out = model.forward(x);
+        let predicted = resize(out.logits.clone().detach(), [batch.height, batch.width]).argmax(1).reshape([
+            batch.size,
+            batch.height,
+            batch.width,
+        ]);
+        let loss_decode = cross_entropy(out.logits, &labels, &valid);
+        let loss_semantic = cross_entropy(out.sem_logits, &labels, &valid);
+        let loss = loss_decode.clone().add(loss_semantic.clone().mul_scalar(config.semantic_weight));
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let lr = config.lr_at(t);
+        model = optim.step(lr, model, grads);
+
+        let scalar = |t: Tensor<1>| {
+            t.into_data()
+                .convert::<f64>()
+                .try_to_vec::<f64>()
+                .ok()
+                .and_then(|v| v.first().copied())
+                .unwrap_or(f64::NAN)
+        };
+        let correct = predicted.equal(labels).float().mul(valid.clone()).sum();
+        let accuracy = scalar(correct) / scalar(valid.sum()).max(1.0);
+        let mut row = LogRow {
+            iteration: t + 1,
+            lr,
+            loss: scalar(loss),
+            loss_decode: scalar(loss_decode),
+            loss_semantic: scalar(loss_semantic),
+            accuracy,
+            seconds: step_start.elapsed().as_secs_f64(),
+            val_miou: None,
+            val_accuracy: None,
+        };
+        if !row.loss.is_finite() {
+            anyhow::bail!(
+                "the loss became {} at iteration {}: lower --lr or enable --grad-clip",
+                row.loss,
+                t + 1
+            );
+        }
+        let done = t + 1;
+        if let Some(val) = val_data
+            .filter(|_| config.eval_every > 0 && (done % config.eval_every == 0 || done == config.iterations))
+        {
+            let metrics = evaluate(&model.valid(), val, &augment.spec, device)?;
+            row.val_miou = Some(metrics.miou);
+            row.val_accuracy = Some(metrics.pixel_accuracy);
+            progress.suspend(|| {
+                log::info!(
+                    "iteration {done}: val mIoU {:.4}, pixel accuracy {:.4}",
+                    metrics.miou,
+                    metrics.pixel_accuracy
+                )
+            });
+        }
+        writeln!(
+            log,
+            "{},{:.6e},{:.5},{:.5},{:.5},{:.4},{:.3},{},{}",
+            row.iteration,
+            row.lr,
+            row.loss,
+            row.loss_decode,
+            row.loss_semantic,
+            row.accuracy,
+            row.seconds,
+            row.val_miou.map_or(String::new(), |v| format!("{v:.5}")),
+            row.val_accuracy.map_or(String::new(), |v| format!("{v:.5}"))
+        )?;
+        log.flush()?;
+        progress.set_message(format!("loss {:.3} acc {:.3} lr {:.2e}", row.loss, row.accuracy, lr));
+        progress.inc(1);
+        if config.checkpoint_every > 0 && (done % config.checkpoint_every == 0 || done == config.iterations) {
+            save_checkpoint(&model, &optim, config, run, done)?;
+        }
+    }
+    progress.finish_and_clear();
+    log::info!(
+        "trained {} iterations in {:.1} s",
+        config.iterations.saturating_sub(start),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(model)
+}
+
+fn progress_bar(len: u64) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} it, {per_sec}, eta {eta} | {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Writes `iter_N.safetensors` (official names), `iter_N.optim` and `iter_N.json`, then points
+/// `latest.json` at them. Each file is written whole before the next, `latest.json` last.
+pub fn save_checkpoint(
+    model: &SeMaskFpn,
+    optim: &ModuleOptimizer,
+    config: &TrainConfig,
+    run: &RunDir,
+    iteration: usize,
+) -> anyhow::Result<()> {
+    let base = run.checkpoint(iteration);
+    let mut metadata = std::collections::BTreeMap::new();
+    metadata.insert("semask.arch".into(), serde_json::to_string(&config.arch)?);
+    metadata.insert("semask.iteration".into(), iteration.to_string());
+    Checkpoint::from_model(model).write_safetensors(&base.with_extension("safetensors"), metadata)?;
+    let optim_path = base.with_extension("optim");
+    optim.save(&optim_path).map_err(|e| anyhow::anyhow!("cannot write {}: {e:?}", optim_path.display()))?;
+    let state = TrainState { iteration, config: config.clone() };
+    fs_err::write(base.with_extension("json"), serde_json::to_string_pretty(&state)?)?;
+    let latest = run.0.join("latest.json");
+    let partial = run.0.join("latest.json.partial");
+    fs_err::write(
+        &partial,
+        serde_json::to_string_pretty(
+            &serde_json::json!({"checkpoint": base.file_name().map(|f| f.to_string_lossy().into_owned()), "iteration": iteration}),
+        )?,
+    )?;
+    fs_err::rename(&partial, &latest)?;
+    Ok(())
+}
+
+/// The checkpoint `latest.json` of run directory `dir` points at: (weights, optimizer, state).
+pub fn latest_checkpoint(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf, TrainState)> {
+    let latest = dir.join("latest.json");
+    let text = fs_err::read_to_string(&latest)
+        .with_context(|| format!("--resume {}: no checkpoint to resume from", dir.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is corrupt", latest.display()))?;
+    let name = v["checkpoint"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("{} names no checkpoint", latest.display()))?;
+    let base = dir.join("checkpoints").join(name);
+    let state: TrainState = serde_json::from_str(&fs_err::read_to_string(base.with_extension("json"))?)
+        .with_context(|| format!("{} is corrupt", base.with_extension("json").display()))?;
+    Ok((base.with_extension("safetensors"), base.with_extension("optim"), state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> TrainConfig {
+        TrainConfig {
+            arch: ArchConfig::tiny(),
+            iterations: 80_000,
+            batch: 8,
+            lr: 1e-3,
+            weight_decay: 0.05,
+            warmup_iterations: 1500,
+            warmup_ratio: 1e-5,
+            poly_power: 1.0,
+            min_lr: 0.0,
+            grad_clip: None,
+            semantic_weight: 0.4,
+            seed: 0,
+            checkpoint_every: 8000,
+            eval_every: 8000,
+            workers: 2,
+        }
+    }
+
+    #[test]
+    fn schedule_is_mmcv_poly_with_linear_warmup() {
+        let c = config();
+        assert!((c.lr_at(0) - 1e-3 * 1e-5).abs() < 1e-12);
+        // Halfway through warm-up: lr_reg(750) * (1 - 0.5 * (1 - 1e-5)).
+        let reg = 1e-3 * (1.0 - 750.0 / 80_000.0);
+        assert!((c.lr_at(750) - reg * (1.0 - 0.5 * (1.0 - 1e-5))).abs() < 1e-12);
+        assert!((c.lr_at(1500) - 1e-3 * (1.0 - 1500.0 / 80_000.0)).abs() < 1e-12);
+        assert!((c.lr_at(40_000) - 0.5e-3).abs() < 1e-12);
+        assert_eq!(c.lr_at(80_000), 0.0);
+    }
+
+    #[test]
+    fn cross_entropy_averages_over_all_pixels_with_ignored_ones_as_zero() {
+        let device = crate::cpu();
+        // One pixel of class 1 with logits (0, ln 3): p = 3/4; one ignored pixel.
+        let logits =
+            Tensor::<4>::from_data(TensorData::new(vec![0.0f32, 0.0, 3f32.ln(), 0.0], [1, 2, 1, 2]), &device);
+        let batch =
+            Batch { iteration: 0, size: 1, height: 1, width: 2, images: vec![], labels: vec![1, IGNORE] };
+        let (labels, valid) = label_tensors(&batch, &device);
+        let loss =
+            cross_entropy(logits, &labels, &valid).into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+                [0];
+        assert!((loss - (-(0.75f32).ln() / 2.0)).abs() < 1e-6, "{loss}");
+    }
+}

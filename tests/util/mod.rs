@@ -2,15 +2,14 @@
 //! the Python reference scripts.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use npyz::WriterBuilder;
 
-/// `tests/fixtures/<rel>`.
-pub fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
-}
+mod reference;
+#[allow(unused_imports)] // not every test binary uses every helper
+pub use reference::*;
 
 /// Shape and values of a float32 .npy file.
 pub fn read_npy_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
@@ -56,30 +55,6 @@ pub fn stderr(out: &Output) -> String {
 }
 
 pub fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The Python interpreter with the test requirements (`SEMASK_PYTHON`, default `python3`).
-pub fn python() -> String {
-    std::env::var("SEMASK_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
-/// Runs `tests/reference/<script>` with `args`; panics with the fix when the Python
-/// requirements are missing.
-pub fn run_reference(script: &str, args: &[&str]) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference").join(script);
-    let out = Command::new(python())
-        .arg(&path)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {} (set SEMASK_PYTHON?): {e}", python()));
-    let err = String::from_utf8_lossy(&out.stderr);
-    if err.contains("ModuleNotFoundError") {
-        panic!(
-            "the Python reference needs its packages: python3 -m pip install -r tests/requirements.txt\n{err}"
-        );
-    }
-    assert!(out.status.success(), "{script} failed:\n{err}");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

@@ -21,9 +21,10 @@ pub fn read_npy(path: &Path) -> anyhow::Result<(Vec<usize>, Vec<f32>)> {
     Ok((shape, values))
 }
 
-/// Writes float32 arrays into an `.npz` archive.
+/// Writes float32 arrays into an `.npz` archive (complete or not at all).
 pub fn write_npz(path: &Path, arrays: &[(&str, &[usize], &[f32])]) -> anyhow::Result<()> {
-    let mut npz = npyz::npz::NpzWriter::create(path)?;
+    let mut archive = std::io::Cursor::new(Vec::new());
+    let mut npz = npyz::npz::NpzWriter::new(&mut archive);
     for (name, shape, values) in arrays {
         let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
         let mut writer = npz
@@ -34,5 +35,8 @@ pub fn write_npz(path: &Path, arrays: &[(&str, &[usize], &[f32])]) -> anyhow::Re
         writer.extend(values.iter().copied())?;
         writer.finish()?;
     }
-    Ok(())
+    npz.zip_writer().finish()?;
+    drop(npz);
+    semask_edge::sink::images::write_atomically(path, archive.get_ref())
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }

@@ -8,9 +8,11 @@ use std::sync::atomic::AtomicBool;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
+use semask_edge::frame::Frame;
 use semask_edge::model::ClassTable;
-use semask_edge::model::classes::CITYSCAPES_LABEL_IDS;
 use semask_edge::preprocess::{ChannelOrder, IMAGENET_MEAN, IMAGENET_STD, PreprocSpec};
+use semask_edge::sink::Sink;
+use semask_edge::sink::images::{LabelIds, PngDirSink, PngKind, write_atomically};
 use semask_edge::source::synth::SynthConfig;
 use semask_train::data::augment::AugmentConfig;
 use semask_train::data::{Cityscapes, Dataset, Sample, Synth};
@@ -102,8 +104,8 @@ pub struct TrainArgs {
     data: DataArgs,
 
     /// Run directory: checkpoints/, log.csv, config.json, latest.json.
-    #[arg(long, value_name = "DIR")]
-    out: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "resume", conflicts_with = "resume")]
+    out: Option<PathBuf>,
 
     /// Synthetic drives used for training (seeds A..B).
     #[arg(long, value_name = "A..B", default_value = "0..8", value_parser = parse_seeds)]
@@ -113,8 +115,10 @@ pub struct TrainArgs {
     #[arg(long, value_name = "A..B", default_value = "1000..1002", value_parser = parse_seeds)]
     val_seeds: Range<u64>,
 
-    #[arg(long, default_value_t = 80_000)]
-    iterations: usize,
+    /// Total iterations [default: 80000; with --resume, the run's own total unless given,
+    /// e.g. to extend a finished run].
+    #[arg(long, value_name = "N")]
+    iterations: Option<usize>,
 
     #[arg(long, default_value_t = 8)]
     batch: usize,
@@ -134,7 +138,7 @@ pub struct TrainArgs {
     grad_clip: Option<f64>,
 
     /// Training crop HxW.
-    #[arg(long, value_name = "HxW", default_value = "768x768", value_parser = semask_edge_size)]
+    #[arg(long, value_name = "HxW", default_value = "768x768", value_parser = parse_hxw)]
     crop: (usize, usize),
 
     /// Base scale WxH (long x short edge) before the random 0.5-2.0 ratio (default: 2048x1024
@@ -171,7 +175,8 @@ pub struct TrainArgs {
     resume: Option<PathBuf>,
 }
 
-fn semask_edge_size(text: &str) -> Result<(usize, usize), String> {
+/// `HxW`: the same syntax as `WxH`, the numbers in the other order.
+fn parse_hxw(text: &str) -> Result<(usize, usize), String> {
     parse_wxh(text)
 }
 
@@ -189,10 +194,18 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
             (state.config, state.iteration, model, optim)
         }
         None => {
+            let out = args.out.as_ref().expect("clap requires --out or --resume");
+            if out.join("latest.json").exists() || out.join("log.csv").exists() {
+                anyhow::bail!(
+                    "--out {} already holds a run: continue it with --resume {}, or choose another --out",
+                    out.display(),
+                    out.display()
+                );
+            }
             let arch = args.arch.resolve()?;
             let config = TrainConfig {
                 arch: arch.clone(),
-                iterations: args.iterations,
+                iterations: args.iterations.unwrap_or(80_000),
                 batch: args.batch,
                 lr: args.lr,
                 weight_decay: args.weight_decay,
@@ -215,8 +228,12 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
             (config, 0, model, optim)
         }
     };
-    if args.resume.is_some() {
-        config.iterations = config.iterations.max(args.iterations.min(config.iterations));
+    if let (Some(_), Some(total)) = (&args.resume, args.iterations) {
+        if total <= start {
+            anyhow::bail!("--iterations {total}: the run is already at iteration {start}");
+        }
+        // The poly schedule follows the new total from here on.
+        config.iterations = total;
     }
     let scale = args.scale.unwrap_or(match args.data.dataset {
         DatasetKind::Cityscapes => (2048, 1024),
@@ -235,8 +252,10 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
     let val_data = if config.eval_every > 0 { Some(args.data.open("val", &args.val_seeds)?) } else { None };
     log::info!("training on {}", train_data.describe());
     static STOP: AtomicBool = AtomicBool::new(false);
-    let _ = ctrlc_handler(&STOP);
-    let run = RunDir(args.resume.clone().unwrap_or(args.out.clone()));
+    if let Err(e) = ctrlc::set_handler(|| STOP.store(true, std::sync::atomic::Ordering::SeqCst)) {
+        log::warn!("Ctrl-C will not save a checkpoint: {e}");
+    }
+    let run = RunDir(args.resume.clone().or(args.out.clone()).expect("clap requires --out or --resume"));
     training::train(
         model,
         optim,
@@ -251,17 +270,6 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
     )?;
     println!("run saved in {}", run.0.display());
     Ok(())
-}
-
-/// Ctrl-C sets `stop`: the loop saves a checkpoint and ends.
-fn ctrlc_handler(stop: &'static AtomicBool) -> anyhow::Result<()> {
-    Ok(ctrlc_set(move || stop.store(true, std::sync::atomic::Ordering::SeqCst))?)
-}
-
-fn ctrlc_set(f: impl Fn() + Send + 'static) -> std::io::Result<()> {
-    // SIGINT without another dependency: a thread that waits for it would need one; the
-    // runtime's ctrlc crate is already in the workspace.
-    ctrlc::set_handler(f).map_err(std::io::Error::other)
 }
 
 /// `--init`: a full SeMask checkpoint (strict), else an ImageNet Swin backbone.
@@ -350,38 +358,36 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
         (None, None) => unreachable!("clap requires --weights or --onnx"),
     };
     let classes = ClassTable::cityscapes();
-    if let Some(dir) = &args.save_labels {
-        fs_err::create_dir_all(dir)?;
-    }
+    // The runtime's label writer: the same PNGs `semask-edge run --label-ids cityscapes` writes.
+    let mut label_writer = match &args.save_labels {
+        Some(dir) => Some(PngDirSink::new(dir, PngKind::Labels(LabelIds::Cityscapes), &classes)?),
+        None => None,
+    };
     let mut confusion = ConfusionMatrix::new(classes.len());
     let mut sample = Sample::default();
-    let mut frame = semask_edge::frame::Frame::default();
+    let mut frame = Frame::default();
     let progress = indicatif::ProgressBar::new(dataset.len() as u64);
     if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     for i in 0..dataset.len() {
         dataset.get(i, &mut sample)?;
-        let prediction = match &mut predictor {
-            Predictor::Model(model) => training::predict(model, &sample.image, &imagenet_spec(), &device),
+        match &mut predictor {
+            Predictor::Model(model) => {
+                let (w, h) = (sample.image.width, sample.image.height);
+                frame.labels.reset(w, h);
+                frame.labels.data = training::predict(model, &sample.image, &imagenet_spec(), &device);
+            }
             Predictor::Onnx(segmenter) => {
                 frame.image = std::mem::take(&mut sample.image);
                 segmenter.segment(&mut frame, Default::default())?;
                 sample.image = std::mem::take(&mut frame.image);
-                frame.labels.data.clone()
             }
-        };
-        confusion.add(&sample.labels.data, &prediction);
-        if let Some(dir) = &args.save_labels {
-            let ids: Vec<u8> = prediction
-                .iter()
-                .map(|&t| CITYSCAPES_LABEL_IDS.get(t as usize).copied().unwrap_or(0))
-                .collect();
-            let path = dir.join(format!("{}.png", sample.name));
-            image::GrayImage::from_raw(sample.image.width as u32, sample.image.height as u32, ids)
-                .expect("sizes match")
-                .save(&path)
-                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        confusion.add(&sample.labels.data, &frame.labels.data);
+        if let Some(writer) = &mut label_writer {
+            frame.name.clone_from(&sample.name);
+            writer.write(&frame)?;
         }
         progress.inc(1);
     }
@@ -402,7 +408,9 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
             "pixels": metrics.pixels,
             "iou": classes.names().iter().zip(&metrics.iou).map(|(n, v)| (n.clone(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
         });
-        fs_err::write(path, serde_json::to_string_pretty(&report)? + "\n")?;
+        let text = serde_json::to_string_pretty(&report)? + "\n";
+        write_atomically(path, text.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
 }

@@ -94,12 +94,7 @@ fn forward(args: ForwardArgs) -> anyhow::Result<()> {
     let (ls, lv) = to_vec(&out.logits);
     let (us, uv) = to_vec(&logits_up);
     let (ss, sv) = to_vec(&out.sem_logits);
-    let mut partial = args.out.as_os_str().to_owned();
-    partial.push(".partial");
-    let partial = PathBuf::from(partial);
-    write_npz(&partial, &[("logits", &ls, &lv), ("logits_up", &us, &uv), ("sem_logits", &ss, &sv)])
-        .with_context(|| format!("cannot write {}", args.out.display()))?;
-    fs_err::rename(&partial, &args.out)?;
+    write_npz(&args.out, &[("logits", &ls, &lv), ("logits_up", &us, &uv), ("sem_logits", &ss, &sv)])?;
     log::info!("wrote {}: logits {ls:?}, logits_up {us:?}, sem_logits {ss:?}", args.out.display());
     Ok(())
 }

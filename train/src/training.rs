@@ -186,9 +186,12 @@ pub fn train(
     stop: &std::sync::atomic::AtomicBool,
 ) -> anyhow::Result<SeMaskFpn> {
     fs_err::create_dir_all(run.0.join("checkpoints"))?;
-    fs_err::write(run.0.join("config.json"), serde_json::to_string_pretty(config)?)?;
+    write_json(&run.0.join("config.json"), &serde_json::to_value(config)?)?;
     let log_path = run.0.join("log.csv");
     let new_log = start == 0 || !log_path.exists();
+    if !new_log {
+        truncate_log(&log_path, start)?;
+    }
     let mut log = std::io::BufWriter::new(
         std::fs::OpenOptions::new()
             .create(true)
@@ -341,17 +344,33 @@ pub fn save_checkpoint(
     let optim_path = base.with_extension("optim");
     optim.save(&optim_path).map_err(|e| anyhow::anyhow!("cannot write {}: {e:?}", optim_path.display()))?;
     let state = TrainState { iteration, config: config.clone() };
-    fs_err::write(base.with_extension("json"), serde_json::to_string_pretty(&state)?)?;
-    let latest = run.0.join("latest.json");
-    let partial = run.0.join("latest.json.partial");
-    fs_err::write(
-        &partial,
-        serde_json::to_string_pretty(
-            &serde_json::json!({"checkpoint": base.file_name().map(|f| f.to_string_lossy().into_owned()), "iteration": iteration}),
-        )?,
-    )?;
-    fs_err::rename(&partial, &latest)?;
-    Ok(())
+    write_json(&base.with_extension("json"), &serde_json::to_value(&state)?)?;
+    let name = base.file_name().map(|f| f.to_string_lossy().into_owned());
+    write_json(&run.0.join("latest.json"), &serde_json::json!({"checkpoint": name, "iteration": iteration}))
+}
+
+/// Drops the rows of `log.csv` after iteration `keep` (written after the checkpoint a run
+/// resumes from), so that the resumed run's rows follow without duplicates.
+fn truncate_log(path: &Path, keep: usize) -> anyhow::Result<()> {
+    let text = fs_err::read_to_string(path)?;
+    let kept: String = text
+        .lines()
+        .enumerate()
+        .filter(|(i, line)| {
+            *i == 0
+                || line.split(',').next().and_then(|v| v.parse::<usize>().ok()).is_some_and(|it| it <= keep)
+        })
+        .map(|(_, line)| format!("{line}\n"))
+        .collect();
+    semask_edge::sink::images::write_atomically(path, kept.as_bytes())
+        .with_context(|| format!("cannot rewrite {}", path.display()))
+}
+
+/// Writes pretty JSON, complete or not at all.
+fn write_json(path: &Path, value: &serde_json::Value) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value)? + "\n";
+    semask_edge::sink::images::write_atomically(path, text.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The checkpoint `latest.json` of run directory `dir` points at: (weights, optimizer, state).

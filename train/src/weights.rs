@@ -65,10 +65,10 @@ impl Checkpoint {
     pub fn read(path: &Path) -> Result<Checkpoint, WeightsError> {
         let fail = |reason: String| WeightsError::Read { path: path.to_path_buf(), reason };
         let bytes = fs_err::read(path).map_err(|e| fail(e.to_string()))?;
-        let is_safetensors = bytes.len() >= 9 && {
-            let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
-            bytes[8] == b'{' && n + 8 <= bytes.len()
-        };
+        // safetensors: an 8-byte header length, then the JSON header. A truncated file still
+        // starts that way, and gets the safetensors reader's error rather than the .pth one.
+        let is_safetensors = bytes.len() >= 9 && bytes[8] == b'{'
+            || path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
         let tensors = if is_safetensors {
             read_safetensors(&bytes).map_err(fail)?
         } else {
@@ -218,10 +218,7 @@ impl Checkpoint {
             .map_err(|e| fail(e.to_string()))?;
         let metadata: std::collections::HashMap<String, String> = metadata.into_iter().collect();
         let serialized = safetensors::serialize(views, Some(metadata)).map_err(|e| fail(e.to_string()))?;
-        let mut partial = path.as_os_str().to_owned();
-        partial.push(".partial");
-        fs_err::write(&partial, serialized).map_err(|e| fail(e.to_string()))?;
-        fs_err::rename(&partial, path).map_err(|e| fail(e.to_string()))
+        semask_edge::sink::images::write_atomically(path, &serialized).map_err(|e| fail(e.to_string()))
     }
 }
 
@@ -305,7 +302,8 @@ impl ModuleMapper for Loader<'_> {
                             TensorData::new(values.clone(), raw.shape.clone()),
                             &self.device,
                         );
-                        param.map(|_| tensor)
+                        // Keep the parameter trainable on an autodiff device (resume, --init).
+                        param.map(|old| tensor.set_require_grad(old.is_require_grad()))
                     }
                     _ => {
                         self.misshaped.push(format!("{name} {:?} (model {:?})", raw.shape, expected));

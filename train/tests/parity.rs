@@ -3,15 +3,17 @@
 //! within 1e-4 of PyTorch, and every intermediate tap within tolerance, checked in the order
 //! the model computes them so that a failure names the first layer that drifts.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use burn::tensor::{Tensor, TensorData};
 use semask_train::arrays::read_npy;
 use semask_train::model::{ArchConfig, SeMaskFpn, Taps, to_vec};
 use semask_train::weights::{Checkpoint, RawData};
 
+mod util;
+
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/semask-ref").join(name)
+    util::fixture(&format!("semask-ref/{name}"))
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {

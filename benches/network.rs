@@ -11,10 +11,14 @@
 //! product (experiments: lowering them made tiny2 slower on 2 cores).
 //! Needs `python3 -m pip install -r tests/requirements.txt` (onnxruntime is the peer).
 
-use std::io::{BufRead, BufReader, Write};
+#[path = "common/peer.rs"]
+mod peer;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
+
+use peer::{Peer, percentile};
 
 use semask_edge::backend::tract_cpu::TractCpuBackend;
 use semask_edge::backend::{Backend, BackendKind, BackendOptions};
@@ -91,11 +95,6 @@ fn write_npy(path: &Path, shape: &[usize], data: &[f32]) {
     std::fs::write(path, bytes).unwrap();
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 fn main() {
     let args = parse_args();
     // Experiments with tract's threading gates (see tract_linalg::multithread).
@@ -105,7 +104,6 @@ fn main() {
     if let Ok(v) = std::env::var("TRACT_MAC_THRESHOLD") {
         tract_linalg::multithread::set_threading_mac_threshold(v.parse().expect("TRACT_MAC_THRESHOLD"));
     }
-    let python = std::env::var("SEMASK_PYTHON").unwrap_or_else(|_| "python3".into());
     let peer_script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peer_onnxruntime.py");
     let tmp = std::env::temp_dir().join(format!("semask-bench-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
@@ -129,33 +127,16 @@ fn main() {
         let input_npy = tmp.join("input.npy");
         write_npy(&input_npy, &shape, &input);
 
-        let mut peer = Command::new(&python)
+        let mut command = Command::new(peer::python());
+        command
             .arg(&peer_script)
             .arg(model_path)
             .arg(&input_npy)
             .arg(args.threads.to_string())
-            .arg(&model.metadata.logits_output.value)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {python}: {e}"));
-        let mut peer_in = peer.stdin.take().unwrap();
-        let mut peer_out = BufReader::new(peer.stdout.take().unwrap());
-        let mut line = String::new();
-        peer_out.read_line(&mut line).unwrap();
-        assert!(
-            line.contains("ready"),
-            "onnxruntime peer did not start (pip install -r tests/requirements.txt?): {line:?}"
-        );
-        let mut peer_run = |n: usize| -> Vec<f64> {
-            writeln!(peer_in, "run {n}").unwrap();
-            line.clear();
-            peer_out.read_line(&mut line).unwrap();
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|_| {
-                panic!("onnxruntime peer failed (pip install -r tests/requirements.txt?): {line:?}")
-            });
-            v["times_ms"].as_array().expect("times_ms").iter().map(|t| t.as_f64().unwrap()).collect()
-        };
+            .arg(&model.metadata.logits_output.value);
+        let mut ort = Peer::start("onnxruntime", command);
+        println!("{:<28} (onnxruntime {})", "", ort.hello["onnxruntime"].as_str().unwrap_or("?"));
+        let mut peer_run = |n: usize| ort.times(&format!("run {n}"));
 
         let mut tract_run = |n: usize| -> Vec<f64> {
             (0..n)
@@ -201,8 +182,6 @@ fn main() {
                 );
             }
         }
-        drop(peer_in);
-        let _ = peer.wait();
     }
     let _ = std::fs::remove_dir_all(&tmp);
 }

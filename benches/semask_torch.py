@@ -9,12 +9,19 @@ usage:
   python3 benches/semask_torch.py check FIXTURE_DIR            # tiny/tiny2 logits vs the official code
   python3 benches/semask_torch.py export OUT.onnx [--arch semask-t|tiny] [--size 512x1024]
                                                    [--seed 0]  # random init, logits output only
+  python3 benches/semask_torch.py serve [--arch semask-t] [--size 512x1024] [--batch 1] [--threads 2]
+      # the speed peer of train/benches/train_step.rs; on stdin:
+      #   "forward N"  N eval-mode forwards (no grad)
+      #   "train N"    N training steps: train-mode forward, CE(logits) + 0.4 CE(semantic) with
+      #                255 ignored (upsampled to the labels, mean over all pixels), backward, AdamW
+      # each answered by one JSON line {"times_ms": [...]}
 """
 import argparse
 import json
 import math
 import struct
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -354,6 +361,57 @@ def export(out, arch, size, seed):
     print(f"wrote {out}: {arch} at {h}x{w}, {params:,} parameters, random init (seed {seed})")
 
 
+def serve(arch, size, batch, threads):
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = SeMaskFPN(**ARCHS[arch])
+    h, w = size
+    x = torch.randn(batch, 3, h, w)
+    y = torch.randint(0, ARCHS[arch]["num_classes"], (batch, h, w))
+    y[:, : h // 16] = 255  # some ignored pixels, as in real labels
+    no_decay = ("absolute_pos_embed", "relative_position_bias_table", "norm")
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)]},
+        {"params": [p for n, p in model.named_parameters() if any(k in n for k in no_decay)], "weight_decay": 0.0},
+    ]
+    optim = torch.optim.AdamW(groups, lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05)
+
+    def ce(logits):
+        loss = F.cross_entropy(resize(logits, (h, w)), y, ignore_index=255, reduction="none")
+        return loss.mean()  # mmseg v0.11: ignored pixels count as 0 in the mean
+
+    def forward():
+        model.eval()
+        with torch.no_grad():
+            logits, sem = model(x)
+        return logits
+
+    def train():
+        model.train()
+        logits, sem = model(x)
+        loss = ce(logits) + 0.4 * ce(sem)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        return loss.item()
+
+    print(json.dumps({"ready": True, "torch": torch.__version__, "threads": torch.get_num_threads()}), flush=True)
+    for line in sys.stdin:
+        parts = line.split()
+        if not parts:
+            continue
+        step = {"forward": forward, "train": train}.get(parts[0])
+        if step is None or len(parts) != 2:
+            print(json.dumps({"error": f"unknown command {line.strip()!r}"}), flush=True)
+            continue
+        times = []
+        for _ in range(int(parts[1])):
+            start = time.perf_counter()
+            step()
+            times.append((time.perf_counter() - start) * 1e3)
+        print(json.dumps({"times_ms": times}), flush=True)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -364,12 +422,20 @@ def main():
     e.add_argument("--arch", default="semask-t", choices=sorted(ARCHS))
     e.add_argument("--size", default="512x1024")
     e.add_argument("--seed", type=int, default=0)
+    v = sub.add_parser("serve")
+    v.add_argument("--arch", default="semask-t", choices=sorted(ARCHS))
+    v.add_argument("--size", default="512x1024")
+    v.add_argument("--batch", type=int, default=1)
+    v.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
     if a.cmd == "check":
         check(a.fixtures)
-    else:
-        h, w = (int(v) for v in a.size.lower().split("x"))
+        return
+    h, w = (int(v) for v in a.size.lower().split("x"))
+    if a.cmd == "export":
         export(a.out, a.arch, (h, w), a.seed)
+    else:
+        serve(a.arch, (h, w), a.batch, a.threads)
 
 
 if __name__ == "__main__":

@@ -180,8 +180,8 @@ fn parse_hxw(text: &str) -> Result<(usize, usize), String> {
     parse_wxh(text)
 }
 
-pub fn train(args: TrainArgs) -> anyhow::Result<()> {
-    let device = semask_train::cpu().autodiff();
+pub fn train(args: TrainArgs, device: burn::tensor::Device) -> anyhow::Result<()> {
+    let device = device.autodiff();
     let (mut config, start, model, optim) = match &args.resume {
         Some(dir) => {
             let (weights, optim_path, state) = training::latest_checkpoint(dir)?;
@@ -333,9 +333,8 @@ pub struct EvalArgs {
     report: Option<PathBuf>,
 }
 
-pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
+pub fn eval(args: EvalArgs, device: burn::tensor::Device) -> anyhow::Result<()> {
     let dataset = args.data.open(&args.split, &args.seeds)?;
-    let device = semask_train::cpu();
     // One value per run, so the size difference between the variants costs nothing.
     #[allow(clippy::large_enum_variant)]
     enum Predictor {

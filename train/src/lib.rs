@@ -15,7 +15,27 @@ pub mod model;
 pub mod training;
 pub mod weights;
 
-/// The CPU device the crate computes on (burn's pure-Rust `flex` backend).
+/// The CPU device (burn's pure-Rust `flex` backend): the default, and what CI tests.
 pub fn cpu() -> burn::tensor::Device {
     burn::tensor::Device::flex()
+}
+
+/// The device named by `--device`: `cpu`, or `cuda` / `cuda:N` in builds with the `cuda`
+/// feature (not built or tested on the development machines: burn's CUDA build downloads LLVM).
+pub fn device(name: &str) -> Result<burn::tensor::Device, String> {
+    let cuda_index = match name {
+        "cpu" => return Ok(cpu()),
+        "cuda" => 0,
+        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(index)) => index,
+            _ => return Err(format!("unknown device {other:?}: use cpu, cuda or cuda:N")),
+        },
+    };
+    #[cfg(feature = "cuda")]
+    return Ok(burn::tensor::Device::cuda(cuda_index));
+    #[cfg(not(feature = "cuda"))]
+    Err(format!(
+        "--device cuda:{cuda_index}: this semask-train was built without CUDA; rebuild with \
+         `cargo build --release -p semask-train --features cuda` (CUDA toolkit needed), or use --device cpu"
+    ))
 }

@@ -15,12 +15,44 @@ use semask_train::arrays::{read_npy, write_npz};
 use semask_train::model::{ArchConfig, SeMaskFpn, to_vec};
 use semask_train::weights::Checkpoint;
 
+const FORWARD_EXAMPLES: &str = "Examples:
+  # compare with the official PyTorch outputs of the same input
+  semask-train forward --arch semask-t --weights semask_tiny_fpn_cityscapes.pth \\
+      --input x.npy --out y.npz";
+
+const TRAIN_EXAMPLES: &str = "Examples:
+  # the official Cityscapes recipe (80k iterations, batch 8, crops 768x768), from ImageNet Swin-T
+  semask-train train --dataset cityscapes --data-root ~/cityscapes \\
+      --init swin_tiny_patch4_window7_224.pth --out runs/cityscapes
+  # a small model on synthetic scenes (no download), evaluated every 250 iterations
+  semask-train train --arch tiny --out runs/synth --iterations 3000 --batch 4 --crop 128x256 \\
+      --warmup 150 --eval-every 250 --checkpoint-every 500
+  # continue after Ctrl-C or a crash (from the latest checkpoint), or extend a finished run
+  semask-train train --resume runs/synth [--iterations 6000]
+
+A run directory holds config.json, log.csv (loss, lr, accuracy, val mIoU per iteration),
+checkpoints/iter_N.{safetensors,optim,json} and latest.json. Checkpoints use the official
+parameter names: they load in the official code and in `eval`/`forward`.";
+
+const EVAL_EXAMPLES: &str = "Examples:
+  semask-train eval --weights runs/synth/checkpoints/iter_3000.safetensors --arch tiny
+  # Cityscapes val, with label-id PNGs for cityscapesscripts and a JSON report
+  semask-train eval --weights semask_tiny_fpn_cityscapes.pth --dataset cityscapes \\
+      --data-root ~/cityscapes --save-labels pred/ --report val.json
+  # an ONNX export, through the runtime (exact upsampling)
+  semask-train eval --onnx model.onnx --dataset cityscapes --data-root ~/cityscapes";
+
 #[derive(Debug, Parser)]
 #[command(name = "semask-train", version, about = "SeMask-T FPN in burn: import, train, evaluate, export")]
 struct Cli {
     /// More log output on stderr: -v info, -vv debug (RUST_LOG overrides).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+
+    /// Where the model computes: cpu (burn's flex backend), or cuda / cuda:N in builds with
+    /// the `cuda` feature.
+    #[arg(long, value_name = "DEVICE", default_value = "cpu", global = true, value_parser = semask_train::device)]
+    device: burn::tensor::Device,
 
     #[command(subcommand)]
     command: Command,
@@ -30,10 +62,13 @@ struct Cli {
 enum Command {
     /// Run the model on a normalised input tensor (.npy); write logits, logits_up and
     /// sem_logits as float32 arrays (.npz).
+    #[command(after_help = FORWARD_EXAMPLES)]
     Forward(ForwardArgs),
     /// Train on Cityscapes or synthetic scenes (AdamW, poly schedule, CE + 0.4 CE(semantic)).
+    #[command(after_help = TRAIN_EXAMPLES)]
     Train(cli::TrainArgs),
     /// mIoU, per-class IoU and pixel accuracy of a checkpoint or an ONNX model over a dataset.
+    #[command(after_help = EVAL_EXAMPLES)]
     Eval(cli::EvalArgs),
 }
 
@@ -77,9 +112,8 @@ struct ForwardArgs {
     out: PathBuf,
 }
 
-fn forward(args: ForwardArgs) -> anyhow::Result<()> {
+fn forward(args: ForwardArgs, device: burn::tensor::Device) -> anyhow::Result<()> {
     let arch = args.arch.resolve()?;
-    let device = semask_train::cpu();
     let checkpoint = Checkpoint::read(&args.weights)?;
     let model = checkpoint.load_into(SeMaskFpn::new(&arch, &device), &device)?;
     let (shape, values) =
@@ -110,9 +144,9 @@ fn main() -> ExitCode {
         .format_timestamp(None)
         .init();
     let result = match cli.command {
-        Command::Forward(args) => forward(args),
-        Command::Train(args) => cli::train(args),
-        Command::Eval(args) => cli::eval(args),
+        Command::Forward(args) => forward(args, cli.device),
+        Command::Train(args) => cli::train(args, cli.device),
+        Command::Eval(args) => cli::eval(args, cli.device),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

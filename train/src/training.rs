@@ -118,7 +118,7 @@ pub struct LogRow {
     pub val_accuracy: Option<f64>,
 }
 
-/// Where a run writes: `checkpoints/iter_N.{safetensors,optim.mpk,json}`, `latest.json`,
+/// Where a run writes: `checkpoints/iter_N.{safetensors,optim,json}`, `latest.json`,
 /// `log.csv`, `config.json`.
 #[derive(Debug, Clone)]
 pub struct RunDir(pub PathBuf);
@@ -169,6 +169,61 @@ pub fn predict(
         .into_iter()
         .map(|v| v as u8)
         .collect()
+}
+
+/// What one training step measured on its batch.
+#[derive(Debug, Clone, Copy)]
+pub struct StepStats {
+    pub loss: f64,
+    pub loss_decode: f64,
+    pub loss_semantic: f64,
+    /// Pixel accuracy of the batch before the update (labelled pixels).
+    pub accuracy: f64,
+}
+
+/// One optimisation step on `batch` at learning rate `lr`: forward, loss, backward, AdamW update.
+/// `model` must live on an autodiff device.
+pub fn train_step(
+    model: SeMaskFpn,
+    optim: &mut ModuleOptimizer,
+    batch: &Batch,
+    lr: f64,
+    semantic_weight: f64,
+    device: &Device,
+) -> (SeMaskFpn, StepStats) {
+    let x = Tensor::<4>::from_data(
+        TensorData::new(batch.images.clone(), [batch.size, 3, batch.height, batch.width]),
+        device,
+    );
+    let (labels, valid) = label_tensors(batch, device);
+    let out = model.forward(x);
+    let predicted = resize(out.logits.clone().detach(), [batch.height, batch.width]).argmax(1).reshape([
+        batch.size,
+        batch.height,
+        batch.width,
+    ]);
+    let loss_decode = cross_entropy(out.logits, &labels, &valid);
+    let loss_semantic = cross_entropy(out.sem_logits, &labels, &valid);
+    let loss = loss_decode.clone().add(loss_semantic.clone().mul_scalar(semantic_weight));
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    let model = optim.step(lr, model, grads);
+
+    let scalar = |t: Tensor<1>| {
+        t.into_data()
+            .convert::<f64>()
+            .try_to_vec::<f64>()
+            .ok()
+            .and_then(|v| v.first().copied())
+            .unwrap_or(f64::NAN)
+    };
+    let correct = predicted.equal(labels).float().mul(valid.clone()).sum();
+    let stats = StepStats {
+        loss: scalar(loss),
+        loss_decode: scalar(loss_decode),
+        loss_semantic: scalar(loss_semantic),
+        accuracy: scalar(correct) / scalar(valid.sum()).max(1.0),
+    };
+    (model, stats)
 }
 
 /// Runs training from `start` (0, or a resumed iteration) to `config.iterations`.
@@ -224,41 +279,16 @@ pub fn train(
         }
         let step_start = Instant::now();
         let batch = loader.next_batch(prefetch)?;
-        let x = Tensor::<4>::from_data(
-            TensorData::new(batch.images.clone(), [batch.size, 3, batch.height, batch.width]),
-            device,
-        );
-        let (labels, valid) = label_tensors(&batch, device);
-        let out = model.forward(x);
-        let predicted = resize(out.logits.clone().detach(), [batch.height, batch.width]).argmax(1).reshape([
-            batch.size,
-            batch.height,
-            batch.width,
-        ]);
-        let loss_decode = cross_entropy(out.logits, &labels, &valid);
-        let loss_semantic = cross_entropy(out.sem_logits, &labels, &valid);
-        let loss = loss_decode.clone().add(loss_semantic.clone().mul_scalar(config.semantic_weight));
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
         let lr = config.lr_at(t);
-        model = optim.step(lr, model, grads);
-
-        let scalar = |t: Tensor<1>| {
-            t.into_data()
-                .convert::<f64>()
-                .try_to_vec::<f64>()
-                .ok()
-                .and_then(|v| v.first().copied())
-                .unwrap_or(f64::NAN)
-        };
-        let correct = predicted.equal(labels).float().mul(valid.clone()).sum();
-        let accuracy = scalar(correct) / scalar(valid.sum()).max(1.0);
+        let (next, stats) = train_step(model, &mut optim, &batch, lr, config.semantic_weight, device);
+        model = next;
         let mut row = LogRow {
             iteration: t + 1,
             lr,
-            loss: scalar(loss),
-            loss_decode: scalar(loss_decode),
-            loss_semantic: scalar(loss_semantic),
-            accuracy,
+            loss: stats.loss,
+            loss_decode: stats.loss_decode,
+            loss_semantic: stats.loss_semantic,
+            accuracy: stats.accuracy,
             seconds: step_start.elapsed().as_secs_f64(),
             val_miou: None,
             val_accuracy: None,

@@ -270,3 +270,14 @@ fn init_from_an_official_checkpoint_or_a_swin_backbone_then_trains() {
     let moved = max_abs_diff(&trained.tensors[name], &official.tensors[name]);
     assert!(moved > 1e-6 && moved < 1e-3, "{name}: {moved} from the Swin weights after one step");
 }
+
+#[test]
+fn devices_this_build_lacks_are_explained() {
+    let weights = fixture("semask-ref/tiny.safetensors");
+    let eval = |device: &str| {
+        run_train(&["--device", device, "eval", "--arch", "tiny", "--weights", weights.to_str().unwrap()])
+    };
+    #[cfg(not(feature = "cuda"))]
+    assert_clear_error(&eval("cuda:1"), &["built without CUDA", "--features cuda"]);
+    assert_clear_error(&eval("gpu"), &["unknown device", "cpu, cuda or cuda:N"]);
+}

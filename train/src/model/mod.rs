@@ -211,3 +211,19 @@ impl SeMaskFpn {
         decoder::resize(logits.clone(), [height, width])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_variant_switch_follows_spec_2_4() {
+        let cityscapes = ArchConfig::semask_t();
+        assert!((0..4).all(|i| !cityscapes.global_semask(i)));
+        let ade = ArchConfig { num_classes: 150, ..ArchConfig::semask_t() };
+        assert_eq!((0..4).map(|i| ade.global_semask(i)).collect::<Vec<_>>(), [false, false, true, true]);
+        // Other widths keep windows whatever the class count (e.g. Swin-B, embed 128).
+        let base = ArchConfig { embed_dim: 128, num_classes: 150, ..ArchConfig::semask_t() };
+        assert!((0..4).all(|i| !base.global_semask(i)));
+    }
+}

@@ -94,3 +94,49 @@ impl SemanticLayer {
         (u, s)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{Distribution, TensorData};
+
+    use super::*;
+
+    /// The same weights as a windowed and as a global (SPEC 2.4) layer, with gamma = 1 and
+    /// unit-scale weights (not Swin's 0.02) so that the attention shows in the output.
+    fn layers(device: &Device) -> (SemanticLayer, SemanticLayer) {
+        let mut windowed = SemanticLayer::new(8, 5, false, device);
+        let attention = &mut windowed.class_injection[0];
+        attention.gamma = Param::from_tensor(Tensor::from_data(TensorData::from([1.0f32]), device));
+        for linear in
+            [&mut attention.mlp_cls_q, &mut attention.mlp_cls_k, &mut attention.mlp_v, &mut attention.mlp_res]
+        {
+            let shape = linear.weight.dims();
+            linear.weight = Param::from_tensor(Tensor::random(shape, Distribution::Normal(0.0, 1.0), device));
+        }
+        let global = SemanticLayer { global: true, ..windowed.clone() };
+        (windowed, global)
+    }
+
+    fn max_diff(a: Tensor<3>, b: Tensor<3>) -> f32 {
+        a.sub(b).abs().max().into_data().convert::<f32>().try_to_vec::<f32>().unwrap()[0]
+    }
+
+    #[test]
+    fn global_block_attends_over_the_whole_image() {
+        let device = crate::cpu();
+        let (windowed, global) = layers(&device);
+        // One 7x7 window, no padding: windowed and global attention are the same computation.
+        let x = Tensor::<3>::random([2, 49, 8], Distribution::Normal(0.0, 1.0), &device);
+        let (u_w, s_w) = windowed.forward(x.clone(), 7, 7);
+        let (u_g, s_g) = global.forward(x, 7, 7);
+        assert!(max_diff(u_w, u_g) < 1e-5);
+        assert!(max_diff(s_w, s_g) < 1e-5);
+        // Two windows (and padding): tokens now see the other window only in the global block.
+        let x = Tensor::<3>::random([1, 14 * 9, 8], Distribution::Normal(0.0, 1.0), &device);
+        let (u_w, s_w) = windowed.forward(x.clone(), 14, 9);
+        let (u_g, s_g) = global.forward(x, 14, 9);
+        assert!(max_diff(u_w, u_g) > 1e-3, "global block computed windowed attention");
+        // The class prior is a per-token projection: the same either way.
+        assert!(max_diff(s_w, s_g) < 1e-5);
+    }
+}

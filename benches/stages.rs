@@ -10,7 +10,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use semask_edge::frame::{Frame, Rgb8Image};
 use semask_edge::model::ClassTable;
 use semask_edge::postprocess::{Needs, Postprocessor, Upsample};
-use semask_edge::preprocess::{ChannelOrder, IMAGENET_MEAN, IMAGENET_STD, PreprocSpec, Preprocessor};
+use semask_edge::preprocess::{PreprocSpec, Preprocessor};
 use semask_edge::source::synth::{SynthConfig, SynthScene};
 
 const FRAME_W: usize = 2048;
@@ -67,13 +67,7 @@ fn bench_stages(c: &mut Criterion) {
     });
 
     let image = frame();
-    let spec = PreprocSpec {
-        input_width: NET_W,
-        input_height: NET_H,
-        mean: IMAGENET_MEAN,
-        std: IMAGENET_STD,
-        channel_order: ChannelOrder::Rgb,
-    };
+    let spec = PreprocSpec::imagenet(NET_W, NET_H);
     let mut pre = Preprocessor::new(spec);
     let mut input = vec![0.0; spec.input_len()];
     c.bench_function("preprocess 2048x1024 -> 1024x512", |b| b.iter(|| pre.run(&image, &mut input)));

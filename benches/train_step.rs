@@ -146,23 +146,7 @@ fn main() {
             .collect()
     };
     let autodiff = device.clone().autodiff();
-    let config = TrainConfig {
-        arch: arch.clone(),
-        iterations: 80_000,
-        batch: args.batch,
-        lr: 1e-3,
-        weight_decay: 0.05,
-        warmup_iterations: 0,
-        warmup_ratio: 1e-5,
-        poly_power: 1.0,
-        min_lr: 0.0,
-        grad_clip: None,
-        semantic_weight: 0.4,
-        seed: 0,
-        checkpoint_every: 0,
-        eval_every: 0,
-        workers: 1,
-    };
+    let config = TrainConfig { batch: args.batch, ..TrainConfig::official(arch.clone()) };
     let mut optim = training::optimizer(&config);
     let mut train_model = Some(SeMaskFpn::new(&arch, &autodiff));
     let mut burn_train = |n: usize| -> Vec<f64> {

@@ -48,6 +48,18 @@ pub struct PreprocSpec {
 }
 
 impl PreprocSpec {
+    /// SeMask's normalisation (ImageNet mean and std, RGB) at a network input size; 0 x 0 where
+    /// the size is set per image (training, evaluation at full resolution).
+    pub fn imagenet(input_width: usize, input_height: usize) -> PreprocSpec {
+        PreprocSpec {
+            input_width,
+            input_height,
+            mean: IMAGENET_MEAN,
+            std: IMAGENET_STD,
+            channel_order: ChannelOrder::Rgb,
+        }
+    }
+
     /// Number of f32 values of the network input (`3 * H * W`).
     pub fn input_len(&self) -> usize {
         3 * self.input_width * self.input_height

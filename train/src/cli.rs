@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 
 use semask_edge::frame::Frame;
 use semask_edge::model::ClassTable;
-use semask_edge::preprocess::{ChannelOrder, IMAGENET_MEAN, IMAGENET_STD, PreprocSpec};
+use semask_edge::preprocess::PreprocSpec;
 use semask_edge::sink::Sink;
 use semask_edge::sink::images::{LabelIds, PngDirSink, PngKind, write_atomically};
 use semask_edge::source::synth::SynthConfig;
@@ -84,15 +84,10 @@ impl DataArgs {
     }
 }
 
-/// The normalisation of SeMask's configs (also what the runtime assumes without metadata).
+/// The normalisation of SeMask's configs (also what the runtime assumes without metadata), at
+/// each image's own size.
 fn imagenet_spec() -> PreprocSpec {
-    PreprocSpec {
-        input_width: 0,
-        input_height: 0,
-        mean: IMAGENET_MEAN,
-        std: IMAGENET_STD,
-        channel_order: ChannelOrder::Rgb,
-    }
+    PreprocSpec::imagenet(0, 0)
 }
 
 #[derive(Debug, Args)]
@@ -204,21 +199,17 @@ pub fn train(args: TrainArgs, device: burn::tensor::Device) -> anyhow::Result<()
             }
             let arch = args.arch.resolve()?;
             let config = TrainConfig {
-                arch: arch.clone(),
                 iterations: args.iterations.unwrap_or(80_000),
                 batch: args.batch,
                 lr: args.lr,
                 weight_decay: args.weight_decay,
                 warmup_iterations: args.warmup,
-                warmup_ratio: 1e-5,
-                poly_power: 1.0,
-                min_lr: 0.0,
                 grad_clip: args.grad_clip,
-                semantic_weight: 0.4,
                 seed: args.seed,
                 checkpoint_every: args.checkpoint_every,
                 eval_every: args.eval_every,
                 workers: args.workers,
+                ..TrainConfig::official(arch.clone())
             };
             let mut model = SeMaskFpn::new(&arch, &device);
             if let Some(init) = &args.init {

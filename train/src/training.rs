@@ -46,6 +46,28 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
+    /// The official Cityscapes recipe (SPEC section 0) for `arch`: 80k iterations of batch 8,
+    /// AdamW lr 1e-3 and weight decay 0.05, 1500 warm-up iterations from 1e-5, poly power 1.
+    pub fn official(arch: ArchConfig) -> TrainConfig {
+        TrainConfig {
+            arch,
+            iterations: 80_000,
+            batch: 8,
+            lr: 1e-3,
+            weight_decay: 0.05,
+            warmup_iterations: 1500,
+            warmup_ratio: 1e-5,
+            poly_power: 1.0,
+            min_lr: 0.0,
+            grad_clip: None,
+            semantic_weight: 0.4,
+            seed: 0,
+            checkpoint_every: 8000,
+            eval_every: 8000,
+            workers: 2,
+        }
+    }
+
     /// The learning rate at iteration `t` (mmcv's poly policy with linear warm-up).
     pub fn lr_at(&self, t: usize) -> f64 {
         let progress = (t as f64 / self.iterations.max(1) as f64).min(1.0);
@@ -424,23 +446,7 @@ mod tests {
     use super::*;
 
     fn config() -> TrainConfig {
-        TrainConfig {
-            arch: ArchConfig::tiny(),
-            iterations: 80_000,
-            batch: 8,
-            lr: 1e-3,
-            weight_decay: 0.05,
-            warmup_iterations: 1500,
-            warmup_ratio: 1e-5,
-            poly_power: 1.0,
-            min_lr: 0.0,
-            grad_clip: None,
-            semantic_weight: 0.4,
-            seed: 0,
-            checkpoint_every: 8000,
-            eval_every: 8000,
-            workers: 2,
-        }
+        TrainConfig::official(ArchConfig::tiny())
     }
 
     #[test]

@@ -83,14 +83,7 @@ impl Checkpoint {
     /// Loads every parameter of `model` from this checkpoint, by name. Fails, listing them, on
     /// missing, unexpected or mis-shaped tensors (buffers are checked, not loaded).
     pub fn load_into(&self, model: SeMaskFpn, device: &Device) -> Result<SeMaskFpn, WeightsError> {
-        let mut loader = Loader {
-            checkpoint: self,
-            device: device.clone(),
-            path: Vec::new(),
-            used: BTreeSet::new(),
-            missing: Vec::new(),
-            misshaped: Vec::new(),
-        };
+        let mut loader = Loader::new(self, device);
         let model = model.map(&mut loader);
         let Loader { used, mut missing, mut misshaped, .. } = loader;
         let expected_index = relative_position_index();
@@ -147,14 +140,7 @@ impl Checkpoint {
             path: self.path.clone(),
             tensors: self.tensors.iter().filter_map(|(k, v)| rename(k).map(|n| (n, v.clone()))).collect(),
         };
-        let mut loader = Loader {
-            checkpoint: &renamed,
-            device: device.clone(),
-            path: Vec::new(),
-            used: BTreeSet::new(),
-            missing: Vec::new(),
-            misshaped: Vec::new(),
-        };
+        let mut loader = Loader::new(&renamed, device);
         let model = model.map(&mut loader);
         let loaded = loader.used.len() - loader.misshaped.len();
         (model, loaded)
@@ -275,6 +261,19 @@ struct Loader<'a> {
     used: BTreeSet<String>,
     missing: Vec<String>,
     misshaped: Vec<String>,
+}
+
+impl<'a> Loader<'a> {
+    fn new(checkpoint: &'a Checkpoint, device: &Device) -> Loader<'a> {
+        Loader {
+            checkpoint,
+            device: device.clone(),
+            path: Vec::new(),
+            used: BTreeSet::new(),
+            missing: Vec::new(),
+            misshaped: Vec::new(),
+        }
+    }
 }
 
 impl ModuleMapper for Loader<'_> {

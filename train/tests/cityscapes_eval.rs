@@ -13,23 +13,10 @@ use std::path::Path;
 use util::{fixture, run_reference, run_train};
 
 fn eval(root: &Path, labels: &Path, report: &Path) -> serde_json::Value {
-    let weights = fixture("semask-ref/tiny.safetensors");
-    let args = [
-        "eval",
-        "--arch",
-        "tiny",
-        "--weights",
-        weights.to_str().unwrap(),
-        "--dataset",
-        "cityscapes",
-        "--data-root",
-        root.to_str().unwrap(),
-        "--save-labels",
-        labels.to_str().unwrap(),
-        "--report",
-        report.to_str().unwrap(),
-    ];
-    let out = run_train(&args);
+    let out = util::eval_tiny_on_cityscapes(
+        root,
+        &["--save-labels", labels.to_str().unwrap(), "--report", report.to_str().unwrap()],
+    );
     assert!(out.status.success(), "eval failed:\n{}", util::stderr(&out));
     serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap()
 }
@@ -92,4 +79,40 @@ fn eval_matches_cityscapesscripts() {
     eprintln!("second pass: mIoU {} over {} classes with 0 < IoU < 1", ours["miou"], partial);
     assert!(partial >= 3, "only {partial} classes with 0 < IoU < 1: the comparison is too weak\n{ours}");
     assert!(ours["pixels"].as_u64().unwrap() < (names.len() * size.0 * size.1) as u64, "ego rows counted");
+}
+
+/// `eval --onnx` (the runtime's tract path, exact upsampling) and `eval --weights` (burn) agree
+/// on the same model: the tiny fixture, on frames at its ONNX input size (224x112).
+#[test]
+fn eval_of_the_onnx_export_agrees_with_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |source: &[&str], name: &str| {
+        let labels = dir.path().join(name);
+        let report = dir.path().join(format!("{name}.json"));
+        let mut args = vec!["eval", "--arch", "tiny", "--synth-size", "224x112", "--synth-frames", "3"];
+        args.extend_from_slice(source);
+        args.extend(["--save-labels", labels.to_str().unwrap(), "--report", report.to_str().unwrap()]);
+        let out = run_train(&args);
+        assert!(out.status.success(), "eval {source:?} failed:\n{}", util::stderr(&out));
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap();
+        (labels, report)
+    };
+    let weights = fixture("semask-ref/tiny.safetensors");
+    let onnx = fixture("semask-ref/tiny.onnx");
+    let (burn_labels, burn) = run(&["--weights", weights.to_str().unwrap()], "burn");
+    let (onnx_labels, tract) = run(&["--onnx", onnx.to_str().unwrap()], "onnx");
+    let (mut same, mut total) = (0usize, 0usize);
+    for entry in std::fs::read_dir(&burn_labels).unwrap() {
+        let name = entry.unwrap().file_name();
+        let a = image::open(burn_labels.join(&name)).unwrap().into_luma8();
+        let b = image::open(onnx_labels.join(&name)).unwrap().into_luma8();
+        same += a.as_raw().iter().zip(b.as_raw()).filter(|(x, y)| x == y).count();
+        total += a.as_raw().len();
+    }
+    assert_eq!(total, 6 * 224 * 112, "label maps of 6 frames (2 drives x 3)");
+    let agreement = same as f64 / total as f64;
+    assert!(agreement >= 0.999, "burn and ONNX labels agree on {:.4}% of pixels", 100.0 * agreement);
+    let (a, b) = (burn["miou"].as_f64().unwrap(), tract["miou"].as_f64().unwrap());
+    assert!((a - b).abs() < 2e-3, "mIoU burn {a}, ONNX {b}");
 }

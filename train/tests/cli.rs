@@ -175,37 +175,16 @@ fn dataset_with_missing_label_files_is_refused_before_any_output() {
     let missing = root.join("gtFine/val/aachen").join(format!("{}_gtFine_labelIds.png", names[1]));
     std::fs::remove_file(&missing).unwrap();
     let (labels, report) = (dir.path().join("labels"), dir.path().join("report.json"));
-    let out = run_train(&[
-        "eval",
-        "--arch",
-        "tiny",
-        "--weights",
-        fixture("semask-ref/tiny.safetensors").to_str().unwrap(),
-        "--dataset",
-        "cityscapes",
-        "--data-root",
-        root.to_str().unwrap(),
-        "--save-labels",
-        labels.to_str().unwrap(),
-        "--report",
-        report.to_str().unwrap(),
-    ]);
+    let out = util::eval_tiny_on_cityscapes(
+        &root,
+        &["--save-labels", labels.to_str().unwrap(), "--report", report.to_str().unwrap()],
+    );
     assert_clear_error(&out, &["1 images have no label file", &names[1], "gtFine"]);
     assert!(!labels.exists() && !report.exists(), "outputs written for a refused dataset");
 
     // No gtFine at all, and no leftImg8bit at all.
     std::fs::remove_dir_all(root.join("gtFine")).unwrap();
-    let out = run_train(&[
-        "eval",
-        "--arch",
-        "tiny",
-        "--weights",
-        fixture("semask-ref/tiny.safetensors").to_str().unwrap(),
-        "--dataset",
-        "cityscapes",
-        "--data-root",
-        root.to_str().unwrap(),
-    ]);
+    let out = util::eval_tiny_on_cityscapes(&root, &[]);
     assert_clear_error(&out, &["2 images have no label file"]);
     let out = run_train(&[
         "train",

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use burn::module::Module;
 use std::sync::atomic::AtomicBool;
 
-use semask_edge::preprocess::{ChannelOrder, IMAGENET_MEAN, IMAGENET_STD, PreprocSpec};
+use semask_edge::preprocess::PreprocSpec;
 use semask_edge::source::synth::SynthConfig;
 use semask_train::data::augment::AugmentConfig;
 use semask_train::data::{Dataset, Synth};
@@ -18,13 +18,7 @@ fn tiny_model_overfits_eight_synthetic_frames() {
     let (w, h) = (128, 64);
     let data =
         Arc::new(Synth::new(SynthConfig { width: w, height: h, ..Default::default() }, vec![3], 8, 20));
-    let spec = PreprocSpec {
-        input_width: 0,
-        input_height: 0,
-        mean: IMAGENET_MEAN,
-        std: IMAGENET_STD,
-        channel_order: ChannelOrder::Rgb,
-    };
+    let spec = PreprocSpec::imagenet(0, 0);
     let augment = AugmentConfig {
         scale: (w, h),
         ratio_range: (1.0, 1.0),
@@ -36,21 +30,16 @@ fn tiny_model_overfits_eight_synthetic_frames() {
     };
     let iterations = std::env::var("OVERFIT_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
     let config = TrainConfig {
-        arch: ArchConfig::tiny(),
         iterations,
         batch: 8,
         lr: 2e-3,
         weight_decay: 0.01,
         warmup_iterations: 20,
         warmup_ratio: 1e-3,
-        poly_power: 1.0,
-        min_lr: 0.0,
-        grad_clip: None,
-        semantic_weight: 0.4,
-        seed: 0,
         checkpoint_every: 0,
         eval_every: 0,
         workers: 1,
+        ..TrainConfig::official(ArchConfig::tiny())
     };
     let device = semask_train::cpu().autodiff();
     let model = SeMaskFpn::new(&config.arch, &device);

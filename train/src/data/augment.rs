@@ -257,16 +257,9 @@ fn hsv_to_rgb(h: f32, s: f32, v: f32) -> [f32; 3] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use semask_edge::preprocess::{ChannelOrder, IMAGENET_MEAN, IMAGENET_STD};
 
     fn spec() -> PreprocSpec {
-        PreprocSpec {
-            input_width: 0,
-            input_height: 0,
-            mean: IMAGENET_MEAN,
-            std: IMAGENET_STD,
-            channel_order: ChannelOrder::Rgb,
-        }
+        PreprocSpec::imagenet(0, 0)
     }
 
     fn sample(w: usize, h: usize) -> Sample {

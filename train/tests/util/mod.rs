@@ -20,6 +20,16 @@ pub fn run_train(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_semask-train")).args(args).output().expect("cannot start semask-train")
 }
 
+/// `semask-train eval` of the tiny fixture weights on the Cityscapes-layout folder `root`,
+/// with `extra` flags.
+pub fn eval_tiny_on_cityscapes(root: &Path, extra: &[&str]) -> Output {
+    let weights = fixture("semask-ref/tiny.safetensors");
+    let mut args = vec!["eval", "--arch", "tiny", "--weights", weights.to_str().unwrap()];
+    args.extend(["--dataset", "cityscapes", "--data-root", root.to_str().unwrap()]);
+    args.extend_from_slice(extra);
+    run_train(&args)
+}
+
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::Args;
 
 use semask_edge::frame::Frame;
 use semask_edge::model::ClassTable;
@@ -15,22 +15,13 @@ use semask_edge::sink::Sink;
 use semask_edge::sink::images::{LabelIds, PngDirSink, PngKind, write_atomically};
 use semask_edge::source::synth::SynthConfig;
 use semask_train::data::augment::AugmentConfig;
-use semask_train::data::{Cityscapes, Dataset, Sample, Synth};
+use semask_train::data::{Cityscapes, DataRecipe, Dataset, DatasetKind, Sample, Synth};
 use semask_train::eval::ConfusionMatrix;
 use semask_train::model::SeMaskFpn;
 use semask_train::training::{self, RunDir, TrainConfig};
 use semask_train::weights::Checkpoint;
 
 use crate::ArchArgs;
-
-/// Which data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum DatasetKind {
-    /// Procedural driving scenes of the runtime's `synth://` (exact labels, no download).
-    Synth,
-    /// A Cityscapes folder (`leftImg8bit/`, `gtFine/`).
-    Cityscapes,
-}
 
 #[derive(Debug, Clone, Args)]
 pub struct DataArgs {
@@ -70,17 +61,67 @@ fn parse_seeds(text: &str) -> Result<Range<u64>, String> {
 impl DataArgs {
     /// The dataset of a split: Cityscapes `split`, or synth drives `seeds`.
     fn open(&self, split: &str, seeds: &Range<u64>) -> anyhow::Result<Arc<dyn Dataset>> {
-        Ok(match self.dataset {
-            DatasetKind::Cityscapes => {
-                let root = self.data_root.as_ref().expect("clap requires --data-root for cityscapes");
-                Arc::new(Cityscapes::open(root, split)?)
-            }
-            DatasetKind::Synth => {
-                let (w, h) = self.synth_size;
-                let config = SynthConfig { width: w, height: h, ..Default::default() };
-                Arc::new(Synth::new(config, seeds.clone().collect(), self.synth_frames, 15))
-            }
-        })
+        open_dataset(
+            self.dataset,
+            self.data_root.as_deref(),
+            self.synth_size,
+            self.synth_frames,
+            split,
+            seeds,
+        )
+    }
+}
+
+fn open_dataset(
+    kind: DatasetKind,
+    root: Option<&std::path::Path>,
+    (w, h): (usize, usize),
+    synth_frames: usize,
+    split: &str,
+    seeds: &Range<u64>,
+) -> anyhow::Result<Arc<dyn Dataset>> {
+    Ok(match kind {
+        DatasetKind::Cityscapes => {
+            let root = root.ok_or_else(|| anyhow::anyhow!("--dataset cityscapes needs --data-root DIR"))?;
+            Arc::new(Cityscapes::open(root, split)?)
+        }
+        DatasetKind::Synth => {
+            let config = SynthConfig { width: w, height: h, ..Default::default() };
+            Arc::new(Synth::new(config, seeds.clone().collect(), synth_frames, 15))
+        }
+    })
+}
+
+/// The flags of `train` that define its data; a resumed run keeps the ones it was started with.
+pub const DATA_FLAGS: [&str; 9] = [
+    "dataset",
+    "data_root",
+    "synth_size",
+    "synth_frames",
+    "train_seeds",
+    "val_seeds",
+    "crop",
+    "scale",
+    "no_photometric",
+];
+
+impl TrainArgs {
+    /// The data recipe these flags give.
+    fn data_recipe(&self) -> DataRecipe {
+        DataRecipe {
+            dataset: self.data.dataset,
+            data_root: self.data.data_root.clone(),
+            synth_size: self.data.synth_size,
+            synth_frames: self.data.synth_frames,
+            train_seeds: self.train_seeds.clone(),
+            val_seeds: self.val_seeds.clone(),
+            crop: self.crop,
+            scale: self.scale.unwrap_or(match self.data.dataset {
+                DatasetKind::Cityscapes => (2048, 1024),
+                DatasetKind::Synth => self.data.synth_size,
+            }),
+            photometric: !self.no_photometric,
+        }
     }
 }
 
@@ -175,18 +216,46 @@ fn parse_hxw(text: &str) -> Result<(usize, usize), String> {
     parse_wxh(text)
 }
 
-pub fn train(args: TrainArgs, device: burn::tensor::Device) -> anyhow::Result<()> {
+/// `semask-train train`. `data_flags_given`: which of [`DATA_FLAGS`] were on the command line
+/// (a resumed run refuses to change its data).
+pub fn train(args: TrainArgs, data_flags_given: &[&str], device: burn::tensor::Device) -> anyhow::Result<()> {
     let device = device.autodiff();
     let (mut config, start, model, optim) = match &args.resume {
         Some(dir) => {
             let (weights, optim_path, state) = training::latest_checkpoint(dir)?;
             let model = Checkpoint::read(&weights)?
                 .load_into(SeMaskFpn::new(&state.config.arch, &device), &device)?;
+            let (model, without_id) = training::restore_param_ids(model, &state.param_ids);
+            if without_id > 0 {
+                log::warn!(
+                    "{without_id} parameters have no saved optimizer id (checkpoint written by an older \
+                     semask-train): their AdamW moments restart from zero"
+                );
+            }
             let optim = training::optimizer(&state.config).load(&optim_path).map_err(|e| {
                 anyhow::anyhow!("cannot read optimizer state {}: {e:?}", optim_path.display())
             })?;
             log::info!("resuming {} at iteration {}", dir.display(), state.iteration);
-            (state.config, state.iteration, model, optim)
+            let mut config = state.config;
+            match (&config.data, data_flags_given.first()) {
+                (Some(_), Some(flag)) => anyhow::bail!(
+                    "--{}: a resumed run keeps the data it was started with ({}); drop the flag, or \
+                     start a new run with --init {}",
+                    flag.replace('_', "-"),
+                    dir.join("config.json").display(),
+                    weights.display()
+                ),
+                (Some(_), None) => {}
+                (None, _) => {
+                    log::warn!(
+                        "{} records no data recipe (written by an older semask-train): using the \
+                         data flags of this command line",
+                        dir.display()
+                    );
+                    config.data = Some(args.data_recipe());
+                }
+            }
+            (config, state.iteration, model, optim)
         }
         None => {
             let out = args.out.as_ref().expect("clap requires --out or --resume");
@@ -209,6 +278,7 @@ pub fn train(args: TrainArgs, device: burn::tensor::Device) -> anyhow::Result<()
                 checkpoint_every: args.checkpoint_every,
                 eval_every: args.eval_every,
                 workers: args.workers,
+                data: Some(args.data_recipe()),
                 ..TrainConfig::official(arch.clone())
             };
             let mut model = SeMaskFpn::new(&arch, &device);
@@ -226,21 +296,28 @@ pub fn train(args: TrainArgs, device: burn::tensor::Device) -> anyhow::Result<()
         // The poly schedule follows the new total from here on.
         config.iterations = total;
     }
-    let scale = args.scale.unwrap_or(match args.data.dataset {
-        DatasetKind::Cityscapes => (2048, 1024),
-        DatasetKind::Synth => args.data.synth_size,
-    });
+    let data = config.data.clone().expect("set above for new and resumed runs");
     let augment = AugmentConfig {
-        scale: (scale.0.max(scale.1), scale.0.min(scale.1)),
+        scale: (data.scale.0.max(data.scale.1), data.scale.0.min(data.scale.1)),
         ratio_range: (0.5, 2.0),
-        crop: args.crop,
+        crop: data.crop,
         cat_max_ratio: 0.75,
         flip_prob: 0.5,
-        photometric: !args.no_photometric,
+        photometric: data.photometric,
         spec: imagenet_spec(),
     };
-    let train_data = args.data.open("train", &args.train_seeds)?;
-    let val_data = if config.eval_every > 0 { Some(args.data.open("val", &args.val_seeds)?) } else { None };
+    let open = |split, seeds| {
+        open_dataset(
+            data.dataset,
+            data.data_root.as_deref(),
+            data.synth_size,
+            data.synth_frames,
+            split,
+            seeds,
+        )
+    };
+    let train_data = open("train", &data.train_seeds)?;
+    let val_data = if config.eval_every > 0 { Some(open("val", &data.val_seeds)?) } else { None };
     log::info!("training on {}", train_data.describe());
     static STOP: AtomicBool = AtomicBool::new(false);
     if let Err(e) = ctrlc::set_handler(|| STOP.store(true, std::sync::atomic::Ordering::SeqCst)) {

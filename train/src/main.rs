@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use burn::tensor::{Tensor, TensorData};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use semask_train::arrays::{read_npy, write_npz};
 use semask_train::model::{ArchConfig, SeMaskFpn, to_vec};
@@ -134,7 +134,17 @@ fn forward(args: ForwardArgs, device: burn::tensor::Device) -> anyhow::Result<()
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let data_flags_given: Vec<&str> = matches
+        .subcommand_matches("train")
+        .map(|m| {
+            cli::DATA_FLAGS
+                .into_iter()
+                .filter(|id| m.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
+                .collect()
+        })
+        .unwrap_or_default();
     let level = match cli.verbose {
         0 => "warn",
         1 => "info",
@@ -145,7 +155,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Forward(args) => forward(args, cli.device),
-        Command::Train(args) => cli::train(args, cli.device),
+        Command::Train(args) => cli::train(args, &data_flags_given, cli.device),
         Command::Eval(args) => cli::eval(args, cli.device),
     };
     match result {

@@ -80,6 +80,19 @@ fn resume_continues_from_the_latest_checkpoint() {
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("checkpoints/iter_6.json")).unwrap()).unwrap();
     assert_eq!(state["config"]["iterations"], 6);
+    // The resumed run trained on the data it was started with (it once fell back to the
+    // default 768x768 crops, 16 times the pixels), and refuses to change it.
+    let original = &train_args("--out", run_s, "4");
+    let crop = &original[original.iter().position(|a| *a == "--crop").unwrap() + 1];
+    let (h, w) = crop.split_once('x').unwrap();
+    assert_eq!(
+        state["config"]["data"]["crop"],
+        serde_json::json!([h.parse::<u64>().unwrap(), w.parse::<u64>().unwrap()])
+    );
+    assert_clear_error(
+        &run_train(&["train", "--resume", run_s, "--iterations", "8", "--crop", "64x64"]),
+        &["--crop", "keeps the data it was started with", "config.json"],
+    );
 
     // The finished run's weights load for evaluation.
     let out = run_train(&[

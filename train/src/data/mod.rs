@@ -14,6 +14,36 @@ use semask_edge::model::classes::CITYSCAPES_LABEL_IDS;
 use semask_edge::source::images::decode_into;
 use semask_edge::source::synth::{SynthConfig, SynthScene};
 
+/// Which data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatasetKind {
+    /// Procedural driving scenes of the runtime's `synth://` (exact labels, no download).
+    Synth,
+    /// A Cityscapes folder (`leftImg8bit/`, `gtFine/`).
+    Cityscapes,
+}
+
+/// What a training run trains and evaluates on, saved with the run so that `--resume`
+/// continues on the same data and crops.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DataRecipe {
+    pub dataset: DatasetKind,
+    /// Cityscapes root.
+    pub data_root: Option<PathBuf>,
+    /// Synthetic frame size (width, height).
+    pub synth_size: (usize, usize),
+    /// Frames per synthetic drive.
+    pub synth_frames: usize,
+    pub train_seeds: std::ops::Range<u64>,
+    pub val_seeds: std::ops::Range<u64>,
+    /// Training crop (height, width).
+    pub crop: (usize, usize),
+    /// Base scale (long, short edge) before the random ratio.
+    pub scale: (usize, usize),
+    pub photometric: bool,
+}
+
 /// One image and its labels (Cityscapes train ids 0..18, 255 ignored).
 #[derive(Debug, Clone, Default)]
 pub struct Sample {

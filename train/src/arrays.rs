@@ -40,3 +40,14 @@ pub fn write_npz(path: &Path, arrays: &[(&str, &[usize], &[f32])]) -> anyhow::Re
     semask_edge::sink::images::write_atomically(path, archive.get_ref())
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }
+
+/// Writes a float32 `.npy` file (complete or not at all).
+pub fn write_npy(path: &Path, shape: &[usize], values: &[f32]) -> anyhow::Result<()> {
+    let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+    let mut out = Vec::new();
+    let mut writer = npyz::WriteOptions::new().default_dtype().shape(&shape).writer(&mut out).begin_nd()?;
+    writer.extend(values.iter().copied())?;
+    writer.finish()?;
+    semask_edge::sink::images::write_atomically(path, &out)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+}

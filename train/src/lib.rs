@@ -12,6 +12,7 @@ pub mod arrays;
 pub mod data;
 pub mod eval;
 pub mod model;
+pub mod onnx;
 pub mod training;
 pub mod weights;
 

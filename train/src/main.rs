@@ -3,6 +3,7 @@
 //! Exit status: 0 success, 2 error (the message names the file and the fix).
 
 mod cli;
+mod cli_export;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +43,20 @@ const EVAL_EXAMPLES: &str = "Examples:
   # an ONNX export, through the runtime (exact upsampling)
   semask-train eval --onnx model.onnx --dataset cityscapes --data-root ~/cityscapes";
 
+const EXPORT_EXAMPLES: &str = "Examples:
+  # a trained checkpoint at the Cityscapes network size
+  semask-train export --arch semask-t --weights runs/city/checkpoints/iter_80000.safetensors \\
+      --input-size 512x1024 --out semask-t.onnx
+  # the full-size architecture with fresh weights, for benchmarks
+  semask-train export --arch semask-t --random-init --out semask-t-random.onnx
+  # with the upsampled and semantic logits too (to compare against PyTorch)
+  semask-train export --arch tiny --weights tiny.safetensors --input-size 224x224 \\
+      --with-upsampled --with-semantic --out tiny.onnx
+
+The graph has one input `input` [1, 3, H, W] (RGB normalised with the ImageNet mean/std) and
+the output `logits` [1, K, H/4, W/4]; `semask-edge run --model FILE` reads its metadata
+(classes, palette, mean, std) without flags.";
+
 #[derive(Debug, Parser)]
 #[command(name = "semask-train", version, about = "SeMask-T FPN in burn: import, train, evaluate, export")]
 struct Cli {
@@ -70,6 +85,9 @@ enum Command {
     /// mIoU, per-class IoU and pixel accuracy of a checkpoint or an ONNX model over a dataset.
     #[command(after_help = EVAL_EXAMPLES)]
     Eval(cli::EvalArgs),
+    /// Write the model as a static-shape ONNX file (opset 17) with the runtime's metadata.
+    #[command(after_help = EXPORT_EXAMPLES)]
+    Export(cli_export::ExportArgs),
 }
 
 /// Which architecture: a preset or a JSON file.
@@ -157,6 +175,7 @@ fn main() -> ExitCode {
         Command::Forward(args) => forward(args, cli.device),
         Command::Train(args) => cli::train(args, &data_flags_given, cli.device),
         Command::Eval(args) => cli::eval(args, cli.device),
+        Command::Export(args) => cli_export::run(args, cli.device),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -69,9 +69,9 @@ pub struct Conv2d {
     pub weight: Param<Tensor<4>>,
     pub bias: Option<Param<Tensor<1>>>,
     #[module(skip)]
-    stride: usize,
+    pub(crate) stride: usize,
     #[module(skip)]
-    padding: usize,
+    pub(crate) padding: usize,
 }
 
 /// How a convolution's weights start.

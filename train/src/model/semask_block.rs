@@ -52,7 +52,7 @@ pub struct SemanticLayer {
     pub norm1: LayerNorm,
     pub class_injection: Vec<SemanticAttention>,
     #[module(skip)]
-    global: bool,
+    pub(crate) global: bool,
 }
 
 impl SemanticLayer {

@@ -95,7 +95,7 @@ pub struct WindowAttention {
     pub qkv: Linear,
     pub proj: Linear,
     #[module(skip)]
-    heads: usize,
+    pub(crate) heads: usize,
 }
 
 impl WindowAttention {
@@ -163,7 +163,7 @@ pub struct SwinBlock {
     pub mlp: Mlp,
     pub drop_path: Dropout,
     #[module(skip)]
-    shifted: bool,
+    pub(crate) shifted: bool,
 }
 
 impl SwinBlock {

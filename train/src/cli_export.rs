@@ -1,0 +1,126 @@
+//! `semask-train export`: a checkpoint (or fresh weights) as a static-shape ONNX file with the
+//! runtime's metadata.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use semask_edge::model::ClassTable;
+use semask_edge::model::metadata::{
+    KEY_CHANNEL_ORDER, KEY_CLASSES, KEY_LOGITS, KEY_MEAN, KEY_PALETTE, KEY_STD,
+};
+use semask_edge::preprocess::{IMAGENET_MEAN, IMAGENET_STD};
+use semask_train::model::SeMaskFpn;
+use semask_train::onnx::export::{ExportOptions, LOGITS, export};
+use semask_train::onnx::graph::write_model;
+use semask_train::weights::Checkpoint;
+
+use crate::ArchArgs;
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    arch: ArchArgs,
+
+    /// Weights: .safetensors or PyTorch .pth with the official parameter names.
+    #[arg(long, value_name = "FILE", required_unless_present = "random_init")]
+    weights: Option<PathBuf>,
+
+    /// Export the architecture with freshly initialised weights (for benchmarks).
+    #[arg(long, conflicts_with = "weights")]
+    random_init: bool,
+
+    /// Network input size HxW (static in the graph; the runtime resizes frames to it).
+    #[arg(long, value_name = "HxW", default_value = "512x1024", value_parser = parse_hxw)]
+    input_size: (usize, usize),
+
+    /// Also output `logits_up`: the logits bilinearly resized to the input size.
+    #[arg(long)]
+    with_upsampled: bool,
+
+    /// Also output `sem_logits`: the semantic branch (a training signal; not needed to deploy).
+    #[arg(long)]
+    with_semantic: bool,
+
+    /// What the weights were trained on, for the `semask.training_data` metadata [default: read
+    /// from the run's config.json next to the checkpoint, else "unknown"].
+    #[arg(long, value_name = "TEXT")]
+    training_data: Option<String>,
+
+    /// Output ONNX file.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+}
+
+fn parse_hxw(text: &str) -> Result<(usize, usize), String> {
+    let (h, w) = text.split_once(['x', 'X']).ok_or_else(|| format!("{text:?} is not HxW"))?;
+    match (h.parse(), w.parse()) {
+        (Ok(h), Ok(w)) if h >= 32 && w >= 32 => Ok((h, w)),
+        _ => Err(format!("{text:?} is not HxW with both sides at least 32")),
+    }
+}
+
+/// The git revision this binary was built from (set by build.rs; "unknown" outside a checkout).
+pub const GIT_REVISION: &str = env!("SEMASK_GIT_REVISION");
+
+pub fn run(args: ExportArgs, device: burn::tensor::Device) -> anyhow::Result<()> {
+    let arch = args.arch.resolve()?;
+    let mut model = SeMaskFpn::new(&arch, &device);
+    let weights_name = match &args.weights {
+        Some(path) => {
+            model = Checkpoint::read(path)?.load_into(model, &device)?;
+            path.display().to_string()
+        }
+        None => "random initialisation".to_string(),
+    };
+    let training_data = args.training_data.clone().unwrap_or_else(|| match &args.weights {
+        Some(path) => training_data_of(path).unwrap_or_else(|| "unknown".into()),
+        None => "none (random weights)".into(),
+    });
+    let classes =
+        if arch.num_classes == 19 { ClassTable::cityscapes() } else { ClassTable::generic(arch.num_classes) };
+    let (height, width) = args.input_size;
+    let metadata = vec![
+        (KEY_CLASSES.to_string(), serde_json::to_string(classes.names())?),
+        (KEY_PALETTE.to_string(), serde_json::to_string(classes.palette())?),
+        (KEY_MEAN.to_string(), serde_json::to_string(&IMAGENET_MEAN)?),
+        (KEY_STD.to_string(), serde_json::to_string(&IMAGENET_STD)?),
+        (KEY_LOGITS.to_string(), LOGITS.to_string()),
+        (KEY_CHANNEL_ORDER.to_string(), "rgb".to_string()),
+        ("semask.arch".to_string(), serde_json::to_string(&arch)?),
+        ("semask.input_size".to_string(), format!("{height}x{width}")),
+        ("semask.weights".to_string(), weights_name),
+        ("semask.training_data".to_string(), training_data),
+        ("semask.git_revision".to_string(), GIT_REVISION.to_string()),
+        ("semask.exported_by".to_string(), format!("semask-train {}", env!("CARGO_PKG_VERSION"))),
+    ];
+    let options = ExportOptions {
+        height,
+        width,
+        with_upsampled: args.with_upsampled,
+        with_semantic: args.with_semantic,
+        metadata,
+    };
+    let proto = export(&model, &arch, &options);
+    write_model(&args.out, &proto)?;
+    let graph = proto.graph.as_ref().expect("export writes a graph");
+    log::info!(
+        "wrote {}: {} nodes, {} initializers, input [1, 3, {height}, {width}]",
+        args.out.display(),
+        graph.node.len(),
+        graph.initializer.len()
+    );
+    println!("{}", args.out.display());
+    Ok(())
+}
+
+/// The data recipe of the run a checkpoint belongs to (`<run>/checkpoints/iter_N.*` next to
+/// `<run>/config.json`), as one line.
+fn training_data_of(weights: &std::path::Path) -> Option<String> {
+    let config = weights.parent()?.parent()?.join("config.json");
+    let text = fs_err::read_to_string(&config).ok()?;
+    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let data = value.get("data").filter(|d| !d.is_null())?;
+    let iteration = weights.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    Some(format!("{} ({iteration} of {})", serde_json::to_string(data).ok()?, config.display()))
+}

@@ -175,6 +175,10 @@ impl Postprocessor {
                 let out_w = labels.width;
                 self.row_best.resize(out_w, 0.0);
                 self.row_best_class.resize(out_w, 0.0);
+                // At most one boundary pixel per output column: sized once, so that a row with
+                // more boundary pixels than any before does not allocate mid-stream.
+                self.boundary.clear();
+                self.boundary.reserve(out_w);
                 for (y, ytap) in plan.y_taps.iter().enumerate() {
                     let lo_top = &self.low_res[ytap.i0 as usize * w..(ytap.i0 as usize + 1) * w];
                     let lo_bottom = &self.low_res[ytap.i1 as usize * w..(ytap.i1 as usize + 1) * w];

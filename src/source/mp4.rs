@@ -121,6 +121,11 @@ impl Mp4Source {
             samples.len(),
             fps
         );
+        // The largest sample, known from the table: the read buffers are sized for it now, so
+        // that a keyframe larger than any before does not allocate mid-stream (capped: a corrupt
+        // size must not reserve gigabytes; such a sample fails at read time instead).
+        let largest = samples.iter().map(|&(_, size)| size as usize).max().unwrap_or(0).min(32 << 20);
+        let annex_b_capacity = largest + parameter_sets.len();
         Ok(Mp4Source {
             path: path.to_path_buf(),
             file: File::open(path).map_err(|e| unreadable(e.to_string()))?,
@@ -133,8 +138,8 @@ impl Mp4Source {
             next_index: 0,
             tail: VecDeque::new(),
             flushed: false,
-            sample: Vec::new(),
-            annex_b: Vec::new(),
+            sample: Vec::with_capacity(largest),
+            annex_b: Vec::with_capacity(annex_b_capacity),
         })
     }
 

@@ -6,7 +6,11 @@
 //! cargo bench --bench network                        # the tiny2 fixture, both ONNX forms
 //! cargo bench --bench network -- --model m.onnx --threads 2 --iters 20 --rounds 5
 //! cargo bench --bench network -- --profile           # and where tract spends its time
+//! # fp32 and int8 side by side: tract fp32, tract int8 (QOperator), onnxruntime fp32
+//! cargo bench --bench network -- --model semask-t.onnx --int8 calib/model.qop.onnx
 //! ```
+//! `--int8 FILE` pairs an int8 model with the `--model` before it: both run in tract on the
+//! fp32 model's input, and both are compared with onnxruntime running the fp32 model.
 //! `TRACT_PANEL_THRESHOLD` / `TRACT_MAC_THRESHOLD` set tract's gates for threading a matrix
 //! product (experiments: lowering them made tiny2 slower on 2 cores).
 //! Needs `python3 -m pip install -r tests/requirements.txt` (onnxruntime is the peer).
@@ -25,7 +29,8 @@ use semask_edge::backend::{Backend, BackendKind, BackendOptions};
 use semask_edge::model::OnnxModel;
 
 struct Args {
-    models: Vec<PathBuf>,
+    /// fp32 models, each with an optional int8 form.
+    models: Vec<(PathBuf, Option<PathBuf>)>,
     threads: usize,
     warmup: usize,
     iters: usize,
@@ -41,7 +46,11 @@ fn parse_args() -> Args {
     while let Some(flag) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {
-            "--model" => args.models.push(PathBuf::from(value())),
+            "--model" => args.models.push((PathBuf::from(value()), None)),
+            "--int8" => {
+                let int8 = PathBuf::from(value());
+                args.models.last_mut().expect("--int8 follows the --model it quantizes").1 = Some(int8);
+            }
             "--threads" => args.threads = value().parse().expect("--threads N"),
             "--warmup" => args.warmup = value().parse().expect("--warmup N"),
             "--iters" => args.iters = value().parse().expect("--iters N"),
@@ -53,7 +62,7 @@ fn parse_args() -> Args {
     }
     if args.models.is_empty() {
         for form in ["tiny2.ortopt.onnx", "tiny2.onnx"] {
-            args.models.push(root.join("tests/fixtures/semask-ref").join(form));
+            args.models.push((root.join("tests/fixtures/semask-ref").join(form), None));
         }
     }
     if args.threads == 0 {
@@ -113,17 +122,30 @@ fn main() {
         args.threads, args.rounds, args.iters, args.warmup
     );
     println!("{:<28} {:<12} {:>9} {:>9} {:>9}", "model", "engine", "median", "p10", "p90");
-    for model_path in &args.models {
+    for (model_path, int8_path) in &args.models {
         let model = OnnxModel::open(model_path, &Default::default()).unwrap_or_else(|e| panic!("{e}"));
         let options = BackendOptions {
             kind: BackendKind::Cpu,
             threads: args.threads,
             input_size: model.input_size(None).unwrap_or_else(|e| panic!("{e}")),
         };
-        let mut tract = TractCpuBackend::new(&model, &options).unwrap_or_else(|e| panic!("{e}"));
-        let shape = tract.input_shape();
+        // tract engines: the fp32 model, and its int8 form when given.
+        let mut engines = vec![(
+            "tract".to_string(),
+            TractCpuBackend::new(&model, &options).unwrap_or_else(|e| panic!("{e}")),
+        )];
+        if let Some(int8) = int8_path {
+            let int8_model = OnnxModel::open(int8, &Default::default()).unwrap_or_else(|e| panic!("{e}"));
+            engines.push((
+                "tract int8".into(),
+                TractCpuBackend::new(&int8_model, &options).unwrap_or_else(|e| panic!("{e}")),
+            ));
+        }
+        let shape = engines[0].1.input_shape();
         let input = synthetic_input(shape.iter().product());
-        tract.input_mut().copy_from_slice(&input);
+        for (_, engine) in &mut engines {
+            engine.input_mut().copy_from_slice(&input);
+        }
         let input_npy = tmp.join("input.npy");
         write_npy(&input_npy, &shape, &input);
 
@@ -138,26 +160,35 @@ fn main() {
         println!("{:<28} (onnxruntime {})", "", ort.hello["onnxruntime"].as_str().unwrap_or("?"));
         let mut peer_run = |n: usize| ort.times(&format!("run {n}"));
 
-        let mut tract_run = |n: usize| -> Vec<f64> {
+        let tract_run = |engine: &mut TractCpuBackend, n: usize| -> Vec<f64> {
             (0..n)
                 .map(|_| {
                     let start = Instant::now();
-                    tract.run().unwrap();
-                    std::hint::black_box(tract.logits());
+                    engine.run().unwrap();
+                    std::hint::black_box(engine.logits());
                     start.elapsed().as_secs_f64() * 1e3
                 })
                 .collect()
         };
-        tract_run(args.warmup);
+        for (_, engine) in &mut engines {
+            tract_run(engine, args.warmup);
+        }
         peer_run(args.warmup);
-        let (mut tract_ms, mut ort_ms) = (vec![], vec![]);
+        let mut times: Vec<Vec<f64>> = vec![vec![]; engines.len() + 1];
         for _ in 0..args.rounds {
-            tract_ms.extend(tract_run(args.iters));
-            ort_ms.extend(peer_run(args.iters));
+            for (i, (_, engine)) in engines.iter_mut().enumerate() {
+                times[i].extend(tract_run(engine, args.iters));
+            }
+            times[engines.len()].extend(peer_run(args.iters));
         }
         let name = model_path.file_name().unwrap().to_string_lossy();
+        let labels: Vec<String> = engines
+            .iter()
+            .map(|(l, _)| l.clone())
+            .chain(std::iter::once("onnxruntime".to_string()))
+            .collect();
         let mut medians = vec![];
-        for (engine, times) in [("tract", &mut tract_ms), ("onnxruntime", &mut ort_ms)] {
+        for (engine, times) in labels.iter().zip(&mut times) {
             times.sort_by(f64::total_cmp);
             let median = percentile(times, 50.0);
             medians.push(median);
@@ -167,19 +198,24 @@ fn main() {
                 percentile(times, 90.0)
             );
         }
-        println!("{name:<28} ratio tract / onnxruntime = {:.2}x", medians[0] / medians[1]);
+        let ort_median = medians[medians.len() - 1];
+        for (label, median) in labels.iter().zip(&medians).take(engines.len()) {
+            println!("{name:<28} ratio {label} / onnxruntime fp32 = {:.2}x", median / ort_median);
+        }
         if args.profile {
-            let ops = tract.profile_ops(args.iters).unwrap();
-            let total: f64 = ops.iter().map(|o| o.ms_per_run).sum();
-            println!("  tract time per operator ({total:.2} ms per run while profiling):");
-            for op in ops.iter().take(15) {
-                println!(
-                    "    {:<32} {:>4} nodes {:>9.2} ms {:>5.1}%",
-                    op.op,
-                    op.nodes,
-                    op.ms_per_run,
-                    100.0 * op.ms_per_run / total
-                );
+            for (label, engine) in &mut engines {
+                let ops = engine.profile_ops(args.iters).unwrap();
+                let total: f64 = ops.iter().map(|o| o.ms_per_run).sum();
+                println!("  {label}: time per operator ({total:.2} ms per run while profiling):");
+                for op in ops.iter().take(15) {
+                    println!(
+                        "    {:<32} {:>4} nodes {:>9.2} ms {:>5.1}%",
+                        op.op,
+                        op.nodes,
+                        op.ms_per_run,
+                        100.0 * op.ms_per_run / total
+                    );
+                }
             }
         }
     }

@@ -18,6 +18,8 @@
 //! - [`preprocess`]: resize + normalise into the network's NCHW input ([`preprocess::PreprocSpec`]).
 //! - [`resample`]: the bilinear / nearest sampling plans shared by pre- and post-processing.
 //! - [`backend`]: the inference engines behind one trait (tract on CPU today).
+//! - [`calibration`]: the int8 artifacts of a model (Q/DQ and QOperator ONNX, TensorRT
+//!   calibration cache, calibration tensors) and which one a backend runs.
 //! - [`postprocess`]: logits → label map (fast or exact upsampling), palette colours, overlays.
 //! - [`source`]: where frames come from, chosen by a URI-like `--input`.
 //! - [`sink`]: where results go (PNG directories today).
@@ -26,6 +28,7 @@
 //! - [`ring`]: the bounded SPSC queues between pipeline threads.
 
 pub mod backend;
+pub mod calibration;
 pub mod frame;
 pub mod model;
 pub mod pipeline;

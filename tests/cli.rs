@@ -153,6 +153,38 @@ fn default_run_uses_the_builtin_model_on_synthetic_scenes() {
     }
 }
 
+/// `--precision int8` runs the built-in model's QOperator form: `info` says so, and its labels
+/// on synthetic scenes agree with fp32's (the quantization report's figure, here on two frames).
+#[test]
+fn int8_runs_the_builtin_quantized_model() {
+    let info = stdout(&run_cli(&["info", "--precision", "int8"]));
+    assert!(info.contains("precision    int8: QOperator form"), "{info}");
+    assert!(stdout(&run_cli(&["info"])).contains("precision    fp32"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut labels = Vec::new();
+    for precision in ["fp32", "int8"] {
+        let out = dir.path().join(precision);
+        let result = run_cli(&[
+            "run",
+            "--precision",
+            precision,
+            "-i",
+            "synth://?seed=1000&frames=2&size=512x256",
+            "--labels",
+            out.to_str().unwrap(),
+        ]);
+        assert!(result.status.success(), "{}", stderr(&result));
+        labels.push(
+            ["000000.png", "000001.png"]
+                .iter()
+                .flat_map(|f| image::open(out.join(f)).unwrap().into_luma8().into_raw())
+                .collect::<Vec<u8>>(),
+        );
+    }
+    let agree = agreement(&labels[0], &labels[1]);
+    assert!(agree >= 0.97, "int8 labels agree with fp32 on {:.2} % of pixels", agree * 100.0);
+}
+
 #[test]
 fn info_describes_model_metadata_and_backends() {
     let model = fixture("semask-ref/tiny.onnx");

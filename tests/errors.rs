@@ -220,6 +220,8 @@ fn unknown_flag_values() {
         (vec!["run", "--alpha", "2"], "--alpha"),
         (vec!["run", "--mean", "1,2"], "--mean"),
         (vec!["run", "--input-size", "big"], "--input-size"),
+        (vec!["run", "--precision", "int4"], "--precision"),
+        (vec!["run", "--precision", "fp16"], "--precision"),
     ] {
         let out = run_cli(&args);
         let err = stderr(&out);
@@ -228,6 +230,17 @@ fn unknown_flag_values() {
         let first = err.lines().next().unwrap_or("");
         assert!(first.starts_with("error: invalid value") && first.contains(needle), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn int8_without_an_int8_artifact_says_how_to_make_one() {
+    let model = fixture("semask-ref/tiny.onnx");
+    let out = run_cli(&["run", "--model", s(&model), "--precision", "int8", "--frames", "1"]);
+    assert_one_line_error(
+        &out,
+        2,
+        &["--precision int8", "model.qop.onnx", "semask-train quantize", "--precision fp32"],
+    );
 }
 
 #[test]

@@ -143,7 +143,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
 
     let mut runs = Vec::new();
     for model_path in &models {
-        let model = OnnxModel::open_or_builtin(model_path.as_deref(), &overrides)?;
+        let model = OnnxModel::open_or_builtin(model_path.as_deref(), args.model.precision, &overrides)?;
         for &backend in &args.backend {
             for &threads in &args.threads {
                 if args.network_only {
@@ -255,7 +255,7 @@ fn pipeline_run(
     Ok(RunReport {
         model: model.name.clone(),
         backend: segmenter.backend().describe(),
-        precision: "fp32",
+        precision: model.precision().name(),
         upsample: Some(upsample.name()),
         input,
         frames: series.len() as u64,
@@ -306,7 +306,7 @@ fn network_only(
     Ok(RunReport {
         model: model.name.clone(),
         backend: backend.describe(),
-        precision: "fp32",
+        precision: model.precision().name(),
         upsample: None,
         input: "fixed tensor (network only)".into(),
         frames: series.len() as u64,

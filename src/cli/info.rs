@@ -29,6 +29,9 @@ struct Report<'a> {
     nodes: usize,
     opset: Option<i64>,
     producer: String,
+    precision: semask_edge::calibration::Precision,
+    /// What the precision means for this file.
+    precision_note: String,
     input: &'a semask_edge::model::TensorDecl,
     input_size_hw: Option<(usize, usize)>,
     outputs: &'a [semask_edge::model::TensorDecl],
@@ -47,7 +50,7 @@ struct Report<'a> {
 
 pub fn info(args: InfoArgs) -> anyhow::Result<ExitCode> {
     let overrides = args.model.overrides()?;
-    let model = OnnxModel::open_or_builtin(args.model.model.as_deref(), &overrides)?;
+    let model = OnnxModel::open_or_builtin(args.model.model.as_deref(), args.model.precision, &overrides)?;
     let mut metadata = model.metadata.clone();
 
     // Type the graph once to learn the logits' real shape (raw torch exports declare symbolic
@@ -82,6 +85,8 @@ pub fn info(args: InfoArgs) -> anyhow::Result<ExitCode> {
         nodes: model.node_count(),
         opset: model.opset(),
         producer: model.producer(),
+        precision: model.precision(),
+        precision_note: precision_note(&model),
         input: &model.input,
         input_size_hw: input_size,
         outputs: &model.outputs,
@@ -109,6 +114,24 @@ pub fn info(args: InfoArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// How an int8 file computes, from its operators.
+fn precision_note(model: &OnnxModel) -> String {
+    let count = |ops: &[&str]| {
+        model.proto.graph.iter().flat_map(|g| &g.node).filter(|n| ops.contains(&n.op_type.as_str())).count()
+    };
+    let integer = count(&["MatMulInteger", "ConvInteger", "QLinearMatMul", "QLinearConv"]);
+    let dequantize = count(&["DequantizeLinear"]);
+    if integer > 0 {
+        format!("QOperator form, {integer} integer products (tract runs them on its int8 kernels)")
+    } else if dequantize > 0 {
+        format!(
+            "explicit Q/DQ form, {dequantize} DequantizeLinear (for TensorRT; tract computes it in float)"
+        )
+    } else {
+        "float32 weights and activations".into()
+    }
+}
+
 fn print_text(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
     let label = |p: Provenance| match p {
         Provenance::Default => "(default)",
@@ -124,6 +147,7 @@ fn print_text(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
         r.opset.map_or("?".into(), |v| v.to_string()),
         if r.producer.is_empty() { "unknown" } else { &r.producer }
     )?;
+    writeln!(out, "precision    {}: {}", r.precision, r.precision_note)?;
     writeln!(out, "input        {}", r.input)?;
     if let Some((h, w)) = r.input_size_hw {
         writeln!(out, "             frames are resized to {h}x{w} (HxW)")?;

@@ -32,11 +32,14 @@ Semantic segmentation of road scenes with SeMask-T FPN, from ONNX, on the edge.
 Runs an ONNX export of SeMask-FPN (or any segmentation model with one [1,3,H,W] image input and
 [1,K,h,w] logits) on images, and writes label maps, colour maps and overlays.
 
-Without --model and --input it runs the built-in model on the built-in sample image, so
+Without --model and --input it runs the built-in model on synthetic driving scenes (synth://),
+so
 
     semask-edge run --overlay out/overlay
 
-works on a fresh checkout. The built-in model has random weights until a trained one ships.";
+works on a fresh checkout. The built-in model is SeMask-FPN in a small configuration trained by
+semask-train on synth:// scenes (calibration/semask-tiny-synth/): it segments those scenes, not
+real roads. --precision int8 runs its int8 form.";
 
 #[derive(Debug, Parser)]
 #[command(name = "semask-edge", version, about = ABOUT, long_about = LONG_ABOUT)]
@@ -68,9 +71,15 @@ pub enum Command {
 /// Which model to load and how to read it: shared by every subcommand that loads a model.
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
-    /// ONNX model to run (default: the built-in model, random weights).
+    /// ONNX model to run (default: the built-in model, SeMask tiny trained on synth://).
     #[arg(long, short = 'm', value_name = "MODEL.onnx")]
     pub model: Option<PathBuf>,
+
+    /// Numeric precision: fp32, or int8, which runs the model's int8 QOperator artifact
+    /// (model.qop.onnx from `semask-train quantize`, next to --model or in
+    /// calibration/<model stem>/; the built-in model has one).
+    #[arg(long, value_name = "fp32|int8", default_value = "fp32")]
+    pub precision: semask_edge::calibration::Precision,
 
     /// Network input size HxW, for models whose input size is dynamic (e.g. 512x1024).
     #[arg(long, value_name = "HxW", value_parser = parse_size)]

@@ -98,7 +98,7 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let overrides = args.model.overrides()?;
-    let model = OnnxModel::open_or_builtin(args.model.model.as_deref(), &overrides)?;
+    let model = OnnxModel::open_or_builtin(args.model.model.as_deref(), args.model.precision, &overrides)?;
     let (mut source, mut pipeline_options) = args.source.open(None)?;
     pipeline_options.max_frames = args.frames;
     let options = args.inference.segmenter_options(&args.model, args.upsample, args.alpha);

@@ -16,18 +16,20 @@ use std::path::{Path, PathBuf};
 use tract_onnx::pb;
 use tract_onnx::prelude::Framework;
 
+pub use crate::calibration::Precision;
 pub use classes::ClassTable;
 pub use metadata::{MetadataOverrides, Provenance, SegmentationMetadata, Setting};
 
-/// The model used when `--model` is not given.
-///
-/// Until a trained model ships (the training crate's issue), this is the `tiny2` fixture of the
-/// official SeMask-FPN code (`tests/fixtures/semask-ref/tiny2.ortopt.onnx`, see the README
-/// there): the real architecture at embed dim 32 with **random weights**, so its label maps are
-/// meaningless; it shows the runtime working end to end.
-pub const BUILTIN_MODEL_ONNX: &[u8] = include_bytes!("../../tests/fixtures/semask-ref/tiny2.ortopt.onnx");
+/// The model used when `--model` is not given: SeMask-FPN in the fixtures' `tiny` configuration
+/// (embed dim 32, 2.6 M parameters) trained by `semask-train` on `synth://` driving scenes,
+/// exported at 256x512 (`calibration/semask-tiny-synth/`, whose README gives the recipe and
+/// its held-out accuracy). It segments synthetic scenes; it has never seen a real road.
+pub const BUILTIN_MODEL_ONNX: &[u8] = include_bytes!("../../calibration/semask-tiny-synth/model.onnx");
+/// Its int8 QOperator form (`--precision int8`), from the same folder.
+pub const BUILTIN_MODEL_QOP_ONNX: &[u8] =
+    include_bytes!("../../calibration/semask-tiny-synth/model.qop.onnx");
 /// How the built-in model is named in logs and `info`.
-pub const BUILTIN_MODEL_NAME: &str = "built-in tiny2 fixture (random weights)";
+pub const BUILTIN_MODEL_NAME: &str = "built-in semask-tiny-synth (tiny config trained on synth://)";
 
 /// Errors found while reading a model file, each naming the file and saying what to do.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +48,8 @@ pub enum ModelError {
     Metadata { name: String, source: metadata::MetadataError },
     #[error("class file {path}: {reason}")]
     ClassFile { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Calibration(#[from] crate::calibration::CalibrationError),
 }
 
 /// One dimension of a tensor declared in the graph.
@@ -116,15 +120,40 @@ impl OnnxModel {
         OnnxModel::from_bytes(BUILTIN_MODEL_ONNX, BUILTIN_MODEL_NAME.into(), None, overrides)
     }
 
-    /// `--model` when given, else the built-in model.
+    /// `--model` when given, else the built-in model, in the artifact `precision` asks for
+    /// (see [`crate::calibration::resolve_artifact`]).
     pub fn open_or_builtin(
         path: Option<&Path>,
+        precision: Precision,
         overrides: &MetadataOverrides,
     ) -> Result<OnnxModel, ModelError> {
-        match path {
-            Some(p) => OnnxModel::open(p, overrides),
-            None => OnnxModel::builtin(overrides),
+        match (path, precision) {
+            (Some(p), _) => OnnxModel::open(&crate::calibration::resolve_artifact(p, precision)?, overrides),
+            (None, Precision::Fp32) => OnnxModel::builtin(overrides),
+            (None, Precision::Int8) => OnnxModel::from_bytes(
+                BUILTIN_MODEL_QOP_ONNX,
+                format!("{BUILTIN_MODEL_NAME}, int8"),
+                None,
+                overrides,
+            ),
         }
+    }
+
+    /// int8 when the graph computes with integer products (`MatMulInteger`, `ConvInteger`,
+    /// `QLinear*`) or explicit Q/DQ, else fp32.
+    pub fn precision(&self) -> Precision {
+        let int8 = self.proto.graph.iter().flat_map(|g| &g.node).any(|n| {
+            matches!(
+                n.op_type.as_str(),
+                "MatMulInteger"
+                    | "ConvInteger"
+                    | "QLinearConv"
+                    | "QLinearMatMul"
+                    | "QuantizeLinear"
+                    | "DequantizeLinear"
+            )
+        });
+        if int8 { Precision::Int8 } else { Precision::Fp32 }
     }
 
     fn from_bytes(
@@ -304,11 +333,16 @@ mod tests {
     }
 
     #[test]
-    fn builtin_model_is_the_tiny2_fixture() {
+    fn builtin_model_is_the_trained_tiny_synth_model_in_both_precisions() {
         let m = OnnxModel::builtin(&Default::default()).unwrap();
-        assert_eq!(m.input_size(None).unwrap(), (224, 448));
+        assert_eq!(m.input_size(None).unwrap(), (256, 512));
         assert_eq!(m.metadata.logits_output.value, "logits");
-        assert_eq!(m.outputs.len(), 3);
+        assert_eq!(m.metadata.mean.from, Provenance::Metadata);
+        assert_eq!(m.precision(), Precision::Fp32);
         assert!(m.input_size(Some((100, 100))).is_err());
+        let q = OnnxModel::open_or_builtin(None, Precision::Int8, &Default::default()).unwrap();
+        assert_eq!(q.precision(), Precision::Int8);
+        assert_eq!(q.input_size(None).unwrap(), (256, 512));
+        assert_eq!(q.metadata.classes, m.metadata.classes);
     }
 }

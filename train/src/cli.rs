@@ -50,7 +50,7 @@ fn parse_wxh(text: &str) -> Result<(usize, usize), String> {
     }
 }
 
-fn parse_seeds(text: &str) -> Result<Range<u64>, String> {
+pub fn parse_seeds(text: &str) -> Result<Range<u64>, String> {
     let (a, b) = text.split_once("..").ok_or_else(|| format!("{text:?} is not a range A..B"))?;
     match (a.parse::<u64>(), b.parse::<u64>()) {
         (Ok(a), Ok(b)) if a < b => Ok(a..b),
@@ -60,7 +60,7 @@ fn parse_seeds(text: &str) -> Result<Range<u64>, String> {
 
 impl DataArgs {
     /// The dataset of a split: Cityscapes `split`, or synth drives `seeds`.
-    fn open(&self, split: &str, seeds: &Range<u64>) -> anyhow::Result<Arc<dyn Dataset>> {
+    pub fn open(&self, split: &str, seeds: &Range<u64>) -> anyhow::Result<Arc<dyn Dataset>> {
         open_dataset(
             self.dataset,
             self.data_root.as_deref(),
@@ -433,10 +433,7 @@ pub fn eval(args: EvalArgs, device: burn::tensor::Device) -> anyhow::Result<()> 
     let mut confusion = ConfusionMatrix::new(classes.len());
     let mut sample = Sample::default();
     let mut frame = Frame::default();
-    let progress = indicatif::ProgressBar::new(dataset.len() as u64);
-    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
+    let progress = semask_train::progress_bar(dataset.len() as u64, "images");
     for i in 0..dataset.len() {
         dataset.get(i, &mut sample)?;
         match &mut predictor {

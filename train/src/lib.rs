@@ -1,11 +1,13 @@
 //! semask-train: SeMask-T FPN in burn. Imports official checkpoints, trains on Cityscapes or on
-//! the runtime's synthetic scenes, evaluates, and (later) exports what the runtime deploys.
+//! the runtime's synthetic scenes, evaluates, and exports and quantizes what the runtime deploys.
 //!
 //! - [`model`]: the model, its architecture config, intermediate taps.
 //! - [`weights`]: checkpoints under the official names (safetensors, `.pth`).
 //! - [`data`]: Cityscapes and `synth://` datasets, augmentation, batch loading.
 //! - [`training`]: loss, optimizer, schedule, the training loop, checkpoints.
 //! - [`eval`]: confusion matrix, IoU, mIoU, pixel accuracy.
+//! - [`onnx`]: ONNX graphs written by our code, and the model's export.
+//! - [`quantize`]: int8 calibration, Q/DQ and QOperator graphs, TensorRT calibration cache.
 //! - [`arrays`]: `.npy` / `.npz` files.
 
 pub mod arrays;
@@ -13,8 +15,24 @@ pub mod data;
 pub mod eval;
 pub mod model;
 pub mod onnx;
+pub mod quantize;
 pub mod training;
 pub mod weights;
+
+/// A progress bar on stderr counting `unit`s (hidden when stderr is not a terminal).
+pub fn progress_bar(len: u64, unit: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    let template = format!("{{bar:30}} {{pos}}/{{len}} {unit}, {{per_sec}}, eta {{eta}} | {{msg}}");
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
 
 /// The CPU device (burn's pure-Rust `flex` backend): the default, and what CI tests.
 pub fn cpu() -> burn::tensor::Device {

@@ -4,6 +4,7 @@
 
 mod cli;
 mod cli_export;
+mod cli_quantize;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +58,20 @@ The graph has one input `input` [1, 3, H, W] (RGB normalised with the ImageNet m
 the output `logits` [1, K, H/4, W/4]; `semask-edge run --model FILE` reads its metadata
 (classes, palette, mean, std) without flags.";
 
+const QUANTIZE_EXAMPLES: &str = "Examples:
+  # calibrate on 64 synthetic frames, report the accuracy on held-out synthetic drives
+  semask-train quantize --model semask-t.onnx --out calibration/semask-t/
+  # on frames of a recorded drive, for a Jetson with TensorRT 8.5.2 (JetPack 5.1)
+  semask-train quantize --model semask-t.onnx --calib drive.mp4 --every 10 --count 200 \\
+      --trt-version 8502 --out calibration/semask-t/
+  # percentile ranges; report on Cityscapes val
+  semask-train quantize --model semask-t.onnx --method percentile --percentile 99.99 \\
+      --dataset cityscapes --data-root ~/cityscapes --out calibration/semask-t/
+
+Writes model.qdq.onnx, model.qop.onnx, calib.cache, tensors/ and report.json into --out.
+`semask-edge run --model semask-t.onnx --precision int8` then runs model.qop.onnx from
+calibration/semask-t/.";
+
 #[derive(Debug, Parser)]
 #[command(name = "semask-train", version, about = "SeMask-T FPN in burn: import, train, evaluate, export")]
 struct Cli {
@@ -88,6 +103,10 @@ enum Command {
     /// Write the model as a static-shape ONNX file (opset 17) with the runtime's metadata.
     #[command(after_help = EXPORT_EXAMPLES)]
     Export(cli_export::ExportArgs),
+    /// Int8 artifacts of an fp32 export: Q/DQ ONNX (TensorRT), QOperator ONNX (tract int8),
+    /// TensorRT calibration cache, calibration tensors, and their accuracy against fp32.
+    #[command(after_help = QUANTIZE_EXAMPLES)]
+    Quantize(cli_quantize::QuantizeArgs),
 }
 
 /// Which architecture: a preset or a JSON file.
@@ -176,6 +195,7 @@ fn main() -> ExitCode {
         Command::Train(args) => cli::train(args, &data_flags_given, cli.device),
         Command::Eval(args) => cli::eval(args, cli.device),
         Command::Export(args) => cli_export::run(args, cli.device),
+        Command::Quantize(args) => cli_quantize::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

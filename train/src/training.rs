@@ -348,7 +348,7 @@ pub fn train(
         config.workers,
         prefetch,
     );
-    let progress = progress_bar((config.iterations - start) as u64);
+    let progress = crate::progress_bar((config.iterations - start) as u64, "it");
     let started = Instant::now();
     for t in start..config.iterations {
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -421,19 +421,6 @@ pub fn train(
         started.elapsed().as_secs_f64()
     );
     Ok(model)
-}
-
-fn progress_bar(len: u64) -> indicatif::ProgressBar {
-    use std::io::IsTerminal;
-    if !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(len);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} it, {per_sec}, eta {eta} | {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar
 }
 
 /// Writes `iter_N.safetensors` (official names), `iter_N.optim` and `iter_N.json`, then points

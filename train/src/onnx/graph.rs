@@ -85,10 +85,10 @@ impl Graph {
         name
     }
 
-    /// Adds any initializer as it is (its name must be unique already).
-    pub fn initializer(&mut self, tensor: pb::TensorProto) -> String {
+    /// Adds an initializer (renamed `name_N` if its name is taken); returns its name.
+    pub fn initializer(&mut self, mut tensor: pb::TensorProto) -> String {
         let name = self.unique(&tensor.name);
-        debug_assert_eq!(name, tensor.name, "initializer name taken");
+        tensor.name.clone_from(&name);
         self.initializers.push(tensor);
         name
     }
@@ -226,9 +226,12 @@ pub fn attr_string(name: &str, value: &str) -> pb::AttributeProto {
     }
 }
 
-/// Encodes `model` and writes it whole or not at all.
+/// Encodes `model` and writes it whole or not at all (creating the folder).
 pub fn write_model(path: &std::path::Path, model: &pb::ModelProto) -> anyhow::Result<()> {
     use prost::Message;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs_err::create_dir_all(dir)?;
+    }
     semask_edge::sink::images::write_atomically(path, &model.encode_to_vec())
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }

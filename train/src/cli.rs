@@ -43,10 +43,15 @@ pub struct DataArgs {
 }
 
 fn parse_wxh(text: &str) -> Result<(usize, usize), String> {
-    let (w, h) = text.split_once(['x', 'X']).ok_or_else(|| format!("{text:?} is not WxH"))?;
-    match (w.parse(), h.parse()) {
-        (Ok(w), Ok(h)) if w > 0 && h > 0 => Ok((w, h)),
-        _ => Err(format!("{text:?} is not WxH with positive numbers")),
+    parse_pair(text, "WxH")
+}
+
+/// Two positive numbers `AxB`; `form` names them in the error.
+fn parse_pair(text: &str, form: &str) -> Result<(usize, usize), String> {
+    let (a, b) = text.split_once(['x', 'X']).ok_or_else(|| format!("{text:?} is not {form}"))?;
+    match (a.parse(), b.parse()) {
+        (Ok(a), Ok(b)) if a > 0 && b > 0 => Ok((a, b)),
+        _ => Err(format!("{text:?} is not {form} with positive numbers")),
     }
 }
 
@@ -212,8 +217,8 @@ pub struct TrainArgs {
 }
 
 /// `HxW`: the same syntax as `WxH`, the numbers in the other order.
-fn parse_hxw(text: &str) -> Result<(usize, usize), String> {
-    parse_wxh(text)
+pub fn parse_hxw(text: &str) -> Result<(usize, usize), String> {
+    parse_pair(text, "HxW")
 }
 
 /// `semask-train train`. `data_flags_given`: which of [`DATA_FLAGS`] were on the command line

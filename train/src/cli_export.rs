@@ -31,7 +31,7 @@ pub struct ExportArgs {
     random_init: bool,
 
     /// Network input size HxW (static in the graph; the runtime resizes frames to it).
-    #[arg(long, value_name = "HxW", default_value = "512x1024", value_parser = parse_hxw)]
+    #[arg(long, value_name = "HxW", default_value = "512x1024", value_parser = parse_input_size)]
     input_size: (usize, usize),
 
     /// Also output `logits_up`: the logits bilinearly resized to the input size.
@@ -52,10 +52,11 @@ pub struct ExportArgs {
     out: PathBuf,
 }
 
-fn parse_hxw(text: &str) -> Result<(usize, usize), String> {
-    let (h, w) = text.split_once(['x', 'X']).ok_or_else(|| format!("{text:?} is not HxW"))?;
-    match (h.parse(), w.parse()) {
-        (Ok(h), Ok(w)) if h >= 32 && w >= 32 => Ok((h, w)),
+/// `HxW` (the training crate's one parser), both sides at least 32: the four stages need a
+/// feature map of at least 1x1 at stride 32.
+fn parse_input_size(text: &str) -> Result<(usize, usize), String> {
+    match crate::cli::parse_hxw(text)? {
+        (h, w) if h >= 32 && w >= 32 => Ok((h, w)),
         _ => Err(format!("{text:?} is not HxW with both sides at least 32")),
     }
 }

@@ -127,7 +127,7 @@ fn main() {
         let options = BackendOptions {
             kind: BackendKind::Cpu,
             threads: args.threads,
-            input_size: model.input_size(None).unwrap_or_else(|e| panic!("{e}")),
+            input_size: model.input_size(None, &Default::default()).unwrap_or_else(|e| panic!("{e}")),
         };
         // tract engines: the fp32 model, and its int8 form when given.
         let mut engines = vec![(

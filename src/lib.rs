@@ -26,10 +26,19 @@
 //! - [`pipeline`]: [`Segmenter`](pipeline::Segmenter) (one frame in, labels out) and the
 //!   three-thread streaming pipeline that ties sources, segmenter and sinks together.
 //! - [`ring`]: the bounded SPSC queues between pipeline threads.
+//!
+//! And the rules every part follows with hostile input:
+//! - [`limits`]: how big declared sizes and rates may be, checked before allocating.
+//! - [`files`]: inputs are regular files read with a bound; outputs never replace inputs and
+//!   are written under `.partial` names until whole.
+//! - [`guard`]: third-party code that can panic on bad data runs under [`guard::catch_panic`].
 
 pub mod backend;
 pub mod calibration;
+pub mod files;
 pub mod frame;
+pub mod guard;
+pub mod limits;
 pub mod model;
 pub mod pipeline;
 pub mod postprocess;

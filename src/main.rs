@@ -22,11 +22,12 @@ fn main() -> ExitCode {
         .format_timestamp(None)
         .format_target(false)
         .init();
+    let limits = semask_edge::limits::Limits { max_pixels: args.max_pixels };
     let result = match args.command {
-        cli::Command::Run(run) => cli::run::run(run),
-        cli::Command::Info(info) => cli::info::info(info),
-        cli::Command::Bench(bench) => cli::bench::bench(bench),
-        cli::Command::Record(record) => cli::record::record(record),
+        cli::Command::Run(run) => cli::run::run(run, limits),
+        cli::Command::Info(info) => cli::info::info(info, limits),
+        cli::Command::Bench(bench) => cli::bench::bench(bench, limits),
+        cli::Command::Record(record) => cli::record::record(record, limits),
         cli::Command::Devices(devices) => cli::devices::devices(devices),
     };
     match result {

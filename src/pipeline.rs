@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::backend::{self, Backend, BackendError, BackendOptions};
 use crate::frame::{Frame, FrameStatus};
+use crate::limits::Limits;
 use crate::model::{ClassTable, ModelError, OnnxModel, SegmentationMetadata};
 use crate::postprocess::{Needs, Postprocessor, Upsample};
 use crate::preprocess::{PreprocSpec, Preprocessor};
@@ -40,6 +41,8 @@ pub struct SegmenterOptions {
     pub upsample: Upsample,
     /// Weight of the class colour in overlays, 0..=1.
     pub alpha: f32,
+    /// Largest network input accepted (`--max-pixels`).
+    pub limits: Limits,
 }
 
 impl Default for SegmenterOptions {
@@ -50,6 +53,7 @@ impl Default for SegmenterOptions {
             input_size: None,
             upsample: Upsample::Exact,
             alpha: 0.5,
+            limits: Limits::default(),
         }
     }
 }
@@ -74,7 +78,7 @@ pub struct Segmenter {
 
 impl Segmenter {
     pub fn new(model: &OnnxModel, options: &SegmenterOptions) -> Result<Segmenter, SetupError> {
-        let (height, width) = model.input_size(options.input_size)?;
+        let (height, width) = model.input_size(options.input_size, &options.limits)?;
         let backend = backend::create(
             model,
             &BackendOptions { kind: options.backend, threads: options.threads, input_size: (height, width) },
@@ -89,12 +93,12 @@ impl Segmenter {
         backend: Box<dyn Backend>,
         options: &SegmenterOptions,
     ) -> Result<Segmenter, SetupError> {
-        let (height, width) = model.input_size(options.input_size)?;
+        let (height, width) = model.input_size(options.input_size, &options.limits)?;
         let mut metadata = model.metadata.clone();
         let num_classes = backend.logits_shape()[1];
         let classes = metadata
             .resolve_classes(num_classes)
-            .map_err(|source| ModelError::Metadata { name: model.name.clone(), source })?
+            .map_err(|error| ModelError::Metadata { name: model.name.clone(), error })?
             .clone();
         let spec = PreprocSpec {
             input_width: width,
@@ -145,8 +149,11 @@ impl Segmenter {
     /// Runs the network on an already normalised NCHW input (`3 * H * W` values) and returns
     /// the logits `[1, K, h, w]` flattened. For checking a model against reference tensors.
     pub fn logits_for_input(&mut self, input: &[f32]) -> Result<&[f32], BackendError> {
+        let shape = self.backend.input_shape();
         let buffer = self.backend.input_mut();
-        assert_eq!(buffer.len(), input.len(), "input does not match the model's [1, 3, H, W]");
+        if buffer.len() != input.len() {
+            return Err(BackendError::InputLength { shape, got: input.len() });
+        }
         buffer.copy_from_slice(input);
         self.backend.run()?;
         Ok(self.backend.logits())
@@ -328,10 +335,13 @@ fn capture_loop(
         if stop.load(Ordering::Relaxed) || options.max_frames.is_some_and(|max| sequence >= max) {
             break None;
         }
-        if let Some(fps) = options.pace_fps.filter(|f| *f > 0.0) {
-            let slot = start + Duration::from_secs_f64(sequence as f64 / fps);
-            if let Some(wait) = slot.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
+        if let Some(fps) = options.pace_fps {
+            // `fps` is checked against FPS_RANGE where it is set; a slot beyond what a Duration
+            // holds (centuries away) is never reached.
+            let slot =
+                Duration::try_from_secs_f64(sequence as f64 / fps).ok().and_then(|d| start.checked_add(d));
+            if !sleep_until(slot, stop) {
+                break None;
             }
         }
         match source.next(&mut frame) {
@@ -387,6 +397,24 @@ fn capture_loop(
     };
     work.close();
     result
+}
+
+/// Sleeps until `deadline` (`None`: forever), in short steps so that `stop` is seen within
+/// 50 ms. Returns false when stopped.
+fn sleep_until(deadline: Option<Instant>, stop: &AtomicBool) -> bool {
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        let left = match deadline {
+            Some(at) => match at.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => left,
+                _ => return true,
+            },
+            None => Duration::from_millis(50),
+        };
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
 }
 
 /// Runs the network on each frame's input into its logits; on a live source keeps only the

@@ -122,7 +122,7 @@ fn steady_state_frames_allocate_nothing() {
     assert!(made.status.success(), "{}", util::stderr(&made));
 
     let model = OnnxModel::builtin(&Default::default()).unwrap();
-    let (h, w) = model.input_size(None).unwrap();
+    let (h, w) = model.input_size(None, &Default::default()).unwrap();
     let stand_in = StandIn {
         input: vec![0.0; 3 * h * w],
         logits: vec![0.0; 19 * (h / 4) * (w / 4)],
@@ -131,7 +131,7 @@ fn steady_state_frames_allocate_nothing() {
     };
     let options = SegmenterOptions { upsample: Upsample::Exact, ..Default::default() };
     let mut segmenter = Segmenter::with_backend(&model, Box::new(stand_in), &options).unwrap();
-    let mut source = Mp4Source::open(&clip).unwrap();
+    let mut source = Mp4Source::open(&clip, &Default::default()).unwrap();
     assert_eq!(source.info().frame_count, Some(FRAMES as u64));
     let mut sinks: Vec<Box<dyn Sink>> =
         vec![Box::new(StatsSink::create(&dir.path().join("stats.jsonl")).unwrap()), Box::new(Checksum(0))];

@@ -13,7 +13,7 @@ use util::{agreement, fixture, read_npy_u8, run_cli, run_reference, stderr, stdo
 
 /// The normalised network input the runtime builds for `image` (same library code as `run`).
 fn network_input(model: &OnnxModel, image: &Path) -> (Vec<usize>, Vec<f32>) {
-    let (h, w) = model.input_size(None).unwrap();
+    let (h, w) = model.input_size(None, &Default::default()).unwrap();
     let m = &model.metadata;
     let spec = semask_edge::preprocess::PreprocSpec {
         input_width: w,
@@ -23,7 +23,7 @@ fn network_input(model: &OnnxModel, image: &Path) -> (Vec<usize>, Vec<f32>) {
         channel_order: m.channel_order.value,
     };
     let mut rgb = Rgb8Image::default();
-    decode_into(&std::fs::read(image).unwrap(), &mut rgb).unwrap();
+    decode_into(&std::fs::read(image).unwrap(), &mut rgb, &Default::default()).unwrap();
     let mut input = vec![0.0; spec.input_len()];
     Preprocessor::new(spec).run(&rgb, &mut input);
     (vec![1, 3, h, w], input)

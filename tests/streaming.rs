@@ -364,7 +364,9 @@ fn ctrl_c_finishes_the_frames_in_flight_and_closes_the_outputs() {
         .unwrap();
     // Wait until frames are flowing.
     let start = std::time::Instant::now();
-    while std::fs::read_to_string(&stats_path).map_or(0, |t| t.lines().count()) < 3 {
+    // Statistics go to stats.jsonl.partial, a whole line per frame, until the run ends.
+    let partial = dir.path().join("stats.jsonl.partial");
+    while std::fs::read_to_string(&partial).map_or(0, |t| t.lines().count()) < 3 {
         assert!(start.elapsed().as_secs() < 60, "no frame after 60 s");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }

@@ -74,6 +74,8 @@ pub enum BackendError {
     LogitsShape { model: String, output: String, shape: Vec<String> },
     #[error("the {engine} backend failed while running the network: {reason}")]
     Run { engine: &'static str, reason: String },
+    #[error("the input has {got} values; the network takes {shape:?} = {} values", shape.iter().product::<usize>())]
+    InputLength { shape: [usize; 4], got: usize },
 }
 
 /// An inference engine holding one loaded network.

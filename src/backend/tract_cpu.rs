@@ -12,6 +12,8 @@ use tract_onnx::tract_core::runtime::{RunOptions, State};
 use tract_onnx::tract_hir::internal::DimLike;
 
 use super::{Backend, BackendError, BackendKind, BackendOptions, default_threads};
+use crate::guard::catch_panic;
+use crate::limits::MAX_TENSOR_BYTES;
 use crate::model::OnnxModel;
 
 /// The tract version this crate is built against (kept in step with Cargo.toml).
@@ -44,7 +46,7 @@ impl TractCpuBackend {
         let (h, w) = options.input_size;
         let input_shape = [1, 3, h, w];
         let logits_name = &model.metadata.logits_output.value;
-        let typed = typed_model(model, input_shape, logits_name).map_err(|e| load_err(format!("{e:#}")))?;
+        let typed = typed_model(model, input_shape, logits_name).map_err(load_err)?;
 
         let fact = typed.output_fact(0).map_err(|e| load_err(format!("{e:#}")))?;
         let shape: Vec<Option<usize>> = fact.shape.iter().map(|d| d.to_usize().ok()).collect();
@@ -62,9 +64,11 @@ impl TractCpuBackend {
         let threads = if options.threads == 0 { default_threads() } else { options.threads };
         let executor = if threads > 1 { Executor::multithread(threads) } else { Executor::SingleThread };
         let run_options = RunOptions { executor: Some(executor), ..Default::default() };
-        let state = optimized_plan(typed, &run_options)
-            .and_then(|plan| Ok(Box::new(plan.spawn()?) as Box<dyn State>))
-            .map_err(|e| load_err(format!("{e:#}")))?;
+        let state = catch_panic(|| {
+            optimized_plan(typed, &run_options).and_then(|plan| Ok(Box::new(plan.spawn()?) as Box<dyn State>))
+        })
+        .map_err(|panic| load_err(format!("tract failed while optimising it ({panic})")))?
+        .map_err(|e| load_err(format!("{e:#}")))?;
         let input = Arc::new(Tensor::zero::<f32>(&input_shape).map_err(|e| load_err(format!("{e:#}")))?);
         log::debug!(
             "tract loaded {}: input {input_shape:?}, logits {logits_shape:?}, {threads} threads",
@@ -76,7 +80,23 @@ impl TractCpuBackend {
 
 /// Parses `model`, fixes its input, keeps only the `logits` output, types and declutters it, and
 /// swaps in [`super::tract_ops`]. Also used by `info` to learn concrete output shapes.
-pub fn typed_model(model: &OnnxModel, input_shape: [usize; 4], logits: &str) -> TractResult<TypedModel> {
+///
+/// tract runs under [`catch_panic`] (its importer can panic on hostile graphs), and every
+/// tensor the typed graph would compute is checked against [`MAX_TENSOR_BYTES`] before any is
+/// allocated.
+pub fn typed_model(model: &OnnxModel, input_shape: [usize; 4], logits: &str) -> Result<TypedModel, String> {
+    let typed = catch_panic(|| typed_model_unguarded(model, input_shape, logits))
+        .map_err(|panic| format!("tract failed while reading it ({panic})"))?
+        .map_err(|e| format!("{e:#}"))?;
+    check_tensor_sizes(&typed)?;
+    Ok(typed)
+}
+
+fn typed_model_unguarded(
+    model: &OnnxModel,
+    input_shape: [usize; 4],
+    logits: &str,
+) -> TractResult<TypedModel> {
     // Declared output shapes of raw torch exports are symbolic placeholders; tract infers them.
     let onnx = tract_onnx::onnx().with_ignore_output_shapes(true);
     let dir = model.dir.as_deref().and_then(|d| d.to_str());
@@ -91,6 +111,32 @@ pub fn typed_model(model: &OnnxModel, input_shape: [usize; 4], logits: &str) -> 
     let replaced = super::tract_ops::accelerate(&mut typed)?;
     log::debug!("{}: {replaced} nodes replaced by semask-edge's faster operators", model.name);
     Ok(typed)
+}
+
+/// Refuses a graph that would compute a tensor larger than [`MAX_TENSOR_BYTES`] (a hostile
+/// model, or a model fed an absurd input size), before anything is allocated.
+fn check_tensor_sizes(typed: &TypedModel) -> Result<(), String> {
+    for node in typed.nodes() {
+        for (slot, output) in node.outputs.iter().enumerate() {
+            let fact = &output.fact;
+            let Some(shape) = fact.shape.as_concrete() else { continue };
+            let bytes = shape
+                .iter()
+                .try_fold(fact.datum_type.size_of() as u64, |acc, &d| acc.checked_mul(d as u64))
+                .unwrap_or(u64::MAX);
+            if bytes > MAX_TENSOR_BYTES {
+                return Err(format!(
+                    "node {} (output {slot}) would compute a {:?} tensor of {:.1} GB, above the {} GB \
+                     limit per tensor (a corrupt model, or an input size far too large)",
+                    node.name,
+                    shape,
+                    bytes as f64 / 1e9,
+                    MAX_TENSOR_BYTES >> 30
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Time spent in one kind of tract operator, per network run.
@@ -177,10 +223,11 @@ impl Backend for TractCpuBackend {
     fn run(&mut self) -> Result<(), BackendError> {
         self.logits = None;
         let input = TValue::from_const(Arc::clone(&self.input));
-        let mut outputs = self
-            .state
-            .run(tvec!(input))
-            .map_err(|e| BackendError::Run { engine: "cpu (tract)", reason: format!("{e:#}") })?;
+        let fail = |reason: String| BackendError::Run { engine: "cpu (tract)", reason };
+        let state = &mut self.state;
+        let mut outputs = catch_panic(|| state.run(tvec!(input)))
+            .map_err(|panic| fail(format!("tract panicked ({panic})")))?
+            .map_err(|e| fail(format!("{e:#}")))?;
         self.logits = Some(outputs.remove(0));
         Ok(())
     }

@@ -11,6 +11,8 @@ use clap::Args;
 use serde::Serialize;
 
 use semask_edge::backend::{self, BackendKind, BackendOptions};
+use semask_edge::files::InputRole;
+use semask_edge::limits::Limits;
 use semask_edge::model::OnnxModel;
 use semask_edge::pipeline::{self, FrameEvent, Segmenter};
 use semask_edge::postprocess::Upsample;
@@ -43,12 +45,14 @@ pub struct BenchArgs {
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub models: Vec<PathBuf>,
 
-    /// Frames measured per run (after the warm-up).
-    #[arg(long, value_name = "N", default_value_t = 200)]
+    /// Frames measured per run (after the warm-up), 1..1000000.
+    #[arg(long, value_name = "N", default_value_t = 200,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_BENCH_FRAMES))]
     pub frames: u64,
 
-    /// Frames run before measuring.
-    #[arg(long, value_name = "N", default_value_t = 20)]
+    /// Frames run before measuring, 0..1000000.
+    #[arg(long, value_name = "N", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_BENCH_FRAMES))]
     pub warmup: u64,
 
     /// Label upsampling (LIST of fast, exact).
@@ -59,8 +63,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "auto")]
     pub backend: Vec<BackendKind>,
 
-    /// Network threads (LIST; 0 = all cores).
-    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "0")]
+    /// Network threads (LIST; each 0..256, 0 = all cores).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "0", value_parser = super::parse_threads)]
     pub threads: Vec<usize>,
 
     /// Time the network alone on a fixed input (as trtexec does): no source, no pipeline.
@@ -75,6 +79,9 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
 }
+
+/// Most frames measured (or warmed up) per run: the per-frame series is kept in memory.
+const MAX_BENCH_FRAMES: u64 = 1_000_000;
 
 /// One configuration's results, as written to the JSON report.
 #[derive(Debug, Serialize)]
@@ -132,26 +139,36 @@ struct Report<'a> {
     host: HostReport,
 }
 
-pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    if args.frames == 0 {
-        anyhow::bail!("--frames 0: nothing to measure; give at least 1");
-    }
-    let mut models: Vec<Option<PathBuf>> = vec![args.model.model.clone()];
-    models.extend(args.models.iter().cloned().map(Some));
+pub fn bench(args: BenchArgs, limits: Limits) -> anyhow::Result<ExitCode> {
+    let mut model_paths: Vec<Option<PathBuf>> = vec![args.model.model.clone()];
+    model_paths.extend(args.models.iter().cloned().map(Some));
     let overrides = args.model.overrides()?;
+    let models = model_paths
+        .iter()
+        .map(|path| OnnxModel::open_or_builtin(path.as_deref(), args.model.precision, &overrides))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    // The report and the plot must not overwrite what the benchmark reads: check before running.
+    let (source, _) = args.source.open(Some("synth://"), limits)?;
+    let mut inputs = super::input_files(&args.model, &models[0], source.as_ref());
+    for model in &models {
+        inputs.add_all(model.path.as_deref(), InputRole::Model);
+    }
+    drop(source);
+    inputs.check_outputs(&super::given_paths(&[("--report", &args.report), ("--plot", &args.plot)]), &[])?;
     super::install_ctrlc_handler();
 
     let mut runs = Vec::new();
-    for model_path in &models {
-        let model = OnnxModel::open_or_builtin(model_path.as_deref(), args.model.precision, &overrides)?;
+    for model in &models {
+        super::note_int8_artifact(&args.model, model);
         for &backend in &args.backend {
             for &threads in &args.threads {
                 if args.network_only {
-                    runs.push(network_only(&model, backend, threads, &args)?);
+                    runs.push(network_only(model, backend, threads, &args, limits)?);
                     continue;
                 }
                 for &upsample in &args.upsample {
-                    runs.push(pipeline_run(&model, backend, threads, upsample, &args)?);
+                    runs.push(pipeline_run(model, backend, threads, upsample, &args, limits)?);
                     if STOP.load(std::sync::atomic::Ordering::Relaxed) {
                         break;
                     }
@@ -167,7 +184,8 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.report {
         let report = Report { runs: &runs, host: host_report() };
         let json = serde_json::to_string_pretty(&report)?;
-        fs_err::write(path, json + "\n").with_context(|| "cannot write the --report file".to_string())?;
+        semask_edge::files::write_atomically(path, (json + "\n").as_bytes())
+            .with_context(|| format!("cannot write the --report file {}", path.display()))?;
         log::info!("report written to {}", path.display());
     }
     if let Some(path) = &args.plot {
@@ -183,15 +201,17 @@ fn pipeline_run(
     threads: usize,
     upsample: Upsample,
     args: &BenchArgs,
+    limits: Limits,
 ) -> anyhow::Result<RunReport> {
-    let (mut source, mut options) = args.source.open(Some("synth://"))?;
+    let (mut source, mut options) = args.source.open(Some("synth://"), limits)?;
     // Short inputs are replayed until enough frames went through.
     if options.extra_loops == 0 {
         options.extra_loops = -1;
     }
     options.max_frames = Some(args.warmup + args.frames);
     let inference = super::InferenceArgs { backend, threads };
-    let mut segmenter = Segmenter::new(model, &inference.segmenter_options(&args.model, upsample, 0.5))?;
+    let mut segmenter =
+        Segmenter::new(model, &inference.segmenter_options(&args.model, upsample, 0.5, limits))?;
     let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(NullSink)];
     let input = source.info().uri.clone();
     log::info!(
@@ -273,8 +293,9 @@ fn network_only(
     kind: BackendKind,
     threads: usize,
     args: &BenchArgs,
+    limits: Limits,
 ) -> anyhow::Result<RunReport> {
-    let input_size = model.input_size(args.model.input_size)?;
+    let input_size = model.input_size(args.model.input_size, &limits)?;
     let mut backend = backend::create(model, &BackendOptions { kind, threads, input_size })?;
     // A fixed, deterministic input (values in the range of a normalised image).
     for (i, v) in backend.input_mut().iter_mut().enumerate() {

@@ -48,7 +48,7 @@ struct Report<'a> {
     problem: Option<String>,
 }
 
-pub fn info(args: InfoArgs) -> anyhow::Result<ExitCode> {
+pub fn info(args: InfoArgs, limits: semask_edge::limits::Limits) -> anyhow::Result<ExitCode> {
     let overrides = args.model.overrides()?;
     let model = OnnxModel::open_or_builtin(args.model.model.as_deref(), args.model.precision, &overrides)?;
     let mut metadata = model.metadata.clone();
@@ -56,7 +56,7 @@ pub fn info(args: InfoArgs) -> anyhow::Result<ExitCode> {
     // Type the graph once to learn the logits' real shape (raw torch exports declare symbolic
     // output shapes) and to find out now whether tract can load the model at all.
     let mut problem = None;
-    let input_size = match model.input_size(args.model.input_size) {
+    let input_size = match model.input_size(args.model.input_size, &limits) {
         Ok(size) => Some(size),
         Err(e) => {
             problem = Some(e.to_string());
@@ -75,7 +75,7 @@ pub fn info(args: InfoArgs) -> anyhow::Result<ExitCode> {
                 }
                 logits_shape = shape;
             }
-            Err(e) => problem = Some(format!("tract cannot load this model: {e:#}")),
+            Err(e) => problem = Some(format!("{}: tract cannot load this model: {e}", model.name)),
         }
     }
 

@@ -11,13 +11,15 @@ pub mod record;
 pub mod run;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Args, Parser, Subcommand};
 
 use semask_edge::backend::BackendKind;
-use semask_edge::model::{ClassTable, MetadataOverrides};
+use semask_edge::files::{InputFiles, InputRole};
+use semask_edge::limits::{DEFAULT_MAX_PIXELS, FPS_RANGE, Limits, MAX_SIDE};
+use semask_edge::model::{ClassTable, MetadataOverrides, OnnxModel};
 use semask_edge::pipeline::{PipelineOptions, RunSummary, SegmenterOptions};
 use semask_edge::postprocess::Upsample;
 use semask_edge::preprocess::ChannelOrder;
@@ -47,6 +49,13 @@ pub struct Cli {
     /// More log output on stderr: -v info, -vv debug, -vvv trace (RUST_LOG overrides).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+
+    /// Largest frame or network input accepted, in pixels (width x height; default 40
+    /// megapixels, above 8K UHD). Files that declare more are refused before anything is
+    /// allocated; raise it for genuine larger images.
+    #[arg(long, value_name = "N", global = true, default_value_t = DEFAULT_MAX_PIXELS,
+          allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..=MAX_SIDE * MAX_SIDE))]
+    pub max_pixels: u64,
 
     #[command(subcommand)]
     pub command: Command,
@@ -85,12 +94,14 @@ pub struct ModelArgs {
     #[arg(long, value_name = "HxW", value_parser = parse_size)]
     pub input_size: Option<(usize, usize)>,
 
-    /// Per-channel mean, R,G,B on the 0-255 scale (default: the model's semask.mean, else ImageNet).
-    #[arg(long, value_name = "R,G,B", value_parser = parse_rgb)]
+    /// Per-channel mean, R,G,B on the 0-255 scale, each in -1e6..1e6 (default: the model's
+    /// semask.mean, else ImageNet).
+    #[arg(long, value_name = "R,G,B", value_parser = parse_mean)]
     pub mean: Option<[f32; 3]>,
 
-    /// Per-channel std, R,G,B on the 0-255 scale (default: the model's semask.std, else ImageNet).
-    #[arg(long, value_name = "R,G,B", value_parser = parse_rgb)]
+    /// Per-channel std, R,G,B on the 0-255 scale, each in 0.001..1e6 (default: the model's
+    /// semask.std, else ImageNet).
+    #[arg(long, value_name = "R,G,B", value_parser = parse_std)]
     pub std: Option<[f32; 3]>,
 
     /// Class names (and colours): a JSON list of names, JSON {"classes": [...], "palette":
@@ -116,6 +127,28 @@ impl ModelArgs {
     }
 }
 
+/// The files a command reads, which none of its outputs may overwrite: the model as given and
+/// the file that runs (an int8 artifact), the class file, and the source's files.
+pub fn input_files(args: &ModelArgs, model: &OnnxModel, source: &dyn Source) -> InputFiles {
+    let mut inputs = InputFiles::default();
+    inputs.add_all(args.model.iter().chain(&model.path).map(PathBuf::as_path), InputRole::Model);
+    inputs.add_all(args.classes.as_deref(), InputRole::ClassFile);
+    inputs.add_all(source.input_files(), InputRole::Frames);
+    inputs
+}
+
+/// The optional path flags that were given, as (flag, path) pairs for the output checks.
+pub fn given_paths<'a>(flags: &[(&'static str, &'a Option<PathBuf>)]) -> Vec<(&'static str, &'a Path)> {
+    flags.iter().filter_map(|(flag, path)| Some((*flag, path.as_deref()?))).collect()
+}
+
+/// Says which file runs when `--precision int8` found an artifact beside `--model`.
+pub fn note_int8_artifact(args: &ModelArgs, model: &OnnxModel) {
+    if args.model.is_some() && model.path != args.model {
+        eprintln!("note: --precision int8 runs {}", model.name);
+    }
+}
+
 /// Where frames come from and how to replay them: shared by `run`, `bench` and `record`.
 #[derive(Debug, Clone, Args)]
 pub struct SourceArgs {
@@ -124,20 +157,22 @@ pub struct SourceArgs {
     #[arg(long, short = 'i', value_name = "URI")]
     pub input: Option<String>,
 
-    /// Camera capture width to ask for (the closest mode is used).
-    #[arg(long, value_name = "PX")]
+    /// Camera capture width to ask for, 1..65535 (the closest mode is used).
+    #[arg(long, value_name = "PX", value_parser = clap::value_parser!(u32).range(1..=MAX_SIDE as i64))]
     pub input_width: Option<u32>,
 
-    /// Camera capture height to ask for (the closest mode is used).
-    #[arg(long, value_name = "PX")]
+    /// Camera capture height to ask for, 1..65535 (the closest mode is used).
+    #[arg(long, value_name = "PX", value_parser = clap::value_parser!(u32).range(1..=MAX_SIDE as i64))]
     pub input_height: Option<u32>,
 
-    /// Camera frame rate to ask for; with --realtime, the replay rate of sources without one.
-    #[arg(long, value_name = "FPS")]
+    /// Camera frame rate to ask for; with --realtime, the replay rate of sources without one;
+    /// the frame rate of -o videos from inputs without one (0.01..1000).
+    #[arg(long, value_name = "FPS", value_parser = parse_fps, allow_negative_numbers = true)]
     pub input_rate: Option<f64>,
 
     /// Replay the input N more times after the first (-1 = forever). Files and synth only.
-    #[arg(long, value_name = "N", default_value_t = 0, allow_negative_numbers = true)]
+    #[arg(long, value_name = "N", default_value_t = 0, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i64).range(-1..))]
     pub input_loop: i64,
 
     /// Replay a file at its frame rate and behave as a live source: when the pipeline falls
@@ -152,17 +187,18 @@ pub struct SourceArgs {
 }
 
 impl SourceArgs {
-    pub fn source_options(&self) -> SourceOptions {
-        SourceOptions { width: self.input_width, height: self.input_height, rate: self.input_rate }
+    pub fn source_options(&self, limits: Limits) -> SourceOptions {
+        SourceOptions { width: self.input_width, height: self.input_height, rate: self.input_rate, limits }
     }
 
     /// Opens the source and works out how the pipeline must treat it.
-    pub fn open(&self, default_input: Option<&str>) -> anyhow::Result<(Box<dyn Source>, PipelineOptions)> {
-        if self.input_loop < -1 {
-            anyhow::bail!("--input-loop {} is invalid: use N >= 0, or -1 for forever", self.input_loop);
-        }
+    pub fn open(
+        &self,
+        default_input: Option<&str>,
+        limits: Limits,
+    ) -> anyhow::Result<(Box<dyn Source>, PipelineOptions)> {
         let source =
-            semask_edge::source::open(self.input.as_deref().or(default_input), &self.source_options())?;
+            semask_edge::source::open(self.input.as_deref().or(default_input), &self.source_options(limits))?;
         let info = source.info();
         let pace_fps = if self.realtime {
             match info.nominal_fps.or(self.input_rate) {
@@ -193,19 +229,26 @@ pub struct InferenceArgs {
     #[arg(long, value_name = "NAME", default_value = "auto")]
     pub backend: BackendKind,
 
-    /// Threads for the network (0 = all cores).
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    /// Threads for the network, 0..256 (0 = all cores).
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = parse_threads)]
     pub threads: usize,
 }
 
 impl InferenceArgs {
-    pub fn segmenter_options(&self, model: &ModelArgs, upsample: Upsample, alpha: f32) -> SegmenterOptions {
+    pub fn segmenter_options(
+        &self,
+        model: &ModelArgs,
+        upsample: Upsample,
+        alpha: f32,
+        limits: Limits,
+    ) -> SegmenterOptions {
         SegmenterOptions {
             backend: self.backend,
             threads: self.threads,
             input_size: model.input_size,
             upsample,
             alpha,
+            limits,
         }
     }
 }
@@ -259,20 +302,20 @@ pub fn print_summary(out: &mut impl Write, summary: &RunSummary) -> std::io::Res
     writeln!(out, "throughput   {:.2} frames/s", summary.throughput_fps())
 }
 
-/// `512x1024` → `(512, 1024)` (height, width).
+/// `512x1024` → `(512, 1024)` (height, width), each side 1..65535.
 pub fn parse_size(text: &str) -> Result<(usize, usize), String> {
     let bad = || format!("{text:?} is not a size HxW such as 512x1024");
     let (h, w) = text.split_once(['x', 'X']).ok_or_else(bad)?;
     let h: usize = h.trim().parse().map_err(|_| bad())?;
     let w: usize = w.trim().parse().map_err(|_| bad())?;
-    if h == 0 || w == 0 {
-        return Err(format!("{text:?}: height and width must be positive"));
+    if h == 0 || w == 0 || h as u64 > MAX_SIDE || w as u64 > MAX_SIDE {
+        return Err(format!("{text:?}: height and width must be between 1 and {MAX_SIDE}"));
     }
     Ok((h, w))
 }
 
-/// `123.675,116.28,103.53` → `[123.675, 116.28, 103.53]`.
-pub fn parse_rgb(text: &str) -> Result<[f32; 3], String> {
+/// `123.675,116.28,103.53` → `[123.675, 116.28, 103.53]`, each value in `range`.
+fn parse_rgb_in(text: &str, range: std::ops::RangeInclusive<f32>) -> Result<[f32; 3], String> {
     let values: Vec<f32> = text
         .split(',')
         .map(|v| v.trim().parse::<f32>())
@@ -280,10 +323,49 @@ pub fn parse_rgb(text: &str) -> Result<[f32; 3], String> {
         .map_err(|_| format!("{text:?} is not three comma-separated numbers R,G,B"))?;
     let values: [f32; 3] =
         values.try_into().map_err(|_| format!("{text:?} is not three comma-separated numbers R,G,B"))?;
-    if values.iter().any(|v| !v.is_finite()) {
-        return Err(format!("{text:?}: values must be finite"));
+    if let Some(bad) = values.iter().find(|v| !range.contains(*v)) {
+        return Err(format!(
+            "{bad} is out of range: each value must be between {} and {}",
+            range.start(),
+            range.end()
+        ));
     }
     Ok(values)
+}
+
+/// `--mean`: three numbers in [`semask_edge::model::metadata::MEAN_RANGE`].
+pub fn parse_mean(text: &str) -> Result<[f32; 3], String> {
+    parse_rgb_in(text, semask_edge::model::metadata::MEAN_RANGE)
+}
+
+/// `--std`: three numbers in [`semask_edge::model::metadata::STD_RANGE`].
+pub fn parse_std(text: &str) -> Result<[f32; 3], String> {
+    parse_rgb_in(text, semask_edge::model::metadata::STD_RANGE)
+}
+
+/// A frame rate in [`FPS_RANGE`].
+pub fn parse_fps(text: &str) -> Result<f64, String> {
+    let fps: f64 =
+        text.trim().parse().map_err(|_| format!("{text:?} is not a number of frames per second"))?;
+    semask_edge::limits::check_fps(fps, "the rate").map_err(|_| {
+        format!(
+            "{text} fps is out of range: use {} to {} frames per second",
+            FPS_RANGE.start(),
+            FPS_RANGE.end()
+        )
+    })
+}
+
+/// Most network threads accepted: far above any core count this runs on, far below what
+/// exhausts memory (each thread reserves a stack).
+pub const MAX_THREADS: usize = 256;
+
+/// `--threads`: 0 (all cores) to [`MAX_THREADS`].
+pub fn parse_threads(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if n <= MAX_THREADS => Ok(n),
+        _ => Err(format!("{text:?} is not a thread count from 0 (all cores) to {MAX_THREADS}")),
+    }
 }
 
 /// A number in 0..=1.
@@ -309,9 +391,16 @@ mod tests {
         assert_eq!(parse_size("512x1024"), Ok((512, 1024)));
         assert!(parse_size("512").is_err());
         assert!(parse_size("0x4").is_err());
-        assert_eq!(parse_rgb("1, 2.5,3"), Ok([1.0, 2.5, 3.0]));
-        assert!(parse_rgb("1,2").is_err());
-        assert!(parse_rgb("a,b,c").is_err());
+        assert_eq!(parse_std("1, 2.5,3"), Ok([1.0, 2.5, 3.0]));
+        assert!(parse_std("1,2").is_err());
+        assert!(parse_std("a,b,c").is_err());
+        assert!(parse_std("0,1,1").is_err());
+        assert!(parse_mean("-1,0,1e30").is_err());
+        assert!(parse_size("70000x10").is_err());
+        assert_eq!(parse_fps("29.97"), Ok(29.97));
+        assert!(parse_fps("1e-9").is_err() && parse_fps("0").is_err() && parse_fps("inf").is_err());
+        assert_eq!(parse_threads("256"), Ok(256));
+        assert!(parse_threads("100000").is_err());
         assert_eq!(parse_unit("0.3"), Ok(0.3));
         assert!(parse_unit("1.5").is_err());
     }

@@ -22,18 +22,24 @@ const COLORS: [RGBColor; 6] = [
     RGBColor(40, 40, 40),
 ];
 
+/// Draws `runs` and writes the SVG to `path` (whole or not at all).
 pub fn write_svg(path: &Path, runs: &[RunReport]) -> anyhow::Result<()> {
     if runs.is_empty() {
         anyhow::bail!("no runs to plot");
     }
-    let root = SVGBackend::new(path, (WIDTH, ROW_HEIGHT * runs.len() as u32)).into_drawing_area();
-    root.fill(&WHITE)?;
-    for (row, run) in root.split_evenly((runs.len(), 1)).iter().zip(runs) {
-        let (left, right) = row.split_horizontally(WIDTH * 3 / 5);
-        draw_series(&left, run)?;
-        draw_histograms(&right, run)?;
+    let mut svg = String::new();
+    {
+        let root =
+            SVGBackend::with_string(&mut svg, (WIDTH, ROW_HEIGHT * runs.len() as u32)).into_drawing_area();
+        root.fill(&WHITE)?;
+        for (row, run) in root.split_evenly((runs.len(), 1)).iter().zip(runs) {
+            let (left, right) = row.split_horizontally(WIDTH * 3 / 5);
+            draw_series(&left, run)?;
+            draw_histograms(&right, run)?;
+        }
+        root.present()?;
     }
-    root.present()?;
+    semask_edge::files::write_atomically(path, svg.as_bytes())?;
     Ok(())
 }
 

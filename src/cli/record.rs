@@ -2,7 +2,7 @@
 //! and ffmpeg can replay. MJPEG cameras are recorded as they deliver (no re-encoding); other
 //! inputs are encoded to JPEG (quality 92).
 
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -12,8 +12,10 @@ use anyhow::Context;
 use clap::Args;
 use image::ImageEncoder;
 
+use semask_edge::files::{InputFiles, InputRole, PartialFile};
 use semask_edge::frame::Frame;
-use semask_edge::source::{Captured, SourceUri};
+use semask_edge::limits::Limits;
+use semask_edge::source::{Captured, Source, SourceUri};
 
 use super::{STOP, SourceArgs};
 
@@ -26,12 +28,28 @@ pub struct RecordArgs {
     #[arg(long, short = 'o', value_name = "FILE.mjpeg")]
     pub output: PathBuf,
 
-    /// Stop after N frames (default: until Ctrl-C, or the end of a file input).
-    #[arg(long, value_name = "N")]
+    /// Stop after N frames, N >= 1 (default: until Ctrl-C, or the end of a file input).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub frames: Option<u64>,
 }
 
-pub fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
+/// Where recorded frames come from.
+enum Recorder {
+    /// An MJPEG camera: its JPEG frames are stored as delivered.
+    #[cfg(feature = "camera")]
+    Camera(semask_edge::source::v4l2::RawCapture),
+    /// Any other input: frames are decoded and encoded to JPEG.
+    Decoded(Box<dyn Source>),
+}
+
+/// What a recording did.
+#[derive(Default)]
+struct Counts {
+    written: u64,
+    failed: u64,
+}
+
+pub fn record(args: RecordArgs, limits: Limits) -> anyhow::Result<ExitCode> {
     let ext = args.output.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     if ext != "mjpeg" && ext != "mjpg" {
         anyhow::bail!(
@@ -39,80 +57,94 @@ pub fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
             args.output.display()
         );
     }
-    let mut partial = args.output.as_os_str().to_owned();
-    partial.push(".partial");
-    let partial = PathBuf::from(partial);
-    let file =
-        std::fs::File::create(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
-    let mut out = BufWriter::new(file);
+    let uri = SourceUri::parse(args.source.input.as_deref());
+    let mut recorder = open(&uri, &args, limits)?;
+    let mut inputs = InputFiles::default();
+    if let Recorder::Decoded(source) = &recorder {
+        inputs.add_all(source.input_files(), InputRole::Frames);
+    }
+    inputs.check_output(&args.output, "--output")?;
+    let mut out = PartialFile::create(&args.output)
+        .with_context(|| format!("cannot create {}", args.output.display()))?;
     super::install_ctrlc_handler();
     let start = Instant::now();
     let limit = args.frames.unwrap_or(u64::MAX);
-
-    let uri = SourceUri::parse(args.source.input.as_deref());
-    let written = match &uri {
+    let counts = match &mut recorder {
         #[cfg(feature = "camera")]
-        SourceUri::Camera(path) => record_camera(path, &args, limit, &mut out)?,
-        _ => record_any(&args, limit, &mut out)?,
+        Recorder::Camera(camera) => record_camera(camera, limit, &mut out)?,
+        Recorder::Decoded(source) => record_decoded(source.as_mut(), limit, &mut out)?,
     };
-    out.flush().with_context(|| format!("cannot write {}", partial.display()))?;
-    drop(out);
-    if written == 0 {
-        let _ = std::fs::remove_file(&partial);
-        anyhow::bail!("no frame was recorded from {uri}; {} not created", args.output.display());
+    if counts.written == 0 {
+        drop(out); // removes the partial file
+        anyhow::bail!(
+            "no frame was recorded from {uri} ({} failed); {} not created",
+            counts.failed,
+            args.output.display()
+        );
     }
-    std::fs::rename(&partial, &args.output)
-        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    out.commit().with_context(|| format!("cannot write {}", args.output.display()))?;
     let seconds = start.elapsed().as_secs_f64();
     println!(
-        "{} frames recorded to {} in {:.1} s ({:.1} fps)",
-        written,
+        "{} frames recorded to {} in {:.1} s ({:.1} fps), {} failed",
+        counts.written,
         args.output.display(),
         seconds,
-        written as f64 / seconds.max(1e-9)
+        counts.written as f64 / seconds.max(1e-9),
+        counts.failed
     );
-    Ok(ExitCode::SUCCESS)
+    // Each failed frame was reported as it happened.
+    Ok(if counts.failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn open(uri: &SourceUri, args: &RecordArgs, limits: Limits) -> anyhow::Result<Recorder> {
+    let options = args.source.source_options(limits);
+    #[cfg(feature = "camera")]
+    if let SourceUri::Camera(path) = uri {
+        use semask_edge::source::v4l2::RawCapture;
+        match RawCapture::open(path, &options) {
+            Ok(camera) => {
+                log::info!("recording {} ({}) as delivered", path.display(), camera.mode());
+                return Ok(Recorder::Camera(camera));
+            }
+            // Not an MJPEG camera: decode and re-encode like any other input.
+            Err(semask_edge::source::SourceError::Unsupported { reason, .. }) => {
+                log::info!("{reason}; frames are encoded to JPEG");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let _ = uri;
+    let source = semask_edge::source::open(args.source.input.as_deref(), &options)?;
+    log::info!("recording {}", source.info().uri);
+    Ok(Recorder::Decoded(source))
 }
 
 #[cfg(feature = "camera")]
 fn record_camera(
-    path: &std::path::Path,
-    args: &RecordArgs,
+    camera: &mut semask_edge::source::v4l2::RawCapture,
     limit: u64,
     out: &mut impl Write,
-) -> anyhow::Result<u64> {
-    use semask_edge::source::v4l2::RawCapture;
-    let mut camera = match RawCapture::open(path, &args.source.source_options()) {
-        Ok(camera) => camera,
-        // Not an MJPEG camera: decode and re-encode like any other input.
-        Err(semask_edge::source::SourceError::Unsupported { reason, .. }) => {
-            log::info!("{reason}; frames are encoded to JPEG");
-            return record_any(args, limit, out);
-        }
-        Err(e) => return Err(e.into()),
-    };
-    log::info!("recording {} ({}) as delivered", path.display(), camera.mode());
-    let mut written = 0;
-    while written < limit && !STOP.load(Ordering::Relaxed) {
+) -> anyhow::Result<Counts> {
+    let mut counts = Counts::default();
+    while counts.written < limit && !STOP.load(Ordering::Relaxed) {
         if camera.next(|jpeg| out.write_all(jpeg))? {
-            written += 1;
+            counts.written += 1;
         }
     }
-    Ok(written)
+    Ok(counts)
 }
 
 /// Any source: decode each frame and encode it to JPEG.
-fn record_any(args: &RecordArgs, limit: u64, out: &mut impl Write) -> anyhow::Result<u64> {
-    let mut source = semask_edge::source::open(args.source.input.as_deref(), &args.source.source_options())?;
-    log::info!("recording {}", source.info().uri);
-    let (mut frame, mut jpeg, mut written) = (Frame::default(), Vec::new(), 0u64);
-    while written < limit && !STOP.load(Ordering::Relaxed) {
+fn record_decoded(source: &mut dyn Source, limit: u64, out: &mut impl Write) -> anyhow::Result<Counts> {
+    let (mut frame, mut jpeg, mut counts) = (Frame::default(), Vec::new(), Counts::default());
+    while counts.written < limit && !STOP.load(Ordering::Relaxed) {
         match source.next(&mut frame) {
             Ok(Captured::Frame) => {}
             Ok(Captured::Timeout) => continue,
             Ok(Captured::EndOfStream) => break,
             Err(e) if e.is_bad_frame() => {
                 eprintln!("error: skipped {e}");
+                counts.failed += 1;
                 continue;
             }
             Err(e) => return Err(e.into()),
@@ -125,7 +157,7 @@ fn record_any(args: &RecordArgs, limit: u64, out: &mut impl Write) -> anyhow::Re
             image::ExtendedColorType::Rgb8,
         )?;
         out.write_all(&jpeg)?;
-        written += 1;
+        counts.written += 1;
     }
-    Ok(written)
+    Ok(counts)
 }

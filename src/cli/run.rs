@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
+use semask_edge::limits::Limits;
 use semask_edge::model::OnnxModel;
 use semask_edge::pipeline::{self, FrameEvent, Segmenter};
 use semask_edge::postprocess::Upsample;
@@ -15,7 +16,7 @@ use semask_edge::sink::stats::StatsSink;
 use semask_edge::sink::video::VideoSink;
 use semask_edge::sink::{NullSink, Sink};
 
-use super::{InferenceArgs, ModelArgs, STOP, SourceArgs, parse_unit, print_summary};
+use super::{InferenceArgs, ModelArgs, STOP, SourceArgs, given_paths, parse_unit, print_summary};
 
 pub const LONG_ABOUT: &str = "\
 Segment frames from an input (images, video, camera, synthetic scenes); write label maps,
@@ -87,8 +88,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "A", default_value = "0.5", value_parser = parse_unit)]
     pub alpha: f32,
 
-    /// Stop after N frames (default: the whole input).
-    #[arg(long, value_name = "N")]
+    /// Stop after N frames, N >= 1 (default: the whole input).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub frames: Option<u64>,
 
     /// Do not print a line per frame (the summary and errors are still printed).
@@ -96,13 +97,28 @@ pub struct RunArgs {
     pub quiet: bool,
 }
 
-pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: RunArgs, limits: Limits) -> anyhow::Result<ExitCode> {
     let overrides = args.model.overrides()?;
     let model = OnnxModel::open_or_builtin(args.model.model.as_deref(), args.model.precision, &overrides)?;
-    let (mut source, mut pipeline_options) = args.source.open(None)?;
+    let (mut source, mut pipeline_options) = args.source.open(None, limits)?;
     pipeline_options.max_frames = args.frames;
-    let options = args.inference.segmenter_options(&args.model, args.upsample, args.alpha);
+
+    if let Some(path) = &args.output {
+        if path.to_string_lossy().starts_with("display://") {
+            anyhow::bail!(
+                "--output {}: displays are not supported yet; write a .mp4 or .mjpeg",
+                path.display()
+            );
+        }
+    }
+    let dirs =
+        given_paths(&[("--labels", &args.labels), ("--color", &args.color), ("--overlay", &args.overlay)]);
+    let files = given_paths(&[("--output", &args.output), ("--stats", &args.stats)]);
+    super::input_files(&args.model, &model, source.as_ref()).check_outputs(&files, &dirs)?;
+
+    let options = args.inference.segmenter_options(&args.model, args.upsample, args.alpha, limits);
     let mut segmenter = Segmenter::new(&model, &options)?;
+    super::note_int8_artifact(&args.model, &model);
 
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     let outputs = [
@@ -116,12 +132,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if let Some(path) = &args.output {
-        if path.to_string_lossy().starts_with("display://") {
-            anyhow::bail!(
-                "--output {}: displays are not supported yet; write a .mp4 or .mjpeg",
-                path.display()
-            );
-        }
         let fps = source.info().nominal_fps.or(args.source.input_rate).unwrap_or_else(|| {
             log::warn!(
                 "{} has no frame rate: the video plays at 30 fps (set --input-rate)",

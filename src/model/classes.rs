@@ -66,6 +66,21 @@ pub struct ClassTable {
 /// Largest class count a label map can hold (8-bit label PNGs).
 pub const MAX_CLASSES: usize = 256;
 
+/// Largest `--classes` file read (256 names and colours fit in a few kilobytes).
+const MAX_CLASS_FILE_BYTES: u64 = 1 << 20;
+
+/// What kind of JSON value `v` is, for messages.
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a list of something else",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
 impl ClassTable {
     /// A table from names and colours, which must have the same, non-zero length of at most
     /// [`MAX_CLASSES`].
@@ -121,22 +136,41 @@ impl ClassTable {
     /// (blank lines and `#` comments skipped).
     pub fn from_file(path: &Path) -> Result<ClassTable, ModelError> {
         let bad = |reason: String| ModelError::ClassFile { path: path.to_path_buf(), reason };
-        let text = fs_err::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let mut bytes = Vec::new();
+        crate::files::read_input(path, MAX_CLASS_FILE_BYTES, &mut bytes).map_err(|e| bad(e.to_string()))?;
+        let text = String::from_utf8(bytes).map_err(|_| bad("is not UTF-8 text".into()))?;
+        // Editors on Windows start UTF-8 files with a byte-order mark.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
         let trimmed = text.trim_start();
         if trimmed.starts_with('[') || trimmed.starts_with('{') {
-            #[derive(serde::Deserialize)]
-            #[serde(untagged)]
-            enum ClassFile {
-                Names(Vec<String>),
-                Table { classes: Vec<String>, palette: Option<Vec<[u8; 3]>> },
-            }
-            let parsed: ClassFile = serde_json::from_str(&text).map_err(|e| {
-                bad(format!("not a JSON list of names nor an object with \"classes\" and \"palette\": {e}"))
+            let value: serde_json::Value =
+                serde_json::from_str(text).map_err(|e| bad(format!("is not valid JSON: {e}")))?;
+            let (names, palette) = match &value {
+                serde_json::Value::Array(_) => (&value, None),
+                serde_json::Value::Object(map) => {
+                    if let Some(key) = map.keys().find(|k| *k != "classes" && *k != "palette") {
+                        return Err(bad(format!(
+                            "unknown key {key:?}; the object takes \"classes\" and \"palette\""
+                        )));
+                    }
+                    let names = map.get("classes").ok_or_else(|| {
+                        bad("the object has no \"classes\" list; write {\"classes\": [\"road\", ...]}".into())
+                    })?;
+                    (names, map.get("palette"))
+                }
+                _ => unreachable!("starts with [ or {{"),
+            };
+            let names: Vec<String> = serde_json::from_value(names.clone()).map_err(|_| {
+                bad(format!("\"classes\" must be a list of names (strings), found {}", json_kind(names)))
             })?;
-            match parsed {
-                ClassFile::Names(names) => ClassTable::from_names(names),
-                ClassFile::Table { classes, palette: None } => ClassTable::from_names(classes),
-                ClassFile::Table { classes, palette: Some(p) } => ClassTable::new(classes, p),
+            match palette {
+                None => ClassTable::from_names(names),
+                Some(p) => {
+                    let palette: Vec<[u8; 3]> = serde_json::from_value(p.clone()).map_err(|_| {
+                        bad("\"palette\" must be a list of [r, g, b] colours with values 0-255".into())
+                    })?;
+                    ClassTable::new(names, palette)
+                }
             }
             .map_err(bad)
         } else {

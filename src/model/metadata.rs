@@ -4,11 +4,12 @@
 //! | key | value | default when absent |
 //! |---|---|---|
 //! | `semask.classes` | JSON list of class names, one per logits channel | the 19 Cityscapes classes |
-//! | `semask.palette` | JSON list of `[r, g, b]` (0-255), one per class | Cityscapes colours for Cityscapes names, else generated |
+//! | `semask.palette` | JSON list of `[r, g, b]` (0-255), one per class (alone: the colours of the default names) | Cityscapes colours for Cityscapes names, else generated |
 //! | `semask.mean` | JSON list of 3 numbers, RGB order, 0-255 scale | `[123.675, 116.28, 103.53]` |
 //! | `semask.std` | JSON list of 3 numbers, RGB order, 0-255 scale | `[58.395, 57.12, 57.375]` |
 //! | `semask.logits` | name of the graph output holding the logits `[1, K, h, w]` | the output named `logits`, else the first output |
 //! | `semask.channel_order` | `"rgb"` or `"bgr"`: the plane order of the input | `"rgb"` |
+//! | `semask.fp32_sha256` | in an int8 artifact: SHA-256 of the fp32 model it was made from | |
 //!
 //! Other `semask.*` keys (architecture, input size, training data, git revision: written by
 //! `semask-train export`) are informational; `semask-edge info` prints them.
@@ -28,6 +29,14 @@ pub const KEY_MEAN: &str = "semask.mean";
 pub const KEY_STD: &str = "semask.std";
 pub const KEY_LOGITS: &str = "semask.logits";
 pub const KEY_CHANNEL_ORDER: &str = "semask.channel_order";
+/// In an int8 artifact: SHA-256 of the fp32 model it was made from (`semask-train quantize`).
+pub const KEY_FP32_SHA256: &str = "semask.fp32_sha256";
+
+/// Accepted per-channel std values (0-255 scale): below this a normalised pixel overflows
+/// toward infinity.
+pub const STD_RANGE: std::ops::RangeInclusive<f32> = 1e-3..=1e6;
+/// Accepted per-channel mean values (0-255 scale).
+pub const MEAN_RANGE: std::ops::RangeInclusive<f32> = -1e6..=1e6;
 
 /// Where a setting's value came from (shown by `semask-edge info`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -82,15 +91,21 @@ pub struct SegmentationMetadata {
     pub std: Setting<[f32; 3]>,
     pub channel_order: Setting<ChannelOrder>,
     pub logits_output: Setting<String>,
+    /// `semask.palette` of a model without `semask.classes`: the colours of the default class
+    /// names, applied when [`Self::resolve_classes`] settles them.
+    #[serde(skip)]
+    pub palette_only: Option<Vec<[u8; 3]>>,
     /// Every `metadata_props` entry, for display.
     pub all_props: BTreeMap<String, String>,
 }
 
-/// A `semask.*` key whose value cannot be used.
+/// A `semask.*` key (or the flag that overrides it) whose value cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("metadata key {key} {reason}")]
+#[error("{} {key} {reason}", if *.from == Provenance::Flag { "flag" } else { "metadata key" })]
 pub struct MetadataError {
+    /// `semask.std`, or the flag (`--std`) when the value came from the command line.
     pub key: String,
+    pub from: Provenance,
     pub reason: String,
 }
 
@@ -104,8 +119,17 @@ impl SegmentationMetadata {
     ) -> Result<SegmentationMetadata, MetadataError> {
         let mean = pick_vec3(props, KEY_MEAN, overrides.mean, IMAGENET_MEAN)?;
         let std = pick_vec3(props, KEY_STD, overrides.std, IMAGENET_STD)?;
-        if let Some(bad) = std.value.iter().find(|v| **v <= 0.0 || !v.is_finite()) {
-            return Err(err(KEY_STD, format!("has {bad}; every std must be a positive number")));
+        for (setting, key, flag, range) in
+            [(&mean, KEY_MEAN, "--mean", MEAN_RANGE), (&std, KEY_STD, "--std", STD_RANGE)]
+        {
+            if let Some(bad) = setting.value.iter().find(|v| !range.contains(*v)) {
+                let reason =
+                    format!("has {bad}; each value must be between {} and {}", range.start(), range.end());
+                return Err(match setting.from {
+                    Provenance::Flag => MetadataError { key: flag.into(), from: Provenance::Flag, reason },
+                    _ => err(key, reason),
+                });
+            }
         }
 
         let channel_order = match (overrides.channel_order, props.get(KEY_CHANNEL_ORDER)) {
@@ -145,23 +169,28 @@ impl SegmentationMetadata {
             }
         };
 
-        let classes = match &overrides.classes {
-            Some(table) => Some(Setting::new(table.clone(), Provenance::Flag)),
-            None => match props.get(KEY_CLASSES) {
-                Some(text) => {
-                    let names: Vec<String> = parse_json(KEY_CLASSES, text, "a JSON list of names")?;
-                    let table = match props.get(KEY_PALETTE) {
-                        Some(p) => {
-                            let palette = parse_json(KEY_PALETTE, p, "a JSON list of [r, g, b]")?;
-                            ClassTable::new(names, palette)
-                        }
-                        None => ClassTable::from_names(names),
+        // A palette is always checked, even where a --classes file replaces it.
+        let palette: Option<Vec<[u8; 3]>> = props
+            .get(KEY_PALETTE)
+            .map(|p| parse_json(KEY_PALETTE, p, "a JSON list of [r, g, b] with values 0-255"))
+            .transpose()?;
+        let mut palette_only = None;
+        let classes = match (&overrides.classes, props.get(KEY_CLASSES)) {
+            (Some(table), _) => Some(Setting::new(table.clone(), Provenance::Flag)),
+            (None, Some(text)) => {
+                let names: Vec<String> = parse_json(KEY_CLASSES, text, "a JSON list of names")?;
+                let table = match palette {
+                    Some(palette) => {
+                        ClassTable::new(names, palette).map_err(|reason| err(KEY_PALETTE, reason))
                     }
-                    .map_err(|reason| err(KEY_CLASSES, reason))?;
-                    Some(Setting::new(table, Provenance::Metadata))
-                }
-                None => None,
-            },
+                    None => ClassTable::from_names(names).map_err(|reason| err(KEY_CLASSES, reason)),
+                }?;
+                Some(Setting::new(table, Provenance::Metadata))
+            }
+            (None, None) => {
+                palette_only = palette;
+                None
+            }
         };
 
         Ok(SegmentationMetadata {
@@ -170,6 +199,7 @@ impl SegmentationMetadata {
             std,
             channel_order,
             logits_output,
+            palette_only,
             all_props: props.clone(),
         })
     }
@@ -184,20 +214,24 @@ impl SegmentationMetadata {
                     Provenance::Flag => "--classes",
                     _ => KEY_CLASSES,
                 };
-                return Err(err(
-                    key,
-                    format!(
+                return Err(MetadataError {
+                    key: key.into(),
+                    from: setting.from,
+                    reason: format!(
                         "lists {} classes but the logits have {num_classes} channels; \
                          give one name per channel",
                         setting.value.len()
                     ),
-                ));
+                });
             }
             Some(_) => {}
-            None if num_classes == ClassTable::cityscapes().len() => {
-                self.classes = Some(Setting::new(ClassTable::cityscapes(), Provenance::Default));
-            }
             None => {
+                if num_classes == 0 {
+                    return Err(err(
+                        KEY_CLASSES,
+                        "cannot describe logits with 0 channels: the model outputs no class".into(),
+                    ));
+                }
                 if num_classes > super::classes::MAX_CLASSES {
                     return Err(err(
                         KEY_CLASSES,
@@ -206,12 +240,23 @@ impl SegmentationMetadata {
                         ),
                     ));
                 }
-                log::warn!(
-                    "the model has {num_classes} classes and no {KEY_CLASSES} metadata: \
-                     naming them class_0..class_{}; pass --classes FILE for real names",
-                    num_classes - 1
-                );
-                self.classes = Some(Setting::new(ClassTable::generic(num_classes), Provenance::Default));
+                let names = if num_classes == ClassTable::cityscapes().len() {
+                    ClassTable::cityscapes().names().to_vec()
+                } else {
+                    log::warn!(
+                        "the model has {num_classes} classes and no {KEY_CLASSES} metadata: \
+                         naming them class_0..class_{}; pass --classes FILE for real names",
+                        num_classes - 1
+                    );
+                    ClassTable::generic(num_classes).names().to_vec()
+                };
+                let table = match self.palette_only.take() {
+                    Some(palette) => ClassTable::new(names, palette).map_err(|reason| {
+                        err(KEY_PALETTE, format!("does not fit the model's {num_classes} classes: {reason}"))
+                    })?,
+                    None => ClassTable::from_names(names).map_err(|reason| err(KEY_CLASSES, reason))?,
+                };
+                self.classes = Some(Setting::new(table, Provenance::Default));
             }
         }
         Ok(&self.classes.as_ref().expect("set above").value)
@@ -219,7 +264,7 @@ impl SegmentationMetadata {
 }
 
 fn err(key: &str, reason: String) -> MetadataError {
-    MetadataError { key: key.to_string(), reason }
+    MetadataError { key: key.to_string(), from: Provenance::Metadata, reason }
 }
 
 fn parse_json<T: DeserializeOwned>(key: &str, text: &str, expected: &str) -> Result<T, MetadataError> {

@@ -31,12 +31,19 @@ pub const BUILTIN_MODEL_QOP_ONNX: &[u8] =
 /// How the built-in model is named in logs and `info`.
 pub const BUILTIN_MODEL_NAME: &str = "built-in semask-tiny-synth (tiny config trained on synth://)";
 
+/// Largest ONNX file read: protobuf's own limit (models with larger weights keep them as
+/// external data, which is bounded by [`MAX_EXTERNAL_DATA_BYTES`]).
+pub const MAX_MODEL_BYTES: u64 = 2 << 30;
+
+/// Largest total of external data (weights in files beside the model) a model may name.
+pub const MAX_EXTERNAL_DATA_BYTES: u64 = 16 << 30;
+
 /// Errors found while reading a model file, each naming the file and saying what to do.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ModelError {
-    #[error("cannot read model {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot read model {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
     #[error(
         "{name} is not a readable ONNX model ({reason}); is the file truncated, or not an .onnx \
          file? Re-export it or check the path"
@@ -44,8 +51,14 @@ pub enum ModelError {
     Decode { name: String, reason: String },
     #[error("{name}: {reason}")]
     Input { name: String, reason: String },
-    #[error("{name}: {source}")]
-    Metadata { name: String, source: metadata::MetadataError },
+    #[error("{name}: {error}")]
+    Metadata { name: String, error: metadata::MetadataError },
+    #[error(
+        "--precision int8 found {artifact}, but it was not made from {model}: {reason}. Make one \
+         for this model with `semask-train quantize --model {model} --out <folder>`, or pass the \
+         int8 file itself with --model"
+    )]
+    ForeignArtifact { model: String, artifact: String, reason: String },
     #[error("class file {path}: {reason}")]
     ClassFile { path: PathBuf, reason: String },
     #[error(transparent)]
@@ -91,6 +104,8 @@ impl fmt::Display for TensorDecl {
 pub struct OnnxModel {
     /// How to refer to the model in messages: its path, or [`BUILTIN_MODEL_NAME`].
     pub name: String,
+    /// The file it was read from (`None` for the built-in model).
+    pub path: Option<PathBuf>,
     /// Directory of the file, where ONNX external data is looked up.
     pub dir: Option<PathBuf>,
     pub size_bytes: usize,
@@ -101,18 +116,13 @@ pub struct OnnxModel {
 }
 
 impl OnnxModel {
-    /// Reads and checks the model at `path`.
+    /// Reads and checks the model at `path` (a regular file of at most [`MAX_MODEL_BYTES`]).
     pub fn open(path: &Path, overrides: &MetadataOverrides) -> Result<OnnxModel, ModelError> {
-        let bytes = fs_err::read(path)
-            .map_err(|source| ModelError::Read { path: path.to_path_buf(), source: strip_fs_err(source) })?;
-        if bytes.is_empty() {
-            return Err(ModelError::Decode {
-                name: path.display().to_string(),
-                reason: "the file is empty".into(),
-            });
-        }
+        let bytes = read_model_file(path)?;
         let dir = path.parent().map(Path::to_path_buf);
-        OnnxModel::from_bytes(&bytes, path.display().to_string(), dir, overrides)
+        let mut model = OnnxModel::from_bytes(&bytes, path.display().to_string(), dir, overrides)?;
+        model.path = Some(path.to_path_buf());
+        Ok(model)
     }
 
     /// The model built into the binary ([`BUILTIN_MODEL_ONNX`]).
@@ -121,14 +131,33 @@ impl OnnxModel {
     }
 
     /// `--model` when given, else the built-in model, in the artifact `precision` asks for
-    /// (see [`crate::calibration::resolve_artifact`]).
+    /// (see [`crate::calibration::resolve_artifact`]). An int8 artifact found beside the model
+    /// is checked to be made from it ([`check_int8_artifact`]), and its name says which file
+    /// runs (`calibration/m/model.qop.onnx (int8 form of m.onnx)`).
     pub fn open_or_builtin(
         path: Option<&Path>,
         precision: Precision,
         overrides: &MetadataOverrides,
     ) -> Result<OnnxModel, ModelError> {
         match (path, precision) {
-            (Some(p), _) => OnnxModel::open(&crate::calibration::resolve_artifact(p, precision)?, overrides),
+            (Some(p), Precision::Fp32) => OnnxModel::open(p, overrides),
+            (Some(p), Precision::Int8) => {
+                let artifact = crate::calibration::resolve_artifact(p, precision)?;
+                if artifact == p {
+                    return OnnxModel::open(p, overrides);
+                }
+                let fp32_bytes = read_model_file(p)?;
+                let fp32 = OnnxModel::from_bytes(
+                    &fp32_bytes,
+                    p.display().to_string(),
+                    p.parent().map(Path::to_path_buf),
+                    overrides,
+                )?;
+                let mut int8 = OnnxModel::open(&artifact, overrides)?;
+                check_int8_artifact(&fp32, &fp32_bytes, &int8)?;
+                int8.name = format!("{} (int8 form of {})", int8.name, fp32.name);
+                Ok(int8)
+            }
             (None, Precision::Fp32) => OnnxModel::builtin(overrides),
             (None, Precision::Int8) => OnnxModel::from_bytes(
                 BUILTIN_MODEL_QOP_ONNX,
@@ -182,8 +211,10 @@ impl OnnxModel {
             proto.metadata_props.iter().map(|e| (e.key.clone(), e.value.clone())).collect();
         let output_names: Vec<String> = outputs.iter().map(|o| o.name.clone()).collect();
         let metadata = SegmentationMetadata::from_props(&props, &output_names, overrides)
-            .map_err(|source| ModelError::Metadata { name: name.clone(), source })?;
-        Ok(OnnxModel { name, dir, size_bytes: bytes.len(), proto, input, outputs, metadata })
+            .map_err(|error| ModelError::Metadata { name: name.clone(), error })?;
+        check_external_data(graph, dir.as_deref())
+            .map_err(|reason| ModelError::Decode { name: name.clone(), reason })?;
+        Ok(OnnxModel { name, path: None, dir, size_bytes: bytes.len(), proto, input, outputs, metadata })
     }
 
     /// Number of nodes of the top-level graph.
@@ -206,8 +237,34 @@ impl OnnxModel {
     }
 
     /// The network input size `(height, width)`: the model's own when static; a symbolic size
-    /// needs `requested` (`--input-size`), which must agree with static dimensions.
-    pub fn input_size(&self, requested: Option<(usize, usize)>) -> Result<(usize, usize), ModelError> {
+    /// needs `requested` (`--input-size`), which must agree with static dimensions. The size is
+    /// checked against `limits` (a model can declare any size).
+    pub fn input_size(
+        &self,
+        requested: Option<(usize, usize)>,
+        limits: &crate::limits::Limits,
+    ) -> Result<(usize, usize), ModelError> {
+        let (h, w) = self.declared_input_size(requested)?;
+        let pixels = h as u64 * w as u64;
+        if pixels > limits.max_pixels
+            || h as u64 > crate::limits::MAX_SIDE
+            || w as u64 > crate::limits::MAX_SIDE
+        {
+            return Err(ModelError::Input {
+                name: self.name.clone(),
+                reason: format!(
+                    "the network input would be {h}x{w} (HxW) = {}, above the limit of {} (sides at \
+                     most {}); re-export the model at a smaller size, or raise --max-pixels",
+                    crate::limits::describe_pixels(pixels),
+                    crate::limits::describe_pixels(limits.max_pixels),
+                    crate::limits::MAX_SIDE
+                ),
+            });
+        }
+        Ok((h, w))
+    }
+
+    fn declared_input_size(&self, requested: Option<(usize, usize)>) -> Result<(usize, usize), ModelError> {
         let (h, w) = (&self.input.shape[2], &self.input.shape[3]);
         let fail = |reason: String| ModelError::Input { name: self.name.clone(), reason };
         match (h, w, requested) {
@@ -237,16 +294,123 @@ impl OnnxModel {
     }
 }
 
-/// fs_err's messages already name the path; ours do too, so keep only the OS reason.
-fn strip_fs_err(e: std::io::Error) -> std::io::Error {
-    let kind = e.kind();
-    match e.into_inner() {
-        Some(inner) => match inner.source() {
-            Some(os) => std::io::Error::new(kind, os.to_string()),
-            None => std::io::Error::new(kind, inner.to_string()),
-        },
-        None => std::io::Error::from(kind),
+/// The bytes of the model file `path`, refusing what is not a regular file, empty, or larger
+/// than [`MAX_MODEL_BYTES`].
+fn read_model_file(path: &Path) -> Result<Vec<u8>, ModelError> {
+    let mut bytes = Vec::new();
+    crate::files::read_input(path, MAX_MODEL_BYTES, &mut bytes)
+        .map_err(|e| ModelError::Read { path: path.to_path_buf(), reason: e.to_string() })?;
+    if bytes.is_empty() {
+        return Err(ModelError::Decode {
+            name: path.display().to_string(),
+            reason: "the file is empty".into(),
+        });
     }
+    Ok(bytes)
+}
+
+/// Checks the external data (weights kept in files beside the model) a graph names: each
+/// must be a regular file in the model's directory holding the bytes it is said to hold, and
+/// all together at most [`MAX_EXTERNAL_DATA_BYTES`]. (tract keeps the location inside the
+/// directory; this keeps it from reading a FIFO, a device, or past a file's end.)
+fn check_external_data(graph: &pb::GraphProto, dir: Option<&Path>) -> Result<(), String> {
+    let external = pb::tensor_proto::DataLocation::External as i32;
+    let mut total = 0u64;
+    for tensor in graph.initializer.iter().filter(|t| t.data_location == Some(external)) {
+        let entry = |key: &str| tensor.external_data.iter().find(|e| e.key == key).map(|e| e.value.as_str());
+        let location = entry("location")
+            .ok_or_else(|| format!("initializer {} is external data without a location", tensor.name))?;
+        let dir = dir.ok_or_else(|| {
+            format!("initializer {} needs external data, but the model has no directory", tensor.name)
+        })?;
+        let path = dir.join(location);
+        let (_, meta) = crate::files::open_input(&path)
+            .map_err(|e| format!("external data {} of initializer {}: {e}", path.display(), tensor.name))?;
+        let number = |key: &str| -> Result<Option<u64>, String> {
+            entry(key)
+                .map(|v| {
+                    v.parse::<u64>().map_err(|_| {
+                        format!("initializer {}: external data {key} {v:?} is not a number", tensor.name)
+                    })
+                })
+                .transpose()
+        };
+        let offset = number("offset")?.unwrap_or(0);
+        let length = match number("length")? {
+            Some(length) => length,
+            None => meta.len().saturating_sub(offset),
+        };
+        if offset.checked_add(length).is_none_or(|end| end > meta.len()) {
+            return Err(format!(
+                "initializer {} says its external data is {length} bytes at offset {offset} of {}, which has {} bytes",
+                tensor.name,
+                path.display(),
+                meta.len()
+            ));
+        }
+        total += length;
+        if total > MAX_EXTERNAL_DATA_BYTES {
+            return Err(format!("the external data adds up to more than {MAX_EXTERNAL_DATA_BYTES} bytes"));
+        }
+    }
+    Ok(())
+}
+
+/// Export metadata that says which weights and recipe a model came from; an int8 artifact
+/// carries its fp32 model's.
+const PROVENANCE_KEYS: [&str; 5] =
+    ["semask.arch", "semask.input_size", "semask.weights", "semask.training_data", "semask.git_revision"];
+
+/// Checks that `int8`, an artifact found beside `fp32` (not given explicitly), was made from it:
+/// same input, same classes, and the same model by hash (`semask.fp32_sha256`, written by
+/// `semask-train quantize`) or, for older artifacts, by the export metadata both carry.
+pub fn check_int8_artifact(fp32: &OnnxModel, fp32_bytes: &[u8], int8: &OnnxModel) -> Result<(), ModelError> {
+    let foreign = |reason: String| ModelError::ForeignArtifact {
+        model: fp32.name.clone(),
+        artifact: int8.name.clone(),
+        reason,
+    };
+    if fp32.input.shape != int8.input.shape {
+        return Err(foreign(format!("its input is {}, the model's {}", int8.input, fp32.input)));
+    }
+    let prop = |m: &OnnxModel, key: &str| m.metadata.all_props.get(key).cloned();
+    if prop(fp32, metadata::KEY_CLASSES) != prop(int8, metadata::KEY_CLASSES) {
+        return Err(foreign("its classes differ".into()));
+    }
+    if let Some(hash) = prop(int8, metadata::KEY_FP32_SHA256) {
+        let actual = sha256_hex(fp32_bytes);
+        if hash != actual {
+            return Err(foreign(format!(
+                "it was made from a model with SHA-256 {hash}, this one is {actual}"
+            )));
+        }
+        return Ok(());
+    }
+    let mut compared = 0;
+    for key in PROVENANCE_KEYS {
+        match (prop(fp32, key), prop(int8, key)) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(foreign(format!("its {key} is {b:?}, the model's {a:?}")));
+            }
+            (Some(_), Some(_)) => compared += 1,
+            _ => {}
+        }
+    }
+    if compared == 0 {
+        log::warn!(
+            "cannot check that {} was made from {}: neither carries a hash or export metadata \
+             (input and classes match); pass the int8 file itself with --model to choose it explicitly",
+            int8.name,
+            fp32.name
+        );
+    }
+    Ok(())
+}
+
+/// Lower-case hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn elem_type_name(t: i32) -> String {
@@ -335,14 +499,14 @@ mod tests {
     #[test]
     fn builtin_model_is_the_trained_tiny_synth_model_in_both_precisions() {
         let m = OnnxModel::builtin(&Default::default()).unwrap();
-        assert_eq!(m.input_size(None).unwrap(), (256, 512));
+        assert_eq!(m.input_size(None, &Default::default()).unwrap(), (256, 512));
         assert_eq!(m.metadata.logits_output.value, "logits");
         assert_eq!(m.metadata.mean.from, Provenance::Metadata);
         assert_eq!(m.precision(), Precision::Fp32);
-        assert!(m.input_size(Some((100, 100))).is_err());
+        assert!(m.input_size(Some((100, 100)), &Default::default()).is_err());
         let q = OnnxModel::open_or_builtin(None, Precision::Int8, &Default::default()).unwrap();
         assert_eq!(q.precision(), Precision::Int8);
-        assert_eq!(q.input_size(None).unwrap(), (256, 512));
+        assert_eq!(q.input_size(None, &Default::default()).unwrap(), (256, 512));
         assert_eq!(q.metadata.classes, m.metadata.classes);
     }
 }

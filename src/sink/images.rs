@@ -3,13 +3,13 @@
 //! Each file is written under a temporary name and renamed when complete, so a crash or a full
 //! disk never leaves a truncated PNG that looks like a result.
 
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use image::ImageEncoder;
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 
 use super::{Sink, SinkError};
+use crate::files::write_atomically;
 use crate::frame::Frame;
 use crate::model::ClassTable;
 use crate::model::classes::CITYSCAPES_LABEL_IDS;
@@ -125,23 +125,6 @@ impl Sink for PngDirSink {
             .map_err(|e| fail(format!("PNG encoding failed: {e}")))?;
         write_atomically(&path, &self.encoded).map_err(|e| fail(io_reason(&e)))
     }
-}
-
-/// Writes `bytes` to `<path>.partial`, then renames it to `path`.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut partial = path.as_os_str().to_owned();
-    partial.push(".partial");
-    let partial = PathBuf::from(partial);
-    let result = (|| {
-        let mut file = BufWriter::new(std::fs::File::create(&partial)?);
-        file.write_all(bytes)?;
-        file.into_inner().map_err(|e| e.into_error())?.sync_data()?;
-        std::fs::rename(&partial, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&partial);
-    }
-    result
 }
 
 fn io_reason(e: &std::io::Error) -> String {

@@ -10,11 +10,17 @@
 //! stem, or `%06d` of its index in the source); `end_to_end_ms` runs from capture to the last
 //! output written (queueing included); `dropped` is the number of frames dropped before this
 //! one. Failed frames carry `"error"`. Lines are written without allocating.
+//!
+//! Like every file output, the file is `FILE.jsonl.partial` until the run ends and is then
+//! renamed ([`PartialFile`]). Each line goes to the file in one write as soon as its frame is
+//! final, so during a run, and after a kill (SIGKILL, power loss) that left only the `.partial`
+//! file, that file holds one whole line for each frame finished so far, in order.
 
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::{Sink, SinkError};
+use crate::files::PartialFile;
 use crate::frame::Frame;
 use crate::pipeline::FrameEvent;
 use crate::postprocess::Needs;
@@ -24,22 +30,19 @@ use crate::timing::Stage;
 #[derive(Debug)]
 pub struct StatsSink {
     path: PathBuf,
-    out: BufWriter<std::fs::File>,
+    /// `None` once committed.
+    out: Option<PartialFile>,
 }
 
 impl StatsSink {
     pub fn create(path: &Path) -> Result<StatsSink, SinkError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| SinkError::CreateDir { path: dir.to_path_buf(), reason: e.to_string() })?;
-        }
-        let file = std::fs::File::create(path)
+        let out = PartialFile::create(path)
             .map_err(|e| SinkError::Write { path: path.to_path_buf(), reason: e.to_string() })?;
-        Ok(StatsSink { path: path.to_path_buf(), out: BufWriter::new(file) })
+        Ok(StatsSink { path: path.to_path_buf(), out: Some(out) })
     }
 
     fn line(&mut self, frame: &Frame, status: &str) -> std::io::Result<()> {
-        let out = &mut self.out;
+        let out = self.out.as_mut().ok_or_else(|| std::io::Error::other("statistics already closed"))?;
         write!(out, "{{\"frame\": {}, \"source\": ", frame.index)?;
         write_json_string(out, &frame.name)?;
         write!(out, ", \"status\": \"{status}\", \"stages_ms\": {{")?;
@@ -57,7 +60,9 @@ impl StatsSink {
             write!(out, ", \"error\": ")?;
             write_json_string(out, &frame.error)?;
         }
-        writeln!(out, "}}")
+        writeln!(out, "}}")?;
+        // The whole line leaves the buffer in one write.
+        out.flush()
     }
 }
 
@@ -99,7 +104,12 @@ impl Sink for StatsSink {
     }
 
     fn finish(&mut self) -> Result<(), SinkError> {
-        self.out.flush().map_err(|e| SinkError::Write { path: self.path.clone(), reason: e.to_string() })
+        match self.out.take() {
+            Some(out) => {
+                out.commit().map_err(|e| SinkError::Write { path: self.path.clone(), reason: e.to_string() })
+            }
+            None => Ok(()),
+        }
     }
 }
 
@@ -122,7 +132,12 @@ mod tests {
         frame.status = FrameStatus::Failed;
         frame.error.push_str("bad\nframe");
         sink.record(&FrameEvent::Failed(&frame)).unwrap();
+        // Before the end: whole lines in the .partial file, nothing under the final name.
+        let partial = std::fs::read_to_string(dir.path().join("sub/stats.jsonl.partial")).unwrap();
+        assert_eq!(partial.lines().count(), 2);
+        assert!(partial.ends_with('\n') && !path.exists());
         sink.finish().unwrap();
+        assert!(!dir.path().join("sub/stats.jsonl.partial").exists());
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines.len(), 2);

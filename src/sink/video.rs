@@ -6,11 +6,11 @@
 //! - `.mjpeg` / `.mjpg`: JPEG frames one after the other (quality 90), readable by
 //!   `semask-edge run -i FILE.mjpeg`, ffmpeg (`-f mjpeg`) and most players.
 //!
-//! The file is written as `FILE.partial` and renamed when the run ends, so a file with the
-//! final name is always complete (Ctrl-C included: the frames so far are finalised).
+//! The file is written as `FILE.partial` and renamed when the run ends ([`PartialFile`]), so a
+//! file with the final name is always complete (Ctrl-C and SIGTERM included: the frames so far
+//! are finalised).
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use image::ImageEncoder;
@@ -20,8 +20,12 @@ use openh264::encoder::{
 use openh264::formats::{RgbSliceU8, YUVBuffer};
 
 use super::{Sink, SinkError};
+use crate::files::PartialFile;
 use crate::frame::{Frame, Rgb8Image};
 use crate::postprocess::Needs;
+
+/// Smallest frame H.264 (openh264) encodes: one macroblock.
+pub const MIN_H264_SIDE: usize = 16;
 
 /// Video container of an `--output`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +48,6 @@ impl VideoFormat {
 /// Writes overlays into a video file.
 pub struct VideoSink {
     path: PathBuf,
-    partial: PathBuf,
     fps: f64,
     size: Option<(usize, usize)>,
     frames: u64,
@@ -57,13 +60,14 @@ pub struct VideoSink {
 #[allow(clippy::large_enum_variant)]
 enum Writer {
     Mjpeg {
-        out: BufWriter<File>,
+        /// `None` once committed.
+        out: Option<PartialFile>,
         jpeg: Vec<u8>,
     },
     Mp4 {
         /// The file until the muxer takes it (at the first frame, when SPS/PPS are known).
-        out: Option<BufWriter<File>>,
-        muxer: Option<mp4::Mp4Writer<BufWriter<File>>>,
+        out: Option<PartialFile>,
+        muxer: Option<mp4::Mp4Writer<PartialFile>>,
         encoder: Option<Encoder>,
         yuv: Option<YUVBuffer>,
         annex_b: Vec<u8>,
@@ -78,23 +82,19 @@ impl std::fmt::Debug for VideoSink {
 }
 
 impl VideoSink {
-    /// Creates `path` (as `path.partial` until the end) for frames at `fps`.
+    /// Creates `path` (as `path.partial` until the end) for frames at `fps`, which must be in
+    /// [`crate::limits::FPS_RANGE`].
     pub fn create(path: &Path, fps: f64) -> Result<VideoSink, SinkError> {
         let format = VideoFormat::from_path(path).ok_or_else(|| {
             SinkError::Config(format!("--output {}: unknown video type; use .mp4 or .mjpeg", path.display()))
         })?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| SinkError::CreateDir { path: dir.to_path_buf(), reason: e.to_string() })?;
-        }
-        let mut partial = path.as_os_str().to_owned();
-        partial.push(".partial");
-        let partial = PathBuf::from(partial);
-        let file = File::create(&partial)
-            .map_err(|e| SinkError::Write { path: partial.clone(), reason: e.to_string() })?;
-        let out = BufWriter::new(file);
+        crate::limits::check_fps(fps, "the video's frame rate").map_err(|e| {
+            SinkError::Config(format!("--output {}: {e}; set one with --input-rate", path.display()))
+        })?;
+        let out = PartialFile::create(path)
+            .map_err(|e| SinkError::Write { path: path.to_path_buf(), reason: e.to_string() })?;
         let writer = match format {
-            VideoFormat::Mjpeg => Writer::Mjpeg { out, jpeg: Vec::new() },
+            VideoFormat::Mjpeg => Writer::Mjpeg { out: Some(out), jpeg: Vec::new() },
             VideoFormat::Mp4 => Writer::Mp4 {
                 out: Some(out),
                 muxer: None,
@@ -106,7 +106,6 @@ impl VideoSink {
         };
         Ok(VideoSink {
             path: path.to_path_buf(),
-            partial,
             fps,
             size: None,
             frames: 0,
@@ -177,7 +176,18 @@ impl Sink for VideoSink {
         let image = &frame.overlay;
         let size = (image.width, image.height);
         match self.size {
-            None => self.size = Some(size),
+            None => {
+                if matches!(self.writer, Writer::Mp4 { .. })
+                    && (size.0 < MIN_H264_SIDE || size.1 < MIN_H264_SIDE)
+                {
+                    return Err(self.fail(format!(
+                        "frame {} is {}x{}; H.264 needs frames of at least {MIN_H264_SIDE}x{MIN_H264_SIDE} \
+                         pixels: write an MJPEG video (-o FILE.mjpeg) or PNGs (--overlay DIR) instead",
+                        frame.name, size.0, size.1
+                    )));
+                }
+                self.size = Some(size)
+            }
             Some(first) if first != size => {
                 return Err(self.fail(format!(
                     "frame {} is {}x{} but the video is {}x{}; a video needs one frame size",
@@ -190,7 +200,8 @@ impl Sink for VideoSink {
         let index = self.frames;
         let padded = &mut self.padded;
         let result: Result<(), String> = match &mut self.writer {
-            Writer::Mjpeg { out, jpeg } => {
+            Writer::Mjpeg { out: None, .. } => Err(closed()),
+            Writer::Mjpeg { out: Some(out), jpeg } => {
                 jpeg.clear();
                 image::codecs::jpeg::JpegEncoder::new_with_quality(&mut *jpeg, 90)
                     .write_image(
@@ -287,37 +298,42 @@ impl Sink for VideoSink {
     }
 
     fn finish(&mut self) -> Result<(), SinkError> {
-        let result = match &mut self.writer {
-            Writer::Mjpeg { out, .. } => out.flush().map_err(|e| e.to_string()),
-            Writer::Mp4 { muxer, .. } => match muxer.take() {
-                Some(mut muxer) => muxer
-                    .write_end()
-                    .map_err(|e| e.to_string())
-                    .and_then(|_| muxer.into_writer().flush().map_err(|e| e.to_string())),
-                None => Ok(()), // no frame: nothing to finalise
+        let out = match &mut self.writer {
+            Writer::Mjpeg { out, .. } => out.take(),
+            Writer::Mp4 { muxer, out, .. } => match muxer.take() {
+                Some(mut muxer) => {
+                    muxer.write_end().map_err(|e| self.fail(e))?;
+                    Some(muxer.into_writer())
+                }
+                None => out.take(), // no frame: nothing to finalise
             },
         };
-        result.map_err(|reason| self.fail(reason))?;
+        let Some(out) = out else { return Ok(()) };
         if self.frames == 0 {
-            let _ = std::fs::remove_file(&self.partial);
-            log::warn!("no frame was written: {} not created", self.path.display());
+            drop(out); // removes the partial file
+            log::info!("no frame was written: {} not created", self.path.display());
             return Ok(());
         }
-        std::fs::rename(&self.partial, &self.path).map_err(|e| self.fail(e))?;
+        out.commit().map_err(|e| self.fail(e))?;
         log::info!("{}: {} frames", self.path.display(), self.frames);
         Ok(())
     }
 }
 
+/// The error of a write after [`Sink::finish`].
+fn closed() -> String {
+    "the video is already closed".into()
+}
+
 /// The MP4 muxer with one H.264 track; the timescale makes every frame last 1000 ticks.
 fn start_mp4(
-    out: BufWriter<File>,
+    out: PartialFile,
     width: usize,
     height: usize,
     fps: f64,
     sps: Vec<u8>,
     pps: Vec<u8>,
-) -> Result<mp4::Mp4Writer<BufWriter<File>>, String> {
+) -> Result<mp4::Mp4Writer<PartialFile>, String> {
     let config = mp4::Mp4Config {
         major_brand: "isom".parse().expect("valid fourcc"),
         minor_version: 512,

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::{Captured, Source, SourceError, SourceInfo};
+use crate::files::{FileId, file_kind, read_input};
 use crate::frame::{Frame, Rgb8Image};
+use crate::limits::Limits;
 use crate::timing::Stage;
 
 /// Image file formats this source reads.
@@ -37,16 +39,17 @@ pub struct ImageSource {
     next: usize,
     /// File bytes, reused from frame to frame.
     bytes: Vec<u8>,
+    limits: Limits,
 }
 
 impl ImageSource {
-    pub fn single(path: &Path) -> ImageSource {
-        ImageSource::new(path.display().to_string(), "image", vec![(stem(path), path.to_path_buf())])
+    pub fn single(path: &Path, limits: Limits) -> ImageSource {
+        ImageSource::new(path.display().to_string(), "image", vec![(stem(path), path.to_path_buf())], limits)
     }
 
     /// The PNG/JPEG files matching a glob pattern (`frames/*.png`, `leftImg8bit/val/*/*.png`),
     /// in natural order.
-    pub fn glob(pattern: &str) -> Result<ImageSource, SourceError> {
+    pub fn glob(pattern: &str, limits: Limits) -> Result<ImageSource, SourceError> {
         let bad = |reason: String| SourceError::Unsupported { input: pattern.to_string(), reason };
         let mut files: Vec<PathBuf> = glob::glob(pattern)
             .map_err(|e| bad(format!("not a valid glob pattern: {e}")))?
@@ -57,15 +60,29 @@ impl ImageSource {
             return Err(bad("no PNG or JPEG file matches this pattern".into()));
         }
         files.sort_by(|a, b| natural_cmp(&a.to_string_lossy(), &b.to_string_lossy()));
-        ImageSource::from_files(pattern.to_string(), files)
+        ImageSource::from_files(pattern.to_string(), files, limits)
     }
 
     /// Every PNG/JPEG below `dir` (subdirectories included, hidden entries skipped), in natural
     /// order of their paths relative to `dir`: `frame2.png` before `frame10.png`, and
     /// Cityscapes' `leftImg8bit/val/<city>/…` city by city.
-    pub fn directory(dir: &Path) -> Result<ImageSource, SourceError> {
-        let mut files = Vec::new();
-        collect_images(dir, &mut files)?;
+    ///
+    /// Only regular files are read (links followed): FIFOs, devices and sockets are skipped and
+    /// reported, as are links that lead back into a directory already walked.
+    pub fn directory(dir: &Path, limits: Limits) -> Result<ImageSource, SourceError> {
+        let mut walk = Walk::default();
+        walk.directory(dir)?;
+        if !walk.skipped.is_empty() {
+            let shown: Vec<&str> = walk.skipped.iter().take(3).map(String::as_str).collect();
+            log::warn!(
+                "{}: skipped {} entries that are not regular files or directories: {}{}",
+                dir.display(),
+                walk.skipped.len(),
+                shown.join(", "),
+                if walk.skipped.len() > 3 { ", ..." } else { "" }
+            );
+        }
+        let mut files = walk.files;
         if files.is_empty() {
             return Err(SourceError::EmptyDirectory { path: dir.to_path_buf() });
         }
@@ -73,11 +90,11 @@ impl ImageSource {
             let (a, b) = (a.strip_prefix(dir).unwrap_or(a), b.strip_prefix(dir).unwrap_or(b));
             natural_cmp(&a.to_string_lossy(), &b.to_string_lossy())
         });
-        ImageSource::from_files(dir.display().to_string(), files)
+        ImageSource::from_files(dir.display().to_string(), files, limits)
     }
 
     /// A source over `files` (already in order), refusing two files with the same output name.
-    fn from_files(uri: String, files: Vec<PathBuf>) -> Result<ImageSource, SourceError> {
+    fn from_files(uri: String, files: Vec<PathBuf>, limits: Limits) -> Result<ImageSource, SourceError> {
         let mut seen = std::collections::HashMap::new();
         let mut entries = Vec::with_capacity(files.len());
         for path in files {
@@ -92,13 +109,13 @@ impl ImageSource {
             }
             entries.push((name, path));
         }
-        Ok(ImageSource::new(uri, "images", entries))
+        Ok(ImageSource::new(uri, "images", entries, limits))
     }
 
-    fn new(uri: String, kind: &'static str, entries: Vec<(String, PathBuf)>) -> ImageSource {
+    fn new(uri: String, kind: &'static str, entries: Vec<(String, PathBuf)>, limits: Limits) -> ImageSource {
         let info =
             SourceInfo { uri, kind, frame_count: Some(entries.len() as u64), nominal_fps: None, live: false };
-        ImageSource { info, entries, next: 0, bytes: Vec::new() }
+        ImageSource { info, entries, next: 0, bytes: Vec::new(), limits }
     }
 }
 
@@ -116,11 +133,9 @@ impl Source for ImageSource {
         frame.begin(index, name);
         let start = Instant::now();
         let bad = |reason: String| SourceError::BadFrame { index, name: path.display().to_string(), reason };
-        self.bytes.clear();
-        let mut file = std::fs::File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
-        std::io::Read::read_to_end(&mut file, &mut self.bytes)
+        read_input(path, self.limits.max_encoded_bytes(), &mut self.bytes)
             .map_err(|e| bad(format!("cannot read: {e}")))?;
-        decode_into(&self.bytes, &mut frame.image).map_err(bad)?;
+        decode_into(&self.bytes, &mut frame.image, &self.limits).map_err(bad)?;
         frame.timings.add(Stage::Decode, start.elapsed());
         Ok(Captured::Frame)
     }
@@ -129,15 +144,27 @@ impl Source for ImageSource {
         self.next = 0;
         Ok(true)
     }
+
+    fn input_files(&self) -> Vec<&Path> {
+        self.entries.iter().map(|(_, path)| path.as_path()).collect()
+    }
 }
 
 /// Decodes a PNG or JPEG (recognised by content, not name) into `out` as RGB8, reusing its
-/// allocation. Grey, alpha and 16-bit images are converted (alpha dropped).
-pub fn decode_into(bytes: &[u8], out: &mut Rgb8Image) -> Result<(), String> {
+/// allocation. Grey, alpha and 16-bit images are converted (alpha dropped). The size the header
+/// declares is checked against `limits` before anything is allocated, and a panic inside the
+/// decoders is an error for this image.
+pub fn decode_into(bytes: &[u8], out: &mut Rgb8Image, limits: &Limits) -> Result<(), String> {
+    crate::guard::catch_panic(|| decode_checked(bytes, out, limits))
+        .unwrap_or_else(|panic| Err(format!("the image decoder failed on this file ({panic})")))
+}
+
+fn decode_checked(bytes: &[u8], out: &mut Rgb8Image, limits: &Limits) -> Result<(), String> {
     use image::ImageDecoder;
-    let reader = image::ImageReader::new(Cursor::new(bytes))
+    let mut reader = image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| format!("cannot read: {e}"))?;
+    reader.limits(limits.image_limits());
     match reader.format() {
         Some(image::ImageFormat::Png) => {}
         // The JPEG decoder fills a truncated scan with grey instead of failing: catch it here.
@@ -145,11 +172,14 @@ pub fn decode_into(bytes: &[u8], out: &mut Rgb8Image) -> Result<(), String> {
         Some(other) => return Err(format!("{other:?} images are not supported; convert to PNG or JPEG")),
         None => return Err("not a PNG or JPEG image (unrecognised content)".into()),
     }
-    let decoder = reader.into_decoder().map_err(|e| format!("cannot decode: {e}"))?;
+    let decoder = reader.into_decoder().map_err(|e| match e {
+        image::ImageError::Limits(_) => {
+            format!("the image needs more memory than --max-pixels {} allows ({e})", limits.max_pixels)
+        }
+        e => format!("cannot decode: {e}"),
+    })?;
     let (width, height) = decoder.dimensions();
-    if width == 0 || height == 0 {
-        return Err(format!("image is {width}x{height}; nothing to segment"));
-    }
+    limits.check_frame(width as u64, height as u64)?;
     let (width, height) = (width as usize, height as usize);
     if decoder.color_type() == image::ColorType::Rgb8 {
         out.reset(width, height);
@@ -181,27 +211,48 @@ fn stem(path: &Path) -> String {
     path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "frame".into())
 }
 
-fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), SourceError> {
-    let unreadable =
-        |e: std::io::Error| SourceError::Unreadable { path: dir.to_path_buf(), reason: e.to_string() };
-    for entry in std::fs::read_dir(dir).map_err(unreadable)? {
-        let entry = entry.map_err(unreadable)?;
-        let path = entry.path();
-        if entry.file_name().to_string_lossy().starts_with('.') {
-            continue;
+/// A recursive directory walk that keeps PNG/JPEG regular files.
+#[derive(Default)]
+struct Walk {
+    files: Vec<PathBuf>,
+    /// Entries that are neither regular files nor directories, as `path (kind)`.
+    skipped: Vec<String>,
+    /// Directories entered, by identity: a link back to one of them is a loop.
+    visited: std::collections::HashSet<FileId>,
+}
+
+impl Walk {
+    fn directory(&mut self, dir: &Path) -> Result<(), SourceError> {
+        let unreadable =
+            |e: std::io::Error| SourceError::Unreadable { path: dir.to_path_buf(), reason: e.to_string() };
+        let meta = std::fs::metadata(dir).map_err(unreadable)?;
+        if !self.visited.insert(FileId::of(&meta)) {
+            log::warn!("{}: skipped, a link to a directory already read (a loop)", dir.display());
+            return Ok(());
         }
-        let file_type = entry.file_type().map_err(unreadable)?;
-        // Follow symlinks to files and directories alike.
-        let is_dir = file_type.is_dir() || (file_type.is_symlink() && path.is_dir());
-        if is_dir {
-            collect_images(&path, out)?;
-        } else if ImageFormat::from_path(&path).is_some() {
-            out.push(path);
-        } else {
-            log::debug!("skipping {} (not .png/.jpg/.jpeg)", path.display());
+        for entry in std::fs::read_dir(dir).map_err(unreadable)? {
+            let entry = entry.map_err(unreadable)?;
+            let path = entry.path();
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            // Links are followed, to files and directories alike; a dangling link is skipped.
+            let Ok(meta) = std::fs::metadata(&path) else {
+                self.skipped.push(format!("{} (dangling link)", path.display()));
+                continue;
+            };
+            if meta.is_dir() {
+                self.directory(&path)?;
+            } else if !meta.is_file() {
+                self.skipped.push(format!("{} ({})", path.display(), file_kind(&meta)));
+            } else if ImageFormat::from_path(&path).is_some() {
+                self.files.push(path);
+            } else {
+                log::debug!("skipping {} (not .png/.jpg/.jpeg)", path.display());
+            }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Natural ordering: runs of digits compare as numbers (`img2` < `img10`), everything else
@@ -262,7 +313,7 @@ mod tests {
         write_png(&dir.path().join("a1.png"), 3, 1);
         std::fs::write(dir.path().join("README.txt"), "not an image").unwrap();
         std::fs::write(dir.path().join(".hidden.png"), "skipped").unwrap();
-        let mut src = ImageSource::directory(dir.path()).unwrap();
+        let mut src = ImageSource::directory(dir.path(), Limits::default()).unwrap();
         assert_eq!(src.info().frame_count, Some(3));
         let mut frame = Frame::default();
         let mut names = vec![];
@@ -279,14 +330,14 @@ mod tests {
             write_png(&dir.path().join(name), 2, 2);
         }
         let pattern = format!("{}/a*.png", dir.path().display());
-        let mut src = ImageSource::glob(&pattern).unwrap();
+        let mut src = ImageSource::glob(&pattern, Limits::default()).unwrap();
         let mut frame = Frame::default();
         let mut names = vec![];
         while src.next(&mut frame).unwrap() == Captured::Frame {
             names.push(frame.name.clone());
         }
         assert_eq!(names, vec!["a9", "a10"]);
-        assert!(ImageSource::glob(&format!("{}/z*.png", dir.path().display())).is_err());
+        assert!(ImageSource::glob(&format!("{}/z*.png", dir.path().display()), Limits::default()).is_err());
     }
 
     #[test]
@@ -295,13 +346,19 @@ mod tests {
         write_png(&dir.path().join("a.png"), 1, 1);
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         write_png(&dir.path().join("sub/a.png"), 1, 1);
-        assert!(matches!(ImageSource::directory(dir.path()), Err(SourceError::NameClash { .. })));
+        assert!(matches!(
+            ImageSource::directory(dir.path(), Limits::default()),
+            Err(SourceError::NameClash { .. })
+        ));
     }
 
     #[test]
     fn empty_directory_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(ImageSource::directory(dir.path()), Err(SourceError::EmptyDirectory { .. })));
+        assert!(matches!(
+            ImageSource::directory(dir.path(), Limits::default()),
+            Err(SourceError::EmptyDirectory { .. })
+        ));
     }
 
     #[test]
@@ -309,7 +366,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("1.png"), b"\x89PNG\r\n\x1a\n garbage").unwrap();
         write_png(&dir.path().join("2.png"), 4, 3);
-        let mut src = ImageSource::directory(dir.path()).unwrap();
+        let mut src = ImageSource::directory(dir.path(), Limits::default()).unwrap();
         let mut frame = Frame::default();
         let err = src.next(&mut frame).unwrap_err();
         assert!(err.is_bad_frame(), "{err}");
@@ -327,8 +384,8 @@ mod tests {
             .write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
             .unwrap();
         let mut out = Rgb8Image::default();
-        decode_into(&jpeg, &mut out).unwrap();
-        let err = decode_into(&jpeg[..jpeg.len() - 40], &mut out).unwrap_err();
+        decode_into(&jpeg, &mut out, &Limits::default()).unwrap();
+        let err = decode_into(&jpeg[..jpeg.len() - 40], &mut out, &Limits::default()).unwrap_err();
         assert!(err.contains("truncated JPEG"), "{err}");
     }
 
@@ -338,11 +395,11 @@ mod tests {
         let p = dir.path().join("g.png");
         image::GrayImage::from_fn(2, 1, |x, _| image::Luma([x as u8 * 100])).save(&p).unwrap();
         let mut out = Rgb8Image::default();
-        decode_into(&std::fs::read(&p).unwrap(), &mut out).unwrap();
+        decode_into(&std::fs::read(&p).unwrap(), &mut out, &Limits::default()).unwrap();
         assert_eq!(out.data, vec![0, 0, 0, 100, 100, 100]);
         let p = dir.path().join("a.png");
         image::RgbaImage::from_fn(1, 1, |_, _| image::Rgba([1, 2, 3, 4])).save(&p).unwrap();
-        decode_into(&std::fs::read(&p).unwrap(), &mut out).unwrap();
+        decode_into(&std::fs::read(&p).unwrap(), &mut out, &Limits::default()).unwrap();
         assert_eq!(out.data, vec![1, 2, 3]);
     }
 }

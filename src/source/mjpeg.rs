@@ -15,6 +15,7 @@ use std::time::Instant;
 use super::images::decode_into;
 use super::{Captured, Source, SourceError, SourceInfo};
 use crate::frame::Frame;
+use crate::limits::Limits;
 use crate::timing::Stage;
 
 /// What [`JpegSplitter::next_frame`] found.
@@ -24,6 +25,8 @@ pub enum Split {
     Frame,
     /// The frame was cut short (by the end of the stream, or by the next frame's SOI).
     Truncated,
+    /// The frame ran past the size bound without ending: it was skipped up to the next SOI.
+    TooLarge,
     /// No more frames.
     End,
 }
@@ -34,11 +37,13 @@ pub struct JpegSplitter<R: BufRead> {
     reader: R,
     /// Bytes given back, popped before reading (at most two).
     back: Vec<u8>,
+    /// Largest frame kept in memory; a longer one is skipped ([`Split::TooLarge`]).
+    max_frame_bytes: usize,
 }
 
 impl<R: BufRead> JpegSplitter<R> {
-    pub fn new(reader: R) -> Self {
-        JpegSplitter { reader, back: Vec::with_capacity(4) }
+    pub fn new(reader: R, max_frame_bytes: usize) -> Self {
+        JpegSplitter { reader, back: Vec::with_capacity(4), max_frame_bytes }
     }
 
     fn byte(&mut self) -> std::io::Result<Option<u8>> {
@@ -88,6 +93,10 @@ impl<R: BufRead> JpegSplitter<R> {
         }
         // Marker segments, scans, until EOI.
         loop {
+            if out.len() > self.max_frame_bytes {
+                out.clear();
+                return Ok(Split::TooLarge);
+            }
             let Some(b) = self.byte()? else { return Ok(Split::Truncated) };
             if b != 0xFF {
                 // No marker where one must be: the frame is broken. The decoder refuses it; the
@@ -148,6 +157,10 @@ impl<R: BufRead> JpegSplitter<R> {
     /// restarts (FF D0..D7), which is given back for the segment loop.
     fn scan_data(&mut self, out: &mut Vec<u8>) -> std::io::Result<()> {
         loop {
+            // Over the bound: stop keeping bytes (the caller then skips this frame).
+            if out.len() > self.max_frame_bytes {
+                return Ok(());
+            }
             let Some(b) = self.byte()? else { return Ok(()) };
             if b != 0xFF {
                 out.push(b);
@@ -177,14 +190,15 @@ pub struct MjpegSource {
     next: u64,
     jpeg: Vec<u8>,
     skipped_bytes: u64,
+    limits: Limits,
 }
 
 impl MjpegSource {
     /// Opens `path`, counting its frames (one quick pass) for progress and reports. `fps` is the
     /// nominal rate, which a bare MJPEG stream does not record (`--input-rate`).
-    pub fn open(path: &Path, fps: Option<f64>) -> Result<MjpegSource, SourceError> {
+    pub fn open(path: &Path, fps: Option<f64>, limits: Limits) -> Result<MjpegSource, SourceError> {
         let mut frames = 0u64;
-        let mut splitter = open_splitter(path)?;
+        let mut splitter = open_splitter(path, &limits)?;
         let (mut buf, mut skipped) = (Vec::new(), 0u64);
         while splitter.next_frame(&mut buf, &mut skipped).map_err(|e| unreadable(path, e))? != Split::End {
             frames += 1;
@@ -204,11 +218,12 @@ impl MjpegSource {
         };
         Ok(MjpegSource {
             path: path.to_path_buf(),
-            splitter: open_splitter(path)?,
+            splitter: open_splitter(path, &limits)?,
             info,
             next: 0,
             jpeg: buf,
             skipped_bytes: 0,
+            limits,
         })
     }
 }
@@ -217,12 +232,13 @@ fn unreadable(path: &Path, e: std::io::Error) -> SourceError {
     SourceError::Unreadable { path: path.to_path_buf(), reason: e.to_string() }
 }
 
-fn open_splitter(path: &Path) -> Result<JpegSplitter<BufReader<File>>, SourceError> {
-    let file = File::open(path).map_err(|e| match e.kind() {
+fn open_splitter(path: &Path, limits: &Limits) -> Result<JpegSplitter<BufReader<File>>, SourceError> {
+    let (file, _) = crate::files::open_input(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => SourceError::NotFound { path: path.to_path_buf() },
         _ => unreadable(path, e),
     })?;
-    Ok(JpegSplitter::new(BufReader::with_capacity(1 << 16, file)))
+    let max_frame_bytes = usize::try_from(limits.max_encoded_bytes()).unwrap_or(usize::MAX);
+    Ok(JpegSplitter::new(BufReader::with_capacity(1 << 16, file), max_frame_bytes))
 }
 
 impl Source for MjpegSource {
@@ -253,19 +269,30 @@ impl Source for MjpegSource {
                 self.next += 1;
                 return Err(bad("truncated JPEG (the frame is cut short)".into()));
             }
+            Split::TooLarge => {
+                self.next += 1;
+                return Err(bad(format!(
+                    "the frame runs past {} bytes without an end-of-image marker (a corrupt stream?); skipped",
+                    self.splitter.max_frame_bytes
+                )));
+            }
             Split::Frame => {}
         }
         self.next += 1;
         frame.begin_numbered(index);
-        decode_into(&self.jpeg, &mut frame.image).map_err(bad)?;
+        decode_into(&self.jpeg, &mut frame.image, &self.limits).map_err(bad)?;
         frame.timings.add(Stage::Decode, start.elapsed());
         Ok(Captured::Frame)
     }
 
     fn rewind(&mut self) -> Result<bool, SourceError> {
-        self.splitter = open_splitter(&self.path)?;
+        self.splitter = open_splitter(&self.path, &self.limits)?;
         self.next = 0;
         Ok(true)
+    }
+
+    fn input_files(&self) -> Vec<&Path> {
+        vec![&self.path]
     }
 }
 
@@ -282,7 +309,7 @@ mod tests {
     }
 
     fn split_all(bytes: &[u8]) -> (Vec<(Split, Vec<u8>)>, u64) {
-        let mut s = JpegSplitter::new(std::io::Cursor::new(bytes));
+        let mut s = JpegSplitter::new(std::io::Cursor::new(bytes), 1 << 20);
         let (mut out, mut skipped, mut all) = (Vec::new(), 0, Vec::new());
         loop {
             let r = s.next_frame(&mut out, &mut skipped).unwrap();

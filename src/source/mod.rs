@@ -24,7 +24,9 @@ pub mod yuv;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::files::file_kind;
 use crate::frame::Frame;
+use crate::limits::Limits;
 
 /// What [`Source::next`] produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +97,11 @@ pub trait Source: Send {
     fn rewind(&mut self) -> Result<bool, SourceError> {
         Ok(false)
     }
+
+    /// The files this source reads (images, a video): outputs must never overwrite them.
+    fn input_files(&self) -> Vec<&Path> {
+        Vec::new()
+    }
 }
 
 /// The `--input` string, classified.
@@ -135,7 +142,8 @@ impl fmt::Display for SourceUri {
     }
 }
 
-/// Requests for sources that negotiate (cameras) or lack a rate (images with `--realtime`).
+/// Requests for sources that negotiate (cameras) or lack a rate (images with `--realtime`),
+/// and the size limits every source checks its frames against.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct SourceOptions {
     /// Desired capture width (`--input-width`).
@@ -144,6 +152,8 @@ pub struct SourceOptions {
     pub height: Option<u32>,
     /// Desired frame rate (`--input-rate`).
     pub rate: Option<f64>,
+    /// Largest frame accepted (`--max-pixels`).
+    pub limits: Limits,
 }
 
 /// Opens the source `input` names (`None`: the default `synth://`).
@@ -151,6 +161,9 @@ pub fn open(input: Option<&str>, options: &SourceOptions) -> Result<Box<dyn Sour
     let uri = SourceUri::parse(input);
     let unsupported =
         |reason: &str| SourceError::Unsupported { input: uri.to_string(), reason: reason.to_string() };
+    if let Some(rate) = options.rate {
+        crate::limits::check_fps(rate, "--input-rate").map_err(|e| unsupported(&e))?;
+    }
     match &uri {
         #[cfg(feature = "camera")]
         SourceUri::Camera(path) => Ok(Box::new(v4l2::V4l2Source::open(path, options)?)),
@@ -160,10 +173,14 @@ pub fn open(input: Option<&str>, options: &SourceOptions) -> Result<Box<dyn Sour
         )),
         SourceUri::Synth(query) => {
             let config = synth::SynthConfig::parse(query).map_err(|reason| unsupported(&reason))?;
+            options
+                .limits
+                .check_frame(config.width as u64, config.height as u64)
+                .map_err(|e| unsupported(&e))?;
             Ok(Box::new(synth::SynthSource::new(config)))
         }
         SourceUri::Path(path) if !path.exists() && path.to_string_lossy().contains(['*', '?', '[']) => {
-            Ok(Box::new(images::ImageSource::glob(&path.to_string_lossy())?))
+            Ok(Box::new(images::ImageSource::glob(&path.to_string_lossy(), options.limits)?))
         }
         SourceUri::Path(path) => open_path(path, options),
     }
@@ -175,15 +192,24 @@ fn open_path(path: &Path, options: &SourceOptions) -> Result<Box<dyn Source>, So
         _ => SourceError::Unreadable { path: path.to_path_buf(), reason: e.to_string() },
     })?;
     if meta.is_dir() {
-        return Ok(Box::new(images::ImageSource::directory(path)?));
+        return Ok(Box::new(images::ImageSource::directory(path, options.limits)?));
+    }
+    if !meta.is_file() {
+        return Err(SourceError::Unreadable {
+            path: path.to_path_buf(),
+            reason: format!(
+                "is a {}, not a regular file; give a file, a directory, or a camera as v4l2:///dev/videoN",
+                file_kind(&meta)
+            ),
+        });
     }
     if images::ImageFormat::from_path(path).is_some() {
-        return Ok(Box::new(images::ImageSource::single(path)));
+        return Ok(Box::new(images::ImageSource::single(path, options.limits)));
     }
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     match ext.as_str() {
-        "mp4" | "m4v" | "mov" => Ok(Box::new(mp4::Mp4Source::open(path)?)),
-        "mjpeg" | "mjpg" => Ok(Box::new(mjpeg::MjpegSource::open(path, options.rate)?)),
+        "mp4" | "m4v" | "mov" => Ok(Box::new(mp4::Mp4Source::open(path, &options.limits)?)),
+        "mjpeg" | "mjpg" => Ok(Box::new(mjpeg::MjpegSource::open(path, options.rate, options.limits)?)),
         _ => Err(SourceError::Unsupported {
             input: path.display().to_string(),
             reason: "not a known input: use an image (.png, .jpg), a directory, a video (.mp4, .mjpeg), \

@@ -19,12 +19,16 @@ use openh264::formats::YUVSource;
 
 use super::{Captured, Source, SourceError, SourceInfo};
 use crate::frame::{Frame, Rgb8Image};
+use crate::guard::catch_panic;
+use crate::limits::{Limits, check_fps};
 use crate::timing::Stage;
 
 /// Reads the H.264 video track of an MP4 file frame by frame.
 pub struct Mp4Source {
     path: PathBuf,
     file: File,
+    file_len: u64,
+    limits: Limits,
     info: SourceInfo,
     /// (file offset, size) of every sample, in decoding order.
     samples: Vec<(u64, u32)>,
@@ -61,14 +65,24 @@ fn new_decoder(path: &Path) -> Result<Decoder, SourceError> {
 }
 
 impl Mp4Source {
-    pub fn open(path: &Path) -> Result<Mp4Source, SourceError> {
+    /// Opens `path`. The box structure is checked first (every box inside its parent and the
+    /// file), so that the counts the `mp4` crate allocates for are bounded by the file's size;
+    /// the crate itself runs under [`catch_panic`] (it divides by values read from the file).
+    pub fn open(path: &Path, limits: &Limits) -> Result<Mp4Source, SourceError> {
         let unreadable = |reason: String| SourceError::Unreadable { path: path.to_path_buf(), reason };
-        let file = File::open(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => SourceError::NotFound { path: path.to_path_buf() },
-            _ => unreadable(e.to_string()),
-        })?;
-        let size = file.metadata().map_err(|e| unreadable(e.to_string()))?.len();
-        let reader = mp4::Mp4Reader::read_header(std::io::BufReader::new(file), size).map_err(|e| {
+        let open = || {
+            crate::files::open_input(path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => SourceError::NotFound { path: path.to_path_buf() },
+                _ => unreadable(e.to_string()),
+            })
+        };
+        let (mut file, meta) = open()?;
+        let size = meta.len();
+        check_box_tree(&mut file, size).map_err(|e| unreadable(format!("not a readable MP4: {e}")))?;
+        file.seek(SeekFrom::Start(0)).map_err(|e| unreadable(e.to_string()))?;
+        let header = catch_panic(|| mp4::Mp4Reader::read_header(std::io::BufReader::new(file), size))
+            .map_err(|panic| unreadable(format!("not a readable MP4: the demuxer failed on it ({panic})")))?;
+        let reader = header.map_err(|e| {
             unreadable(format!(
                 "not a readable MP4 ({e}); if the file is truncated, its index (moov box) may be lost: \
                  re-record it, or remux with `ffmpeg -i in.mp4 -c copy -movflags +faststart out.mp4`"
@@ -98,29 +112,42 @@ impl Mp4Source {
             }
         };
         let sizes: Vec<u32> = if stbl.stsz.sample_size != 0 {
-            vec![stbl.stsz.sample_size; stbl.stsz.sample_count as usize]
+            // One size for all: the count is not bounded by the box's length, so by the file's.
+            let (count, each) = (stbl.stsz.sample_count as u64, stbl.stsz.sample_size as u64);
+            if count * each > size {
+                return Err(unreadable(format!(
+                    "the index declares {count} samples of {each} bytes, more than the file holds (corrupt stsz)"
+                )));
+            }
+            vec![stbl.stsz.sample_size; count as usize]
         } else {
             stbl.stsz.sample_sizes.clone()
         };
         let chunk_runs: Vec<(u32, u32)> =
             stbl.stsc.entries.iter().map(|e| (e.first_chunk, e.samples_per_chunk)).collect();
         let samples = sample_table(&chunk_offsets, &chunk_runs, &sizes).map_err(unreadable)?;
-        let fps = track.frame_rate();
+        let (width, height) = (track.width() as u64, track.height() as u64);
+        if width > 0 && height > 0 {
+            limits.check_frame(width, height).map_err(|e| unreadable(format!("H.264 track: {e}")))?;
+        }
+        let mdhd = &track.trak.mdia.mdhd;
+        let fps = nominal_fps(samples.len() as u64, mdhd.timescale, mdhd.duration);
+        let fps = match fps.map(|fps| check_fps(fps, "its frame rate")) {
+            Some(Ok(fps)) => Some(fps),
+            Some(Err(e)) => {
+                log::warn!("{}: {e}; the rate is ignored (give one with --input-rate)", path.display());
+                None
+            }
+            None => None,
+        };
         let info = SourceInfo {
             uri: path.display().to_string(),
             kind: "mp4",
             frame_count: Some(samples.len() as u64),
-            nominal_fps: (fps.is_finite() && fps > 0.0).then_some(fps),
+            nominal_fps: fps,
             live: false,
         };
-        log::debug!(
-            "{}: H.264 {}x{}, {} frames, {:.2} fps",
-            path.display(),
-            track.width(),
-            track.height(),
-            samples.len(),
-            fps
-        );
+        log::debug!("{}: H.264 {width}x{height}, {} frames, {fps:?} fps", path.display(), samples.len());
         // The largest sample, known from the table: the read buffers are sized for it now, so
         // that a keyframe larger than any before does not allocate mid-stream (capped: a corrupt
         // size must not reserve gigabytes; such a sample fails at read time instead).
@@ -128,7 +155,9 @@ impl Mp4Source {
         let annex_b_capacity = largest + parameter_sets.len();
         Ok(Mp4Source {
             path: path.to_path_buf(),
-            file: File::open(path).map_err(|e| unreadable(e.to_string()))?,
+            file: open()?.0,
+            file_len: size,
+            limits: *limits,
             info,
             samples,
             parameter_sets,
@@ -146,6 +175,14 @@ impl Mp4Source {
     /// Reads sample `i` into `self.sample`.
     fn read_sample(&mut self, i: usize) -> Result<(), String> {
         let (offset, size) = self.samples[i];
+        if offset.saturating_add(size as u64) > self.file_len {
+            return Err("truncated: the index places this frame past the end of the file".into());
+        }
+        if size as u64 > self.limits.max_encoded_bytes() {
+            return Err(format!(
+                "the index says this frame is {size} bytes, too large for one frame (corrupt stsz)"
+            ));
+        }
         self.sample.resize(size as usize, 0);
         self.file.seek(SeekFrom::Start(offset)).map_err(|e| format!("cannot seek: {e}"))?;
         self.file.read_exact(&mut self.sample).map_err(|e| match e.kind() {
@@ -213,11 +250,96 @@ fn sample_table(
     Ok(samples)
 }
 
-/// Converts a decoded I420 picture to RGB8 (BT.601, as openh264 writes it) into `out`.
-fn yuv_to_rgb(yuv: &DecodedYUV<'_>, out: &mut Rgb8Image) {
+/// openh264's decoding state bits (`DECODING_STATE` in its API) in words.
+fn describe_decoding_error(e: &openh264::Error) -> String {
+    let code = e.native_code();
+    let meanings = [
+        (2, "a reference frame is missing"),
+        (4, "the bitstream is corrupt"),
+        (8, "a dependency layer is missing"),
+        (16, "no sequence or picture parameter set (SPS/PPS)"),
+        (32, "corrupt data was concealed"),
+    ];
+    let said: Vec<&str> = meanings.iter().filter(|(bit, _)| code & bit != 0).map(|(_, what)| *what).collect();
+    if said.is_empty() {
+        format!("openh264 error {code}")
+    } else {
+        format!("{} (openh264 state {code})", said.join(", "))
+    }
+}
+
+/// Frames per second from the media header (time scale in ticks per second, duration in ticks)
+/// and the sample count; `None` when the header cannot say (a zero time scale or duration).
+fn nominal_fps(samples: u64, timescale: u32, duration: u64) -> Option<f64> {
+    (timescale > 0 && duration > 0 && samples > 0)
+        .then(|| samples as f64 * timescale as f64 / duration as f64)
+}
+
+/// Converts a decoded I420 picture to RGB8 (BT.601, as openh264 writes it) into `out`, after
+/// checking its size against `limits`.
+fn yuv_to_rgb(yuv: &DecodedYUV<'_>, out: &mut Rgb8Image, limits: &Limits) -> Result<(), String> {
     let (w, h) = yuv.dimensions();
+    limits.check_frame(w as u64, h as u64)?;
     out.reset(w, h);
     yuv.write_rgb8(&mut out.data);
+    Ok(())
+}
+
+/// Box types whose payload is a sequence of boxes (ISO/IEC 14496-12).
+const CONTAINER_BOXES: [&[u8; 4]; 11] =
+    [b"moov", b"trak", b"mdia", b"minf", b"stbl", b"dinf", b"edts", b"udta", b"mvex", b"moof", b"traf"];
+
+/// Walks the box tree of an MP4 file (headers only) and checks that every box lies inside its
+/// parent and the file, and is at least as long as its header; only a last top-level box of
+/// media data may run past the end (a truncated file). Depth is bounded.
+fn check_box_tree(file: &mut (impl Read + Seek), len: u64) -> Result<(), String> {
+    fn walk(file: &mut (impl Read + Seek), start: u64, end: u64, depth: u32) -> Result<(), String> {
+        if depth > 16 {
+            return Err("boxes nested more than 16 deep".into());
+        }
+        let mut at = start;
+        while at < end {
+            if end - at < 8 {
+                // Trailing bytes too short for a box header: ignored, as players do.
+                return Ok(());
+            }
+            file.seek(SeekFrom::Start(at)).map_err(|e| e.to_string())?;
+            let mut header = [0u8; 16];
+            file.read_exact(&mut header[..8]).map_err(|e| e.to_string())?;
+            let size32 = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as u64;
+            let kind: [u8; 4] = [header[4], header[5], header[6], header[7]];
+            let (size, header_len) = match size32 {
+                0 => (end - at, 8), // extends to the end of its parent
+                1 => {
+                    if end - at < 16 {
+                        return Err(format!("box {:?} at {at} is cut short", String::from_utf8_lossy(&kind)));
+                    }
+                    file.read_exact(&mut header[8..16]).map_err(|e| e.to_string())?;
+                    let large = u64::from_be_bytes(header[8..16].try_into().expect("8 bytes"));
+                    (large, 16)
+                }
+                n => (n, 8),
+            };
+            if depth == 0 && size > end - at && !CONTAINER_BOXES.contains(&&kind) && size >= header_len {
+                // The last top-level box is cut short (a truncated recording): its media data
+                // is read sample by sample, each checked against the file's length.
+                return Ok(());
+            }
+            if size < header_len || size > end - at {
+                return Err(format!(
+                    "box {:?} at byte {at} claims {size} bytes, but its parent has {} left (corrupt or truncated file)",
+                    String::from_utf8_lossy(&kind),
+                    end - at
+                ));
+            }
+            if CONTAINER_BOXES.contains(&&kind) {
+                walk(file, at + header_len, at + size, depth + 1)?;
+            }
+            at += size;
+        }
+        Ok(())
+    }
+    walk(file, 0, len, 0)
 }
 
 impl Source for Mp4Source {
@@ -241,33 +363,57 @@ impl Source for Mp4Source {
                 self.next_index += 1;
                 return Err(bad(index, reason));
             }
-            match self.decoder.decode(&self.annex_b) {
-                Ok(Some(yuv)) => {
+            let (decoder, annex_b, limits) = (&mut self.decoder, &self.annex_b, &self.limits);
+            let decoded = catch_panic(|| match decoder.decode(annex_b) {
+                Ok(Some(yuv)) => yuv_to_rgb(&yuv, &mut frame.image, limits).map(|_| true),
+                Ok(None) => Ok(false), // held for reordering
+                Err(e) => Err(format!("H.264 decoding failed: {}", describe_decoding_error(&e))),
+            });
+            let decoded = match decoded {
+                Ok(result) => result,
+                Err(panic) => {
+                    // The decoder's state is unknown after a panic: start a fresh one (the
+                    // frames up to the next keyframe will fail to decode, each counted).
+                    self.decoder = new_decoder(&self.path)?;
+                    Err(format!("the H.264 decoder failed on this frame ({panic})"))
+                }
+            };
+            match decoded {
+                Ok(true) => {
                     frame.begin_numbered(self.next_index);
-                    yuv_to_rgb(&yuv, &mut frame.image);
                     self.next_index += 1;
                     frame.timings.add(Stage::Decode, start.elapsed());
                     return Ok(Captured::Frame);
                 }
-                Ok(None) => continue, // held for reordering
-                Err(e) => {
+                Ok(false) => continue,
+                Err(reason) => {
                     let index = self.next_index;
                     self.next_index += 1;
-                    return Err(bad(index, format!("H.264 decoding failed: {e}")));
+                    return Err(bad(index, reason));
                 }
             }
         }
         if !self.flushed {
             self.flushed = true;
-            match self.decoder.flush_remaining() {
+            let (decoder, tail, limits) = (&mut self.decoder, &mut self.tail, &self.limits);
+            let flushed = catch_panic(|| match decoder.flush_remaining() {
                 Ok(frames) => {
                     for yuv in frames {
                         let mut image = Rgb8Image::default();
-                        yuv_to_rgb(&yuv, &mut image);
-                        self.tail.push_back(image);
+                        match yuv_to_rgb(&yuv, &mut image, limits) {
+                            Ok(()) => tail.push_back(image),
+                            Err(e) => return Err(e),
+                        }
                     }
+                    Ok(())
                 }
-                Err(e) => log::warn!("{}: flushing the decoder failed: {e}", self.path.display()),
+                Err(e) => Err(e.to_string()),
+            });
+            if let Err(e) = flushed.unwrap_or_else(Err) {
+                log::warn!(
+                    "{}: flushing the decoder failed: {e}; the last frames are lost",
+                    self.path.display()
+                );
             }
         }
         match self.tail.pop_front() {
@@ -280,6 +426,10 @@ impl Source for Mp4Source {
             }
             None => Ok(Captured::EndOfStream),
         }
+    }
+
+    fn input_files(&self) -> Vec<&Path> {
+        vec![&self.path]
     }
 
     fn rewind(&mut self) -> Result<bool, SourceError> {

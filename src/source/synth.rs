@@ -84,10 +84,8 @@ impl SynthConfig {
                     }
                 }
                 "fps" => {
-                    config.fps = value.parse().map_err(|_| bad("a frame rate"))?;
-                    if !(config.fps > 0.0 && config.fps <= 1000.0) {
-                        return Err(bad("a frame rate in (0, 1000]"));
-                    }
+                    let fps = value.parse().map_err(|_| bad("a frame rate"))?;
+                    config.fps = crate::limits::check_fps(fps, &format!("fps={value}"))?;
                 }
                 "speed" => {
                     config.speed_mps = value.parse().map_err(|_| bad("a speed in m/s"))?;

@@ -211,6 +211,10 @@ const STALL: Duration = Duration::from_secs(3);
 fn open_stream(path: &Path, options: &SourceOptions) -> io::Result<(Open, Mode)> {
     let device = Device::with_path(path)?;
     let mode = negotiate(&device, options)?;
+    options
+        .limits
+        .check_frame(mode.width as u64, mode.height as u64)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("the camera's mode: {e}")))?;
     let mut stream = MmapStream::with_buffers(&device, Type::VideoCapture, 4)?;
     stream.set_timeout(Duration::from_millis(500));
     Ok((Open { _device: device, stream }, mode))
@@ -306,7 +310,7 @@ impl Source for V4l2Source {
         let bytes = &data[..(meta.bytesused as usize).min(data.len())];
         let (w, h, stride) = (self.mode.width as usize, self.mode.height as usize, self.mode.stride as usize);
         let result = match &self.mode.fourcc {
-            b"MJPG" => decode_into(bytes, &mut frame.image),
+            b"MJPG" => decode_into(bytes, &mut frame.image, &self.options.limits),
             b"YUYV" => yuyv_to_rgb(bytes, w, h, stride, &mut frame.image),
             b"NV12" => nv12_to_rgb(bytes, w, h, stride, &mut frame.image),
             other => Err(format!("unexpected pixel format {}", String::from_utf8_lossy(other))),

@@ -37,7 +37,7 @@ pub fn write_npz(path: &Path, arrays: &[(&str, &[usize], &[f32])]) -> anyhow::Re
     }
     npz.zip_writer().finish()?;
     drop(npz);
-    semask_edge::sink::images::write_atomically(path, archive.get_ref())
+    semask_edge::files::write_atomically(path, archive.get_ref())
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }
 
@@ -48,6 +48,6 @@ pub fn write_npy(path: &Path, shape: &[usize], values: &[f32]) -> anyhow::Result
     let mut writer = npyz::WriteOptions::new().default_dtype().shape(&shape).writer(&mut out).begin_nd()?;
     writer.extend(values.iter().copied())?;
     writer.finish()?;
-    semask_edge::sink::images::write_atomically(path, &out)
+    semask_edge::files::write_atomically(path, &out)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }

@@ -8,11 +8,12 @@ use std::sync::atomic::AtomicBool;
 use anyhow::Context;
 use clap::Args;
 
+use semask_edge::files::write_atomically;
 use semask_edge::frame::Frame;
 use semask_edge::model::ClassTable;
 use semask_edge::preprocess::PreprocSpec;
 use semask_edge::sink::Sink;
-use semask_edge::sink::images::{LabelIds, PngDirSink, PngKind, write_atomically};
+use semask_edge::sink::images::{LabelIds, PngDirSink, PngKind};
 use semask_edge::source::synth::SynthConfig;
 use semask_train::data::augment::AugmentConfig;
 use semask_train::data::{Cityscapes, DataRecipe, Dataset, DatasetKind, Sample, Synth};

@@ -66,6 +66,9 @@ pub const GIT_REVISION: &str = env!("SEMASK_GIT_REVISION");
 
 pub fn run(args: ExportArgs, device: burn::tensor::Device) -> anyhow::Result<()> {
     let arch = args.arch.resolve()?;
+    let mut inputs = semask_edge::files::InputFiles::default();
+    inputs.add_all(args.weights.as_deref(), semask_edge::files::InputRole::Model);
+    inputs.check_output(&args.out, "--out")?;
     let mut model = SeMaskFpn::new(&arch, &device);
     let weights_name = match &args.weights {
         Some(path) => {

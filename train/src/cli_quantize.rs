@@ -11,11 +11,12 @@ use prost::Message;
 use semask_edge::calibration::{
     CACHE_FILE, MANIFEST_FILE, QDQ_MODEL, QOP_MODEL, REPORT_FILE, TENSORS_DIR, TensorManifest,
 };
+use semask_edge::files::{InputFiles, InputRole, write_atomically};
 use semask_edge::frame::Frame;
 use semask_edge::model::OnnxModel;
+use semask_edge::model::metadata::KEY_FP32_SHA256;
 use semask_edge::pipeline::{Segmenter, SegmenterOptions};
 use semask_edge::preprocess::Preprocessor;
-use semask_edge::sink::images::write_atomically;
 use semask_edge::source::Captured;
 use semask_train::onnx::graph::{read_model, write_model};
 use semask_train::quantize::{self, Method};
@@ -89,6 +90,12 @@ pub struct QuantizeArgs {
 }
 
 pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
+    // None of the artifacts may overwrite the model they are made from (`--out` its folder).
+    let mut inputs = InputFiles::default();
+    inputs.add(&args.model, InputRole::Model);
+    for name in [QDQ_MODEL, QOP_MODEL, CACHE_FILE, REPORT_FILE] {
+        inputs.check_output(&args.out.join(name), "--out")?;
+    }
     let proto = read_model(&args.model)?;
     let model = OnnxModel::open(&args.model, &Default::default())?;
     let segmenter = Segmenter::new(&model, &SegmenterOptions::default())?;
@@ -160,6 +167,9 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
 
     // The artifacts.
     fs_err::create_dir_all(args.out.join(TENSORS_DIR))?;
+    // The artifacts name the fp32 model they were made from, so that the runtime can refuse
+    // to run them for another model (`--precision int8` finds them by folder name).
+    let fp32_sha256 = semask_edge::model::sha256_hex(&fs_err::read(&args.model)?);
     let metadata_note = |mut m: tract_onnx::pb::ModelProto, form: &str| {
         m.metadata_props.push(tract_onnx::pb::StringStringEntryProto {
             key: "semask.quantization".into(),
@@ -168,6 +178,11 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
                 method.name(),
                 inputs.len()
             ),
+        });
+        m.metadata_props.retain(|e| e.key != KEY_FP32_SHA256);
+        m.metadata_props.push(tract_onnx::pb::StringStringEntryProto {
+            key: KEY_FP32_SHA256.into(),
+            value: fp32_sha256.clone(),
         });
         m
     };

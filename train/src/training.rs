@@ -458,14 +458,14 @@ fn truncate_log(path: &Path, keep: usize) -> anyhow::Result<()> {
         })
         .map(|(_, line)| format!("{line}\n"))
         .collect();
-    semask_edge::sink::images::write_atomically(path, kept.as_bytes())
+    semask_edge::files::write_atomically(path, kept.as_bytes())
         .with_context(|| format!("cannot rewrite {}", path.display()))
 }
 
 /// Writes pretty JSON, complete or not at all.
 fn write_json(path: &Path, value: &serde_json::Value) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(value)? + "\n";
-    semask_edge::sink::images::write_atomically(path, text.as_bytes())
+    semask_edge::files::write_atomically(path, text.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))
 }
 

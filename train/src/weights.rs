@@ -59,21 +59,28 @@ fn is_buffer(name: &str) -> bool {
     name.ends_with(".relative_position_index") || name.ends_with(".num_batches_tracked")
 }
 
+/// Largest checkpoint read (SeMask-L with optimizer-free weights is about 1 GB).
+const MAX_CHECKPOINT_BYTES: u64 = 16 << 30;
+
 impl Checkpoint {
     /// Reads a `.safetensors` file, or a PyTorch checkpoint (`.pth` / `.pt`, with or without
     /// a `state_dict` key).
     pub fn read(path: &Path) -> Result<Checkpoint, WeightsError> {
         let fail = |reason: String| WeightsError::Read { path: path.to_path_buf(), reason };
-        let bytes = fs_err::read(path).map_err(|e| fail(e.to_string()))?;
+        let mut bytes = Vec::new();
+        semask_edge::files::read_input(path, MAX_CHECKPOINT_BYTES, &mut bytes)
+            .map_err(|e| fail(e.to_string()))?;
         // safetensors: an 8-byte header length, then the JSON header. A truncated file still
         // starts that way, and gets the safetensors reader's error rather than the .pth one.
         let is_safetensors = bytes.len() >= 9 && bytes[8] == b'{'
             || path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
-        let tensors = if is_safetensors {
-            read_safetensors(&bytes).map_err(fail)?
-        } else {
-            read_pth(path).map_err(fail)?
-        };
+        // The readers follow sizes and pickle opcodes written in the file: a panic on a hostile
+        // file is an error about that file.
+        let tensors = semask_edge::guard::catch_panic(|| {
+            if is_safetensors { read_safetensors(&bytes) } else { read_pth(path) }
+        })
+        .map_err(|panic| fail(format!("the checkpoint reader failed on it ({panic})")))?
+        .map_err(fail)?;
         if tensors.is_empty() {
             return Err(fail("no tensor found".into()));
         }
@@ -204,7 +211,7 @@ impl Checkpoint {
             .map_err(|e| fail(e.to_string()))?;
         let metadata: std::collections::HashMap<String, String> = metadata.into_iter().collect();
         let serialized = safetensors::serialize(views, Some(metadata)).map_err(|e| fail(e.to_string()))?;
-        semask_edge::sink::images::write_atomically(path, &serialized).map_err(|e| fail(e.to_string()))
+        semask_edge::files::write_atomically(path, &serialized).map_err(|e| fail(e.to_string()))
     }
 }
 

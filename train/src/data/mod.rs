@@ -179,7 +179,7 @@ impl Dataset for Cityscapes {
             fs_err::read(path)
                 .map_err(|e| DataError::Read { path: path.to_path_buf(), reason: e.to_string() })
         };
-        decode_into(&read(image)?, &mut out.image)
+        decode_into(&read(image)?, &mut out.image, &semask_edge::limits::Limits::default())
             .map_err(|reason| DataError::Read { path: image.clone(), reason })?;
         let gray = image::load_from_memory(&read(labels)?)
             .map_err(|e| DataError::Read { path: labels.clone(), reason: e.to_string() })?

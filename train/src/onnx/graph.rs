@@ -232,7 +232,7 @@ pub fn write_model(path: &std::path::Path, model: &pb::ModelProto) -> anyhow::Re
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs_err::create_dir_all(dir)?;
     }
-    semask_edge::sink::images::write_atomically(path, &model.encode_to_vec())
+    semask_edge::files::write_atomically(path, &model.encode_to_vec())
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }
 

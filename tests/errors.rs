@@ -5,77 +5,11 @@
 mod util;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use prost::Message;
 use tract_onnx::pb;
-use util::{files_in, fixture, run_cli, stderr, stdout};
-
-/// Exit status `code`, exactly one line on stderr, containing every needle, and no panic.
-fn assert_one_line_error(out: &Output, code: i32, needles: &[&str]) {
-    let err = stderr(out);
-    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
-    assert!(!err.contains("panicked"), "panic: {err}");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected one error line, got:\n{err}");
-    for needle in needles {
-        assert!(lines[0].contains(needle), "{needle:?} missing from: {}", lines[0]);
-    }
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn dim(n: i64) -> pb::tensor_shape_proto::Dimension {
-    pb::tensor_shape_proto::Dimension {
-        value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(n)),
-        ..Default::default()
-    }
-}
-
-fn sym(name: &str) -> pb::tensor_shape_proto::Dimension {
-    pb::tensor_shape_proto::Dimension {
-        value: Some(pb::tensor_shape_proto::dimension::Value::DimParam(name.into())),
-        ..Default::default()
-    }
-}
-
-fn value_info(name: &str, dims: Vec<pb::tensor_shape_proto::Dimension>) -> pb::ValueInfoProto {
-    pb::ValueInfoProto {
-        name: name.into(),
-        r#type: Some(pb::TypeProto {
-            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type: pb::tensor_proto::DataType::Float as i32,
-                shape: Some(pb::TensorShapeProto { dim: dims }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-/// A one-node model `logits = Identity(input)` with the given input dimensions.
-fn identity_model(path: &Path, dims: Vec<pb::tensor_shape_proto::Dimension>) {
-    let model = pb::ModelProto {
-        ir_version: 8,
-        opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: 17 }],
-        graph: Some(pb::GraphProto {
-            name: "identity".into(),
-            node: vec![pb::NodeProto {
-                op_type: "Identity".into(),
-                input: vec!["input".into()],
-                output: vec!["logits".into()],
-                ..Default::default()
-            }],
-            input: vec![value_info("input", dims)],
-            output: vec![value_info("logits", vec![])],
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    std::fs::write(path, model.encode_to_vec()).unwrap();
-}
+use util::onnx::{dim, identity_model, sym};
+use util::{assert_one_line_error, files_in, fixture, run_cli, s, stderr, stdout};
 
 #[test]
 fn missing_model_file() {

@@ -7,6 +7,7 @@ use std::process::{Command, Output};
 
 use npyz::WriterBuilder;
 
+pub mod onnx;
 mod reference;
 #[allow(unused_imports)] // not every test binary uses every helper
 pub use reference::*;
@@ -71,4 +72,21 @@ pub fn files_in(dir: &Path) -> Vec<String> {
         .unwrap_or_default();
     names.sort();
     names
+}
+
+/// Exit status `code`, exactly one line on stderr, containing every needle, and no panic.
+pub fn assert_one_line_error(out: &Output, code: i32, needles: &[&str]) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got:\n{err}");
+    for needle in needles {
+        assert!(lines[0].contains(needle), "{needle:?} missing from: {}", lines[0]);
+    }
+}
+
+/// `p` as a `&str` (test paths are UTF-8).
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
 }

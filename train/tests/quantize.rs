@@ -98,6 +98,12 @@ fn quantize_writes_artifacts_that_agree_with_fp32() {
     // Softmax never gets Q/DQ around it (tract 0.23.9 folds DQ -> Softmax -> Q into a wrong
     // lookup table), and Softmax, LayerNorm and GELU compute on float inputs. (Their outputs
     // may be quantized as the input of the next product: that is the product's input.)
+    // Both forms name the fp32 model they come from, and the runtime accepts them for it.
+    let fp32_sha = semask_edge::model::sha256_hex(&std::fs::read(builtin_fp32()).unwrap());
+    for model in [&qdq, &qop] {
+        let hash = model.metadata_props.iter().find(|e| e.key == "semask.fp32_sha256").map(|e| &e.value);
+        assert_eq!(hash, Some(&fp32_sha));
+    }
     for model in [&qdq, &qop] {
         let graph = model.graph.as_ref().unwrap();
         let producer: HashMap<&str, &str> = graph
@@ -224,4 +230,14 @@ fn quantize_refuses_bad_input_clearly() {
         &["--count 0"],
     );
     assert!(!out.join("model.qop.onnx").exists(), "nothing is written for a failed run");
+    // The artifacts may not overwrite the model they are made from.
+    let folder = dir.path().join("m");
+    std::fs::create_dir(&folder).unwrap();
+    let inside = folder.join("model.qop.onnx");
+    std::fs::copy(&model, &inside).unwrap();
+    util::assert_clear_error(
+        &run_train(&["quantize", "--model", inside.to_str().unwrap(), "--out", folder.to_str().unwrap()]),
+        &["--out", "model.qop.onnx", "input"],
+    );
+    assert_eq!(std::fs::read(&inside).unwrap(), std::fs::read(&model).unwrap());
 }

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use semask_edge::calibration::Precision;
 use semask_edge::model::ClassTable;
 use semask_edge::model::metadata::{
-    KEY_CHANNEL_ORDER, KEY_CLASSES, KEY_LOGITS, KEY_MEAN, KEY_PALETTE, KEY_STD,
+    KEY_CHANNEL_ORDER, KEY_CLASSES, KEY_FP32_SHA256, KEY_LOGITS, KEY_MEAN, KEY_PALETTE, KEY_STD,
 };
 use semask_edge::preprocess::{IMAGENET_MEAN, IMAGENET_STD};
 use semask_train::model::SeMaskFpn;
@@ -23,8 +24,13 @@ pub struct ExportArgs {
     arch: ArchArgs,
 
     /// Weights: .safetensors or PyTorch .pth with the official parameter names.
-    #[arg(long, value_name = "FILE", required_unless_present = "random_init")]
+    #[arg(long, value_name = "FILE", required_unless_present_any = ["random_init", "onnx"])]
     weights: Option<PathBuf>,
+
+    /// Convert an existing fp32 export instead (with --precision fp16): its graph, metadata and
+    /// input size are kept, and the fp16 file records the fp32 file's SHA-256.
+    #[arg(long, value_name = "FILE.onnx", conflicts_with_all = ["weights", "random_init"], requires = "precision")]
+    onnx: Option<PathBuf>,
 
     /// Export the architecture with freshly initialised weights (for benchmarks).
     #[arg(long, conflicts_with = "weights")]
@@ -42,6 +48,13 @@ pub struct ExportArgs {
     #[arg(long)]
     with_semantic: bool,
 
+    /// Numeric precision of the graph: fp32, or fp16 (weights and activations in half
+    /// precision, LayerNormalization and Softmax in fp32; input and output stay fp32): what
+    /// TensorRT 11 needs for fp16 engines (`model.fp16.onnx` beside the fp32 model, or in
+    /// calibration/<stem>/).
+    #[arg(long, value_name = "fp32|fp16", default_value = "fp32", value_parser = parse_export_precision)]
+    precision: Precision,
+
     /// What the weights were trained on, for the `semask.training_data` metadata [default: read
     /// from the run's config.json next to the checkpoint, else "unknown"].
     #[arg(long, value_name = "TEXT")]
@@ -50,6 +63,38 @@ pub struct ExportArgs {
     /// Output ONNX file.
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
+}
+
+/// `--onnx FILE --precision fp16`: the fp16 form of an existing fp32 export.
+fn convert(onnx: &std::path::Path, args: &ExportArgs) -> anyhow::Result<()> {
+    if args.precision != Precision::Fp16 {
+        anyhow::bail!(
+            "--onnx {}: converting an export only makes sense with --precision fp16",
+            onnx.display()
+        );
+    }
+    let mut inputs = semask_edge::files::InputFiles::default();
+    inputs.add(onnx, semask_edge::files::InputRole::Model);
+    inputs.check_output(&args.out, "--out")?;
+    let fp32 = semask_train::onnx::graph::read_model(onnx)?;
+    let mut fp16 = semask_train::onnx::fp16::to_fp16(&fp32).map_err(anyhow::Error::msg)?;
+    let sha = semask_edge::model::sha256_hex(&fs_err::read(onnx)?);
+    fp16.metadata_props.retain(|e| e.key != KEY_FP32_SHA256);
+    fp16.metadata_props
+        .push(tract_onnx::pb::StringStringEntryProto { key: KEY_FP32_SHA256.into(), value: sha });
+    write_model(&args.out, &fp16)?;
+    println!("{}", args.out.display());
+    Ok(())
+}
+
+/// fp32 or fp16 (int8 forms come from `semask-train quantize`).
+fn parse_export_precision(text: &str) -> Result<Precision, String> {
+    match text.parse::<Precision>()? {
+        Precision::Int8 => {
+            Err("int8 forms are written by `semask-train quantize`; export fp32 or fp16".into())
+        }
+        other => Ok(other),
+    }
 }
 
 /// `HxW` (the training crate's one parser), both sides at least 32: the four stages need a
@@ -65,6 +110,9 @@ fn parse_input_size(text: &str) -> Result<(usize, usize), String> {
 pub const GIT_REVISION: &str = env!("SEMASK_GIT_REVISION");
 
 pub fn run(args: ExportArgs, device: burn::tensor::Device) -> anyhow::Result<()> {
+    if let Some(onnx) = &args.onnx {
+        return convert(onnx, &args);
+    }
     let arch = args.arch.resolve()?;
     let mut inputs = semask_edge::files::InputFiles::default();
     inputs.add_all(args.weights.as_deref(), semask_edge::files::InputRole::Model);
@@ -105,7 +153,10 @@ pub fn run(args: ExportArgs, device: burn::tensor::Device) -> anyhow::Result<()>
         with_semantic: args.with_semantic,
         metadata,
     };
-    let proto = export(&model, &arch, &options);
+    let mut proto = export(&model, &arch, &options);
+    if args.precision == Precision::Fp16 {
+        proto = semask_train::onnx::fp16::to_fp16(&proto).map_err(anyhow::Error::msg)?;
+    }
     write_model(&args.out, &proto)?;
     let graph = proto.graph.as_ref().expect("export writes a graph");
     log::info!(

@@ -147,3 +147,83 @@ fn random_init_export_at_an_odd_size_runs_in_onnxruntime() {
     let ours = segmenter.logits_for_input(&x).unwrap().to_vec();
     assert!(max_diff(&ours, &logits) <= 1e-4);
 }
+
+/// `--precision fp16`: half-precision weights and activations with LayerNormalization and
+/// Softmax in fp32, fp32 at both ends. onnx.checker accepts it (with shape inference, which
+/// checks every type), and onnxruntime and the runtime (tract) compute the fixture's logits
+/// within half precision's error, with the same labels almost everywhere.
+#[test]
+fn fp16_export_is_a_valid_half_precision_graph_close_to_fp32() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = "tiny2";
+    let (input_shape, input) = read_npy(&fixture(&format!("semask-ref/{case}_input.npy"))).unwrap();
+    let size = format!("{}x{}", input_shape[2], input_shape[3]);
+    let model_path = dir.path().join("tiny2.fp16.onnx");
+    let weights = fixture(&format!("semask-ref/{case}.safetensors"));
+    let output = run_train(&[
+        "export",
+        "--arch",
+        "tiny",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--input-size",
+        &size,
+        "--precision",
+        "fp16",
+        "--out",
+        model_path.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    let proto = pb::ModelProto::decode(&std::fs::read(&model_path).unwrap()[..]).unwrap();
+    let graph = proto.graph.as_ref().unwrap();
+    let (half, float) =
+        (pb::tensor_proto::DataType::Float16 as i32, pb::tensor_proto::DataType::Float as i32);
+    let halves = graph.initializer.iter().filter(|t| t.data_type == half).count();
+    let floats: Vec<&str> =
+        graph.initializer.iter().filter(|t| t.data_type == float).map(|t| t.name.as_str()).collect();
+    assert!(halves > 100, "{halves} fp16 initializers");
+    // The fp32 initializers left are LayerNorm's scales and biases.
+    let ln_inputs: std::collections::HashSet<&str> = graph
+        .node
+        .iter()
+        .filter(|n| n.op_type == "LayerNormalization")
+        .flat_map(|n| n.input.iter().map(String::as_str))
+        .collect();
+    assert!(floats.iter().all(|f| ln_inputs.contains(f)), "fp32 weights outside LayerNorm: {floats:?}");
+
+    let (_, expected) = read_npy(&fixture(&format!("semask-ref/{case}_logits.npy"))).unwrap();
+    let argmax_agreement = |logits: &[f32]| {
+        let classes = 19;
+        let pixels = logits.len() / classes;
+        let argmax = |v: &[f32], p: usize| {
+            (0..classes).max_by(|&a, &b| v[a * pixels + p].total_cmp(&v[b * pixels + p])).unwrap()
+        };
+        (0..pixels).filter(|&p| argmax(logits, p) == argmax(&expected, p)).count() as f64 / pixels as f64
+    };
+    let ort_dir = dir.path().join("ort");
+    let report = run_reference(
+        "onnx_run.py",
+        &[
+            model_path.to_str().unwrap(),
+            fixture(&format!("semask-ref/{case}_input.npy")).to_str().unwrap(),
+            ort_dir.to_str().unwrap(),
+        ],
+    );
+    assert!(report.contains("\"checker\": \"ok\""), "{report}");
+    let (_, ort) = read_npy(&ort_dir.join("logits.npy")).unwrap();
+    let model = OnnxModel::open(&model_path, &Default::default()).unwrap();
+    assert_eq!(model.precision(), semask_edge::calibration::Precision::Fp16);
+    let mut segmenter = Segmenter::new(&model, &SegmenterOptions::default()).unwrap();
+    let tract = segmenter.logits_for_input(&input).unwrap().to_vec();
+    let scale = expected.iter().map(|v| v.abs()).fold(0.0, f32::max);
+    for (who, logits) in [("onnxruntime", &ort), ("tract", &tract)] {
+        let worst = max_diff(logits, &expected);
+        let agree = argmax_agreement(logits);
+        eprintln!(
+            "fp16 {who}: max |diff| {worst:.3e} (logits up to {scale:.2}), argmax agreement {agree:.4}"
+        );
+        assert!(worst <= 0.02 * scale.max(1.0), "{who}: max |fp16 - fp32| = {worst}");
+        assert!(agree >= 0.99, "{who}: labels agree on {agree}");
+    }
+}

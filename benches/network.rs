@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use peer::{Peer, percentile};
 
-use semask_edge::backend::tract_cpu::TractCpuBackend;
+use semask_edge::backend::tract::TractBackend;
 use semask_edge::backend::{Backend, BackendKind, BackendOptions};
 use semask_edge::model::OnnxModel;
 
@@ -124,21 +124,19 @@ fn main() {
     println!("{:<28} {:<12} {:>9} {:>9} {:>9}", "model", "engine", "median", "p10", "p90");
     for (model_path, int8_path) in &args.models {
         let model = OnnxModel::open(model_path, &Default::default()).unwrap_or_else(|e| panic!("{e}"));
-        let options = BackendOptions {
-            kind: BackendKind::Cpu,
-            threads: args.threads,
-            input_size: model.input_size(None, &Default::default()).unwrap_or_else(|e| panic!("{e}")),
-        };
+        let input_size = model.input_size(None, &Default::default()).unwrap_or_else(|e| panic!("{e}"));
+        let options =
+            BackendOptions { threads: args.threads, ..BackendOptions::new(BackendKind::Cpu, input_size) };
         // tract engines: the fp32 model, and its int8 form when given.
         let mut engines = vec![(
             "tract".to_string(),
-            TractCpuBackend::new(&model, &options).unwrap_or_else(|e| panic!("{e}")),
+            TractBackend::new(&model, &options).unwrap_or_else(|e| panic!("{e}")),
         )];
         if let Some(int8) = int8_path {
             let int8_model = OnnxModel::open(int8, &Default::default()).unwrap_or_else(|e| panic!("{e}"));
             engines.push((
                 "tract int8".into(),
-                TractCpuBackend::new(&int8_model, &options).unwrap_or_else(|e| panic!("{e}")),
+                TractBackend::new(&int8_model, &options).unwrap_or_else(|e| panic!("{e}")),
             ));
         }
         let shape = engines[0].1.input_shape();
@@ -160,7 +158,7 @@ fn main() {
         println!("{:<28} (onnxruntime {})", "", ort.hello["onnxruntime"].as_str().unwrap_or("?"));
         let mut peer_run = |n: usize| ort.times(&format!("run {n}"));
 
-        let tract_run = |engine: &mut TractCpuBackend, n: usize| -> Vec<f64> {
+        let tract_run = |engine: &mut TractBackend, n: usize| -> Vec<f64> {
             (0..n)
                 .map(|_| {
                     let start = Instant::now();

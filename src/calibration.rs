@@ -9,8 +9,9 @@
 //! | `tensors/` | a device recalibrating itself ([`TensorManifest`]) |
 //! | `report.json` | people: the accuracy each artifact costs against fp32 |
 //!
-//! [`Precision`] and [`resolve_artifact`] choose the file for a backend: `--precision int8` on
-//! the CPU backend runs `model.qop.onnx` found next to the fp32 model or in its
+//! [`Artifact`] and [`find_artifact`] locate them for a backend: `--precision int8` on the CPU
+//! runs `model.qop.onnx`, TensorRT builds `model.qdq.onnx` (or the fp32 model with the cache
+//! and [`CalibrationBatches`], see [`plan_calibration`]), found next to the fp32 model or in its
 //! `calibration/<stem>/` folder.
 
 use std::fmt;
@@ -35,6 +36,8 @@ pub const CACHE_ALGORITHM: &str = "EntropyCalibration2";
 pub enum Precision {
     #[default]
     Fp32,
+    /// Half precision: TensorRT only (builder flag up to 10.x, an fp16 graph from 11.0).
+    Fp16,
     Int8,
 }
 
@@ -42,6 +45,7 @@ impl Precision {
     pub fn name(self) -> &'static str {
         match self {
             Precision::Fp32 => "fp32",
+            Precision::Fp16 => "fp16",
             Precision::Int8 => "int8",
         }
     }
@@ -58,11 +62,9 @@ impl std::str::FromStr for Precision {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "fp32" => Ok(Precision::Fp32),
+            "fp16" => Ok(Precision::Fp16),
             "int8" => Ok(Precision::Int8),
-            "fp16" => {
-                Err("fp16 needs a GPU backend (TensorRT), which this build lacks; use fp32 or int8".into())
-            }
-            other => Err(format!("unknown precision {other:?}; use fp32 or int8")),
+            other => Err(format!("unknown precision {other:?}; use fp32, fp16 (TensorRT) or int8")),
         }
     }
 }
@@ -76,11 +78,68 @@ pub enum CalibrationError {
     #[error("{path} line {line}: {reason}; regenerate it with `semask-train quantize`")]
     Cache { path: PathBuf, line: usize, reason: String },
     #[error(
-        "--precision int8: no {file} for {model}; looked in {looked}. Make one with \
-         `semask-train quantize --model {model} --out <folder>` and pass --model <folder>/{file}, \
-         or run with --precision fp32"
+        "--precision {precision}: no {file} for {model}; looked in {looked}. Make one with \
+         `{make}` and pass --model <folder>/{file}, or run with --precision fp32",
+        precision = artifact.precision(), file = artifact.file_name(), make = artifact.how_to_make(model)
     )]
-    NoArtifact { model: String, file: &'static str, looked: String },
+    NoArtifact { model: String, artifact: Artifact, looked: String },
+    #[error("calibration tensors {path}: {reason}; regenerate them with `semask-train quantize`")]
+    Tensors { path: PathBuf, reason: String },
+    #[error(
+        "{stale}, and recalibrating needs the calibration tensors ({looked}), which are missing; \
+         run `semask-train quantize --model {model} --trt-version {running}` for this TensorRT, or \
+         use the Q/DQ model (--trt-int8 qdq)"
+    )]
+    NoCalibration { model: String, stale: String, looked: String, running: i32 },
+}
+
+/// The derived forms of a model that `semask-train` writes beside it or into
+/// `calibration/<model stem>/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Artifact {
+    /// `model.qop.onnx`: int8 for tract.
+    QOperator,
+    /// `model.qdq.onnx`: int8 for TensorRT.
+    Qdq,
+    /// `model.fp16.onnx`: an fp16 graph (TensorRT 11's only fp16).
+    Fp16,
+    /// `calib.cache`: TensorRT's calibration cache.
+    Cache,
+    /// `tensors/`: pre-processed calibration frames.
+    Tensors,
+}
+
+/// File name of the fp16 graph.
+pub const FP16_MODEL: &str = "model.fp16.onnx";
+
+impl Artifact {
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Artifact::QOperator => QOP_MODEL,
+            Artifact::Qdq => QDQ_MODEL,
+            Artifact::Fp16 => FP16_MODEL,
+            Artifact::Cache => CACHE_FILE,
+            Artifact::Tensors => TENSORS_DIR,
+        }
+    }
+
+    /// The precision the artifact serves.
+    pub fn precision(self) -> Precision {
+        match self {
+            Artifact::Fp16 => Precision::Fp16,
+            _ => Precision::Int8,
+        }
+    }
+
+    /// The command that writes it.
+    pub fn how_to_make(self, model: &str) -> String {
+        match self {
+            Artifact::Fp16 => {
+                "semask-train export --precision fp16 --weights <checkpoint> --out model.fp16.onnx".into()
+            }
+            _ => format!("semask-train quantize --model {model} --out <folder>"),
+        }
+    }
 }
 
 /// A TensorRT calibration cache: `TRT-<version>-<algorithm>` then `<tensor>: <hex f32 bits>`
@@ -176,10 +235,18 @@ impl TensorManifest {
 
     /// Reads calibration tensor `index` (checking its size).
     pub fn tensor(&self, dir: &Path, index: usize) -> Result<Vec<f32>, CalibrationError> {
-        let path = dir.join(&self.files[index]);
-        let bytes = fs_err::read(&path)
-            .map_err(|e| CalibrationError::Read { path: path.clone(), reason: e.to_string() })?;
+        let name = &self.files[index];
+        if name.contains('/') || name.contains('\\') || name == ".." {
+            return Err(CalibrationError::Read {
+                path: dir.join(MANIFEST_FILE),
+                reason: format!("file name {name:?} leaves the tensors folder"),
+            });
+        }
+        let path = dir.join(name);
         let expected = self.shape.iter().product::<usize>() * 4;
+        let mut bytes = Vec::new();
+        crate::files::read_input(&path, expected as u64, &mut bytes)
+            .map_err(|e| CalibrationError::Read { path: path.clone(), reason: e.to_string() })?;
         if bytes.len() != expected {
             return Err(CalibrationError::Read {
                 path,
@@ -190,25 +257,173 @@ impl TensorManifest {
     }
 }
 
-/// The file to run for `model` at `precision`: the model itself for fp32; for int8 the QOperator
-/// model (what tract runs on int8 kernels) when `model` is one already, else `model.qop.onnx`
-/// next to `model` or in `calibration/<stem>/` beside it or under the working directory.
-pub fn resolve_artifact(model: &Path, precision: Precision) -> Result<PathBuf, CalibrationError> {
-    if precision == Precision::Fp32 || model.file_name().is_some_and(|f| f == QOP_MODEL) {
-        return Ok(model.to_path_buf());
-    }
+/// Where `artifact` of `model` is looked for, in order: next to the model, in
+/// `calibration/<stem>/` beside it, in `calibration/<stem>/` under the working directory.
+pub fn artifact_candidates(model: &Path, artifact: Artifact) -> [PathBuf; 3] {
     let dir = model.parent().unwrap_or(Path::new(""));
     let stem = model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let candidates = [
-        dir.join(QOP_MODEL),
-        dir.join("calibration").join(&stem).join(QOP_MODEL),
-        PathBuf::from("calibration").join(&stem).join(QOP_MODEL),
-    ];
-    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| CalibrationError::NoArtifact {
+    let file = artifact.file_name();
+    [
+        dir.join(file),
+        dir.join("calibration").join(&stem).join(file),
+        PathBuf::from("calibration").join(&stem).join(file),
+    ]
+}
+
+/// The first existing `artifact` of `model` ([`artifact_candidates`]); `NoArtifact` says where
+/// it looked and how to make one.
+pub fn find_artifact(model: &Path, artifact: Artifact) -> Result<PathBuf, CalibrationError> {
+    let candidates = artifact_candidates(model, artifact);
+    let exists = |p: &&PathBuf| if artifact == Artifact::Tensors { p.is_dir() } else { p.is_file() };
+    candidates.iter().find(exists).cloned().ok_or_else(|| CalibrationError::NoArtifact {
         model: model.display().to_string(),
-        file: QOP_MODEL,
+        artifact,
         looked: candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
     })
+}
+
+/// Pre-processed calibration frames (`tensors/`), checked against the pre-processing of the
+/// model they calibrate, read one at a time (TensorRT's calibrator asks for one batch of one).
+#[derive(Debug)]
+pub struct CalibrationBatches {
+    dir: PathBuf,
+    manifest: TensorManifest,
+    next: usize,
+}
+
+impl CalibrationBatches {
+    /// Opens `dir` (a `tensors/` folder). Its frames must have been made exactly as `spec`
+    /// would make them (input size, mean, std, channel order), or they would calibrate another
+    /// distribution.
+    pub fn open(
+        dir: &Path,
+        spec: &crate::preprocess::PreprocSpec,
+    ) -> Result<CalibrationBatches, CalibrationError> {
+        let manifest = TensorManifest::read(dir)?;
+        let bad = |reason: String| CalibrationError::Tensors { path: dir.to_path_buf(), reason };
+        let want = [1, 3, spec.input_height, spec.input_width];
+        if manifest.shape != want {
+            return Err(bad(format!("they are {:?}, the model takes {want:?}", manifest.shape)));
+        }
+        if manifest.dtype != "float32" {
+            return Err(bad(format!("they are {}, not float32", manifest.dtype)));
+        }
+        if manifest.mean != spec.mean
+            || manifest.std != spec.std
+            || manifest.channel_order != spec.channel_order.name()
+        {
+            return Err(bad(format!(
+                "they were normalised with mean {:?}, std {:?}, {}; the model uses {:?}, {:?}, {}",
+                manifest.mean,
+                manifest.std,
+                manifest.channel_order,
+                spec.mean,
+                spec.std,
+                spec.channel_order.name()
+            )));
+        }
+        if manifest.files.is_empty() {
+            return Err(bad("the manifest lists no frame".into()));
+        }
+        Ok(CalibrationBatches { dir: dir.to_path_buf(), manifest, next: 0 })
+    }
+
+    /// Number of frames.
+    pub fn len(&self) -> usize {
+        self.manifest.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.manifest.files.is_empty()
+    }
+
+    /// The manifest, as read.
+    pub fn manifest(&self) -> &TensorManifest {
+        &self.manifest
+    }
+
+    /// Reads the next frame into `out` (1 x 3 x H x W floats); `Ok(false)` after the last.
+    pub fn next_into(&mut self, out: &mut [f32]) -> Result<bool, CalibrationError> {
+        if self.next >= self.manifest.files.len() {
+            return Ok(false);
+        }
+        let values = self.manifest.tensor(&self.dir, self.next)?;
+        if values.len() != out.len() {
+            return Err(CalibrationError::Tensors {
+                path: self.dir.join(&self.manifest.files[self.next]),
+                reason: format!("{} values, the network takes {}", values.len(), out.len()),
+            });
+        }
+        out.copy_from_slice(&values);
+        self.next += 1;
+        Ok(true)
+    }
+}
+
+/// How a calibrated (implicit) int8 TensorRT build gets its scales.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CalibrationPlan {
+    /// A cache written for this TensorRT version: TensorRT reads its scales, no frame is run.
+    UseCache { path: PathBuf, bytes: Vec<u8> },
+    /// No cache fits this TensorRT (`stale` says why): calibrate on the frames in `tensors`.
+    Recalibrate { tensors: PathBuf, stale: String },
+}
+
+/// A calibration cache to consider: a file, or bytes carried by the binary.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CacheCandidate {
+    File(PathBuf),
+    Bytes { name: String, bytes: Vec<u8> },
+}
+
+/// Picks the first of `caches` whose header names TensorRT `running` (as TensorRT writes it:
+/// 8502, 100300) and the entropy calibrator; else recalibration from `tensors`. TensorRT would
+/// silently ignore a cache of another version; this says so. Missing files are skipped.
+pub fn plan_calibration(
+    model: &str,
+    caches: &[CacheCandidate],
+    tensors: Option<&Path>,
+    running: i32,
+) -> Result<CalibrationPlan, CalibrationError> {
+    let mut stale = Vec::new();
+    for candidate in caches {
+        let (path, text) = match candidate {
+            CacheCandidate::File(path) if path.is_file() => {
+                let mut bytes = Vec::new();
+                crate::files::read_input(path, 64 << 20, &mut bytes)
+                    .map_err(|e| CalibrationError::Read { path: path.clone(), reason: e.to_string() })?;
+                (path.clone(), String::from_utf8_lossy(&bytes).into_owned())
+            }
+            CacheCandidate::File(_) => continue,
+            CacheCandidate::Bytes { name, bytes } => {
+                (PathBuf::from(name), String::from_utf8_lossy(bytes).into_owned())
+            }
+        };
+        let cache = CalibrationCache::parse(&text, &path)?;
+        if cache.trt_version as i32 == running && cache.algorithm == CACHE_ALGORITHM {
+            return Ok(CalibrationPlan::UseCache { path, bytes: text.into_bytes() });
+        }
+        stale.push(format!(
+            "{} was written for TensorRT {} ({})",
+            path.display(),
+            cache.trt_version,
+            cache.algorithm
+        ));
+    }
+    let stale = if stale.is_empty() {
+        format!("no calibration cache for {model}")
+    } else {
+        format!("{}, and this is TensorRT {running}", stale.join("; "))
+    };
+    match tensors.filter(|t| t.join(MANIFEST_FILE).is_file()) {
+        Some(dir) => Ok(CalibrationPlan::Recalibrate { tensors: dir.to_path_buf(), stale }),
+        None => Err(CalibrationError::NoCalibration {
+            model: model.to_string(),
+            stale,
+            looked: tensors.map_or("none found".into(), |t| t.display().to_string()),
+            running,
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -246,22 +461,73 @@ mod tests {
     }
 
     #[test]
-    fn int8_finds_the_qop_model_beside_or_in_calibration() {
+    fn artifacts_are_found_beside_or_in_calibration() {
         let dir = tempfile::tempdir().unwrap();
         let fp32 = dir.path().join("drive.onnx");
         std::fs::write(&fp32, b"x").unwrap();
-        assert_eq!(resolve_artifact(&fp32, Precision::Fp32).unwrap(), fp32);
-        let e = resolve_artifact(&fp32, Precision::Int8).unwrap_err().to_string();
+        let e = find_artifact(&fp32, Artifact::QOperator).unwrap_err().to_string();
         assert!(e.contains("semask-train quantize") && e.contains("--precision fp32"), "{e}");
+        let e = find_artifact(&fp32, Artifact::Fp16).unwrap_err().to_string();
+        assert!(e.contains("--precision fp16") && e.contains("semask-train export --precision fp16"), "{e}");
         let folder = dir.path().join("calibration/drive");
-        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::create_dir_all(folder.join(TENSORS_DIR)).unwrap();
         std::fs::write(folder.join(QOP_MODEL), b"x").unwrap();
-        assert_eq!(resolve_artifact(&fp32, Precision::Int8).unwrap(), folder.join(QOP_MODEL));
+        assert_eq!(find_artifact(&fp32, Artifact::QOperator).unwrap(), folder.join(QOP_MODEL));
+        assert_eq!(find_artifact(&fp32, Artifact::Tensors).unwrap(), folder.join(TENSORS_DIR));
         std::fs::write(dir.path().join(QOP_MODEL), b"x").unwrap();
-        assert_eq!(resolve_artifact(&fp32, Precision::Int8).unwrap(), dir.path().join(QOP_MODEL));
-        assert_eq!(
-            resolve_artifact(&folder.join(QOP_MODEL), Precision::Int8).unwrap(),
-            folder.join(QOP_MODEL)
+        assert_eq!(find_artifact(&fp32, Artifact::QOperator).unwrap(), dir.path().join(QOP_MODEL));
+        assert!(find_artifact(&fp32, Artifact::Qdq).is_err());
+    }
+
+    #[test]
+    fn a_cache_is_used_only_for_its_tensorrt_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, version: u32| {
+            let cache = CalibrationCache {
+                trt_version: version,
+                algorithm: CACHE_ALGORITHM.into(),
+                scales: vec![("input".into(), 0.02)],
+            };
+            let path = dir.path().join(name);
+            std::fs::write(&path, cache.to_text()).unwrap();
+            path
+        };
+        let old = write("old.cache", 8502);
+        let new = write("new.cache", 100300);
+        let tensors = dir.path().join("tensors");
+        // The matching one wins whatever its place.
+        let file = |p: &PathBuf| CacheCandidate::File(p.clone());
+        let plan = plan_calibration("m", &[file(&old), file(&new)], None, 100300).unwrap();
+        assert!(matches!(plan, CalibrationPlan::UseCache { ref path, .. } if *path == new));
+        // Carried bytes count like files.
+        let carried = CacheCandidate::Bytes { name: "built-in".into(), bytes: std::fs::read(&new).unwrap() };
+        assert!(matches!(
+            plan_calibration("m", &[carried], None, 100300),
+            Ok(CalibrationPlan::UseCache { .. })
+        ));
+        // None matches: recalibrate when the tensors exist, with the reason; else an error.
+        let e = plan_calibration("m", &[file(&old)], Some(&tensors), 100300).unwrap_err().to_string();
+        assert!(e.contains("8502") && e.contains("100300") && e.contains("--trt-version 100300"), "{e}");
+        std::fs::create_dir(&tensors).unwrap();
+        std::fs::write(tensors.join(MANIFEST_FILE), "{}").unwrap();
+        match plan_calibration(
+            "m",
+            &[file(&old), file(&dir.path().join("missing.cache"))],
+            Some(&tensors),
+            100300,
+        )
+        .unwrap()
+        {
+            CalibrationPlan::Recalibrate { tensors: t, stale } => {
+                assert_eq!(t, tensors);
+                assert!(stale.contains("TensorRT 8502"), "{stale}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A corrupt cache is an error naming it, not a silent recalibration.
+        std::fs::write(dir.path().join("bad.cache"), "TRT-x\n").unwrap();
+        assert!(
+            plan_calibration("m", &[file(&dir.path().join("bad.cache"))], Some(&tensors), 100300).is_err()
         );
     }
 }

@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         cli::Command::Bench(bench) => cli::bench::bench(bench, limits),
         cli::Command::Record(record) => cli::record::record(record, limits),
         cli::Command::Devices(devices) => cli::devices::devices(devices),
+        cli::Command::BuildEngine(args) => cli::build_engine::build_engine(args, limits),
     };
     match result {
         Ok(code) => code,

@@ -19,7 +19,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::backend::tensorrt::TensorRtOptions;
 use crate::backend::{self, Backend, BackendError, BackendOptions};
+use crate::calibration::Precision;
 use crate::frame::{Frame, FrameStatus};
 use crate::limits::Limits;
 use crate::model::{ClassTable, ModelError, OnnxModel, SegmentationMetadata};
@@ -43,6 +45,23 @@ pub struct SegmenterOptions {
     pub alpha: f32,
     /// Largest network input accepted (`--max-pixels`).
     pub limits: Limits,
+    /// fp32, fp16 (TensorRT) or int8.
+    pub precision: Precision,
+    /// TensorRT engine building and caching.
+    pub tensorrt: TensorRtOptions,
+}
+
+impl SegmenterOptions {
+    /// The backend part of these options, for a network input of `input_size` (height, width).
+    pub fn backend_options(&self, input_size: (usize, usize)) -> BackendOptions {
+        BackendOptions {
+            kind: self.backend,
+            threads: self.threads,
+            input_size,
+            precision: self.precision,
+            tensorrt: self.tensorrt.clone(),
+        }
+    }
 }
 
 impl Default for SegmenterOptions {
@@ -54,6 +73,8 @@ impl Default for SegmenterOptions {
             upsample: Upsample::Exact,
             alpha: 0.5,
             limits: Limits::default(),
+            precision: Precision::Fp32,
+            tensorrt: TensorRtOptions::default(),
         }
     }
 }
@@ -78,11 +99,8 @@ pub struct Segmenter {
 
 impl Segmenter {
     pub fn new(model: &OnnxModel, options: &SegmenterOptions) -> Result<Segmenter, SetupError> {
-        let (height, width) = model.input_size(options.input_size, &options.limits)?;
-        let backend = backend::create(
-            model,
-            &BackendOptions { kind: options.backend, threads: options.threads, input_size: (height, width) },
-        )?;
+        let input_size = model.input_size(options.input_size, &options.limits)?;
+        let backend = backend::create(model, &options.backend_options(input_size))?;
         Segmenter::with_backend(model, backend, options)
     }
 
@@ -94,21 +112,34 @@ impl Segmenter {
         options: &SegmenterOptions,
     ) -> Result<Segmenter, SetupError> {
         let (height, width) = model.input_size(options.input_size, &options.limits)?;
-        let mut metadata = model.metadata.clone();
+        let [_, _, h, w] = backend.input_shape();
+        if (h, w) != (height, width) {
+            return Err(ModelError::Input {
+                name: model.name.clone(),
+                reason: format!("the backend's input is {h}x{w} (HxW), the model's {height}x{width}"),
+            }
+            .into());
+        }
+        Segmenter::around(model.name.clone(), model.metadata.clone(), backend, options)
+    }
+
+    /// A segmenter around `backend`, whose input size is the network's, for a model named
+    /// `name` with `metadata` (an engine file and its sidecar, say).
+    pub fn around(
+        name: String,
+        mut metadata: SegmentationMetadata,
+        backend: Box<dyn Backend>,
+        options: &SegmenterOptions,
+    ) -> Result<Segmenter, SetupError> {
+        let [_, _, height, width] = backend.input_shape();
         let num_classes = backend.logits_shape()[1];
         let classes = metadata
             .resolve_classes(num_classes)
-            .map_err(|error| ModelError::Metadata { name: model.name.clone(), error })?
+            .map_err(|error| ModelError::Metadata { name: name.clone(), error })?
             .clone();
-        let spec = PreprocSpec {
-            input_width: width,
-            input_height: height,
-            mean: metadata.mean.value,
-            std: metadata.std.value,
-            channel_order: metadata.channel_order.value,
-        };
+        let spec = metadata.preproc_spec(height, width);
         Ok(Segmenter {
-            model_name: model.name.clone(),
+            model_name: name,
             metadata,
             preprocessor: Preprocessor::new(spec),
             postprocessor: Postprocessor::new(

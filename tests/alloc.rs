@@ -160,7 +160,7 @@ fn steady_state_frames_allocate_nothing() {
     // For the record: what tract allocates per network run (its intermediate tensors).
     let mut tract = semask_edge::backend::create(
         &model,
-        &semask_edge::backend::BackendOptions { kind: BackendKind::Cpu, threads: 0, input_size: (h, w) },
+        &semask_edge::backend::BackendOptions::new(BackendKind::Cpu, (h, w)),
     )
     .unwrap();
     for _ in 0..3 {

@@ -155,7 +155,6 @@ fn unknown_flag_values() {
         (vec!["run", "--mean", "1,2"], "--mean"),
         (vec!["run", "--input-size", "big"], "--input-size"),
         (vec!["run", "--precision", "int4"], "--precision"),
-        (vec!["run", "--precision", "fp16"], "--precision"),
     ] {
         let out = run_cli(&args);
         let err = stderr(&out);
@@ -175,6 +174,14 @@ fn int8_without_an_int8_artifact_says_how_to_make_one() {
         2,
         &["--precision int8", "model.qop.onnx", "semask-train quantize", "--precision fp32"],
     );
+}
+
+#[test]
+fn fp16_without_tensorrt_says_what_runs_fp16() {
+    for args in [vec!["run", "--precision", "fp16"], vec!["run", "--backend", "cpu", "--precision", "fp16"]] {
+        let out = run_cli(&args);
+        assert_one_line_error(&out, 2, &["fp16", "TensorRT"]);
+    }
 }
 
 #[test]
@@ -260,4 +267,15 @@ fn metadata_props_of_the_model_are_used() {
     std::fs::write(&model, proto.encode_to_vec()).unwrap();
     let out = run_cli(&["info", "--model", s(&model)]);
     assert_one_line_error(&out, 2, &["with-metadata.onnx", "semask.std", "3 numbers"]);
+}
+
+#[test]
+fn auto_falls_back_to_the_cpu_and_says_why_each_rung_was_skipped() {
+    let out = run_cli(&["-v", "run", "--frames", "1", "-q"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    let skipped: Vec<&str> = err.lines().filter(|l| l.contains("backend auto: skipping")).collect();
+    assert_eq!(skipped.len(), 2, "{err}");
+    assert!(skipped[0].contains("skipping tensorrt: ") && skipped[1].contains("skipping cuda: "), "{err}");
+    assert!(err.contains("on tract 0.23.9 cpu"), "{err}");
 }

@@ -6,15 +6,22 @@
 //! [`BackendKind`]; `auto` walks the ladder TensorRT → CUDA → CPU and logs why each rung was
 //! skipped.
 //!
-//! Built today: `cpu` (tract). `cuda` (tract-cuda) and `tensorrt` are later work behind cargo
-//! features; [`availability`] says so instead of failing obscurely.
+//! - `cpu` ([`tract`]): tract, always built; fp32, and int8 through the model's QOperator
+//!   form (`model.qop.onnx`).
+//! - `tensorrt` ([`tensorrt`]): cargo feature `tensorrt`; fp32, fp16, int8 (Q/DQ or calibrated)
+//!   engines, built once and cached.
+//! - `cuda` ([`tract`] too): tract-cuda (cargo feature `cuda`), fp32, for GPUs without TensorRT.
+//!
+//! [`availability`] says for each whether it can run here, and why not.
 
-pub mod tract_cpu;
+pub mod tensorrt;
+pub mod tract;
 pub mod tract_ops;
 
 use std::fmt;
 
-use crate::model::OnnxModel;
+use crate::calibration::{Artifact, Precision};
+use crate::model::{MetadataOverrides, OnnxModel};
 
 /// Which engine runs the network. The names match `--backend`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -57,6 +64,23 @@ pub struct BackendOptions {
     pub threads: usize,
     /// `(height, width)` of the network input: the model's static size, or `--input-size`.
     pub input_size: (usize, usize),
+    /// fp32; int8 runs the model's int8 form; fp16 needs TensorRT.
+    pub precision: Precision,
+    /// Engine building and caching (TensorRT only).
+    pub tensorrt: tensorrt::TensorRtOptions,
+}
+
+impl BackendOptions {
+    /// Options for `kind` at `input_size`, fp32, defaults elsewhere.
+    pub fn new(kind: BackendKind, input_size: (usize, usize)) -> BackendOptions {
+        BackendOptions {
+            kind,
+            threads: 0,
+            input_size,
+            precision: Precision::Fp32,
+            tensorrt: tensorrt::TensorRtOptions::default(),
+        }
+    }
 }
 
 /// A backend that could not be built or failed to run.
@@ -65,6 +89,8 @@ pub struct BackendOptions {
 pub enum BackendError {
     #[error("backend {kind} is not available: {reason}")]
     Unavailable { kind: BackendKind, reason: String },
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
     #[error("{model}: the {engine} backend cannot load this model: {reason}")]
     Load { model: String, engine: &'static str, reason: String },
     #[error(
@@ -94,6 +120,19 @@ pub trait Backend: Send {
     fn run(&mut self) -> Result<(), BackendError>;
     /// The logits of the last [`Backend::run`], `K * h * w` values in NCHW order.
     fn logits(&self) -> &[f32];
+    /// The file that runs when it is not the model given: an int8 or fp16 form, a cached
+    /// engine. Said once to the user.
+    fn artifact(&self) -> Option<String> {
+        None
+    }
+    /// The accelerator's own time for the last run, in ms (CUDA events), where it has one.
+    fn device_ms(&self) -> Option<f64> {
+        None
+    }
+    /// Facts for reports: versions, device, precision, engine file.
+    fn properties(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
 }
 
 /// Whether a backend kind can be used in this build and on this machine.
@@ -104,25 +143,34 @@ pub struct Availability {
     pub detail: String,
 }
 
-/// Every concrete backend kind and whether it can run here.
+/// Every concrete backend kind and whether it can run here, in the order `auto` tries them.
 pub fn availability() -> Vec<Availability> {
+    let tensorrt = tensorrt::probe();
     vec![
         Availability {
             kind: BackendKind::TensorRt,
-            available: false,
-            detail: "not built: needs the `tensorrt` cargo feature and TensorRT (planned)".into(),
+            available: tensorrt.is_ok(),
+            detail: tensorrt.unwrap_or_else(|e| e),
         },
-        Availability {
-            kind: BackendKind::Cuda,
-            available: false,
-            detail: "not built: needs the `cuda` cargo feature (planned)".into(),
-        },
+        cuda_availability(),
         Availability {
             kind: BackendKind::Cpu,
             available: true,
-            detail: format!("tract {} on {} CPU threads", tract_cpu::TRACT_VERSION, default_threads()),
+            detail: format!("tract {} on {} CPU threads", tract::TRACT_VERSION, default_threads()),
         },
     ]
+}
+
+fn cuda_availability() -> Availability {
+    #[cfg(feature = "cuda")]
+    let (available, detail) = match tract::cuda_runtime() {
+        Ok(_) => (true, format!("tract-cuda {} (CUDA driver and libraries found)", tract::TRACT_VERSION)),
+        Err(BackendError::Unavailable { reason, .. }) => (false, reason),
+        Err(e) => (false, e.to_string()),
+    };
+    #[cfg(not(feature = "cuda"))]
+    let (available, detail) = (false, "not built: needs the `cuda` cargo feature (tract-cuda)".to_string());
+    Availability { kind: BackendKind::Cuda, available, detail }
 }
 
 /// Number of threads used when `--threads` is 0: every core this process may use.
@@ -130,24 +178,67 @@ pub fn default_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
-/// Builds the backend `options.kind` asks for; `auto` takes the first available one.
+/// Builds the backend `options.kind` asks for. `auto` walks [`availability`]: one log line per
+/// rung skipped (with the reason), and a rung that cannot take this model at this precision
+/// (TensorRT failing to build, the CPU asked for fp16) passes to the next with a warning.
 pub fn create(model: &OnnxModel, options: &BackendOptions) -> Result<Box<dyn Backend>, BackendError> {
-    let kind = match options.kind {
-        BackendKind::Auto => {
-            let mut chosen = BackendKind::Cpu;
-            for rung in availability() {
-                if rung.available {
-                    chosen = rung.kind;
-                    break;
-                }
-                log::info!("backend auto: skipping {}: {}", rung.kind, rung.detail);
-            }
-            chosen
+    if options.kind != BackendKind::Auto {
+        return create_kind(options.kind, model, options);
+    }
+    let mut reasons = Vec::new();
+    for rung in availability() {
+        if !rung.available {
+            log::info!("backend auto: skipping {}: {}", rung.kind, rung.detail);
+            reasons.push(format!("{}: {}", rung.kind, rung.detail));
+            continue;
         }
-        other => other,
-    };
+        match create_kind(rung.kind, model, options) {
+            Ok(backend) => return Ok(backend),
+            Err(e @ BackendError::Unavailable { .. }) => {
+                log::info!("backend auto: {e}; trying the next backend");
+                reasons.push(e.to_string());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(BackendError::Unavailable {
+        kind: BackendKind::Auto,
+        reason: format!("no backend can run {} at {}: {}", model.name, options.precision, reasons.join("; ")),
+    })
+}
+
+fn create_kind(
+    kind: BackendKind,
+    model: &OnnxModel,
+    options: &BackendOptions,
+) -> Result<Box<dyn Backend>, BackendError> {
     match kind {
-        BackendKind::Cpu => Ok(Box::new(tract_cpu::TractCpuBackend::new(model, options)?)),
+        BackendKind::Cpu => {
+            let int8_form = match options.precision {
+                Precision::Fp32 => None,
+                Precision::Int8 if model.precision() == Precision::Int8 => None, // given as int8
+                Precision::Int8 => Some(model.artifact(Artifact::QOperator, &MetadataOverrides::default())?),
+                Precision::Fp16 => {
+                    return Err(BackendError::Unavailable {
+                        kind,
+                        reason:
+                            "the CPU backend runs fp32 and int8; fp16 needs TensorRT (--backend tensorrt)"
+                                .into(),
+                    });
+                }
+            };
+            let backend = tract::TractBackend::new(int8_form.as_ref().unwrap_or(model), options)?;
+            Ok(Box::new(backend.with_artifact(int8_form.map(|m| m.name))))
+        }
+        BackendKind::TensorRt => tensorrt::create(model, options),
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => match options.precision {
+            Precision::Fp32 => Ok(Box::new(tract::TractBackend::new_cuda(model, options)?)),
+            other => Err(BackendError::Unavailable {
+                kind,
+                reason: format!("tract-cuda runs fp32 here, not {other}; use TensorRT for fp16 and int8"),
+            }),
+        },
         other => {
             let reason =
                 availability().into_iter().find(|a| a.kind == other).map(|a| a.detail).unwrap_or_default();

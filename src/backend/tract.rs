@@ -1,8 +1,12 @@
-//! The CPU backend: tract, with multithreaded matrix products.
+//! tract as a backend: on the CPU (`cpu`: multithreaded matrix products, our faster operators
+//! from [`super::tract_ops`]) and, with the `cuda` feature, on an NVIDIA GPU through tract's own
+//! CUDA runtime (`cuda`: tract-cuda, which loads the CUDA libraries at run time).
 //!
 //! Loading: parse the ONNX protobuf, fix the input to `[1, 3, H, W]`, keep only the logits output
 //! (so `logits_up` / `sem_logits` of the official export are pruned and never computed), type
-//! and optimise the graph, then plan it with a rayon executor of `threads` threads.
+//! and optimise the graph, then plan it: on the CPU with a rayon executor of `threads` threads;
+//! on CUDA with tract-cuda's runtime, from the graph *without* our CPU operators (they would force
+//! round trips to the host).
 
 use std::sync::Arc;
 
@@ -19,34 +23,65 @@ use crate::model::OnnxModel;
 /// The tract version this crate is built against (kept in step with Cargo.toml).
 pub const TRACT_VERSION: &str = "0.23.9";
 
-/// tract on the CPU.
-pub struct TractCpuBackend {
+/// Where tract runs the graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TractDevice {
+    Cpu {
+        threads: usize,
+    },
+    #[cfg(feature = "cuda")]
+    Cuda,
+}
+
+/// tract on the CPU, or on CUDA.
+pub struct TractBackend {
     state: Box<dyn State>,
     input: Arc<Tensor>,
     input_shape: [usize; 4],
     logits_shape: [usize; 4],
     logits: Option<TValue>,
-    threads: usize,
+    device: TractDevice,
+    /// The int8 file that runs, when not the model given.
+    artifact: Option<String>,
 }
 
-impl std::fmt::Debug for TractCpuBackend {
+impl std::fmt::Debug for TractBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TractCpuBackend")
+        f.debug_struct("TractBackend")
             .field("input_shape", &self.input_shape)
             .field("logits_shape", &self.logits_shape)
-            .field("threads", &self.threads)
+            .field("device", &self.device)
             .finish()
     }
 }
 
-impl TractCpuBackend {
+impl TractBackend {
+    /// tract on the CPU with `options.threads` threads.
     pub fn new(model: &OnnxModel, options: &BackendOptions) -> Result<Self, BackendError> {
-        let load_err =
-            |reason: String| BackendError::Load { model: model.name.clone(), engine: "cpu (tract)", reason };
+        let threads = if options.threads == 0 { default_threads() } else { options.threads };
+        TractBackend::load(model, options, TractDevice::Cpu { threads })
+    }
+
+    /// tract-cuda on the first CUDA device. `Unavailable` (with tract-cuda's reason) where the
+    /// driver or a CUDA library (cudart, nvrtc, cublas, cudnn) is missing.
+    #[cfg(feature = "cuda")]
+    pub fn new_cuda(model: &OnnxModel, options: &BackendOptions) -> Result<Self, BackendError> {
+        cuda_runtime()?;
+        TractBackend::load(model, options, TractDevice::Cuda)
+    }
+
+    fn load(model: &OnnxModel, options: &BackendOptions, device: TractDevice) -> Result<Self, BackendError> {
+        let engine = match device {
+            TractDevice::Cpu { .. } => "cpu (tract)",
+            #[cfg(feature = "cuda")]
+            TractDevice::Cuda => "cuda (tract-cuda)",
+        };
+        let load_err = |reason: String| BackendError::Load { model: model.name.clone(), engine, reason };
         let (h, w) = options.input_size;
         let input_shape = [1, 3, h, w];
         let logits_name = &model.metadata.logits_output.value;
-        let typed = typed_model(model, input_shape, logits_name).map_err(load_err)?;
+        let with_cpu_ops = matches!(device, TractDevice::Cpu { .. });
+        let typed = typed_model_for(model, input_shape, logits_name, with_cpu_ops).map_err(load_err)?;
 
         let fact = typed.output_fact(0).map_err(|e| load_err(format!("{e:#}")))?;
         let shape: Vec<Option<usize>> = fact.shape.iter().map(|d| d.to_usize().ok()).collect();
@@ -61,20 +96,35 @@ impl TractCpuBackend {
             }
         };
 
-        let threads = if options.threads == 0 { default_threads() } else { options.threads };
-        let executor = if threads > 1 { Executor::multithread(threads) } else { Executor::SingleThread };
-        let run_options = RunOptions { executor: Some(executor), ..Default::default() };
-        let state = catch_panic(|| {
-            optimized_plan(typed, &run_options).and_then(|plan| Ok(Box::new(plan.spawn()?) as Box<dyn State>))
+        let state = catch_panic(|| -> TractResult<Box<dyn State>> {
+            match device {
+                TractDevice::Cpu { threads } => {
+                    let executor =
+                        if threads > 1 { Executor::multithread(threads) } else { Executor::SingleThread };
+                    let run_options = RunOptions { executor: Some(executor), ..Default::default() };
+                    Ok(Box::new(optimized_plan(typed, &run_options)?.spawn()?))
+                }
+                #[cfg(feature = "cuda")]
+                TractDevice::Cuda => {
+                    let runtime = cuda_runtime().map_err(|e| anyhow::anyhow!("{e}"))?;
+                    runtime.prepare_with_options(typed, &RunOptions::default())?.spawn()
+                }
+            }
         })
         .map_err(|panic| load_err(format!("tract failed while optimising it ({panic})")))?
         .map_err(|e| load_err(format!("{e:#}")))?;
         let input = Arc::new(Tensor::zero::<f32>(&input_shape).map_err(|e| load_err(format!("{e:#}")))?);
         log::debug!(
-            "tract loaded {}: input {input_shape:?}, logits {logits_shape:?}, {threads} threads",
+            "tract loaded {}: input {input_shape:?}, logits {logits_shape:?}, {device:?}",
             model.name
         );
-        Ok(TractCpuBackend { state, input, input_shape, logits_shape, logits: None, threads })
+        Ok(TractBackend { state, input, input_shape, logits_shape, logits: None, device, artifact: None })
+    }
+
+    /// Records which derived file (int8 form) this backend runs, for [`Backend::artifact`].
+    pub fn with_artifact(mut self, artifact: Option<String>) -> Self {
+        self.artifact = artifact;
+        self
     }
 }
 
@@ -85,7 +135,17 @@ impl TractCpuBackend {
 /// tensor the typed graph would compute is checked against [`MAX_TENSOR_BYTES`] before any is
 /// allocated.
 pub fn typed_model(model: &OnnxModel, input_shape: [usize; 4], logits: &str) -> Result<TypedModel, String> {
-    let typed = catch_panic(|| typed_model_unguarded(model, input_shape, logits))
+    typed_model_for(model, input_shape, logits, true)
+}
+
+/// [`typed_model`], with our CPU operators or without them (for a GPU runtime).
+fn typed_model_for(
+    model: &OnnxModel,
+    input_shape: [usize; 4],
+    logits: &str,
+    with_cpu_ops: bool,
+) -> Result<TypedModel, String> {
+    let typed = catch_panic(|| typed_model_unguarded(model, input_shape, logits, with_cpu_ops))
         .map_err(|panic| format!("tract failed while reading it ({panic})"))?
         .map_err(|e| format!("{e:#}"))?;
     check_tensor_sizes(&typed)?;
@@ -96,6 +156,7 @@ fn typed_model_unguarded(
     model: &OnnxModel,
     input_shape: [usize; 4],
     logits: &str,
+    with_cpu_ops: bool,
 ) -> TractResult<TypedModel> {
     // Declared output shapes of raw torch exports are symbolic placeholders; tract infers them.
     let onnx = tract_onnx::onnx().with_ignore_output_shapes(true);
@@ -108,8 +169,10 @@ fn typed_model_unguarded(
     inference.set_input_fact(0, f32::fact(input_shape).into())?;
     inference.select_outputs_by_name([logits])?;
     let mut typed = inference.into_typed()?.into_decluttered()?;
-    let replaced = super::tract_ops::accelerate(&mut typed)?;
-    log::debug!("{}: {replaced} nodes replaced by semask-edge's faster operators", model.name);
+    if with_cpu_ops {
+        let replaced = super::tract_ops::accelerate(&mut typed)?;
+        log::debug!("{}: {replaced} nodes replaced by semask-edge's faster operators", model.name);
+    }
     Ok(typed)
 }
 
@@ -139,6 +202,21 @@ fn check_tensor_sizes(typed: &TypedModel) -> Result<(), String> {
     Ok(())
 }
 
+/// tract-cuda's runtime, checked: the driver and the CUDA libraries it loads must be present.
+#[cfg(feature = "cuda")]
+pub fn cuda_runtime() -> Result<&'static dyn tract_onnx::tract_core::runtime::Runtime, BackendError> {
+    // The crate registers its runtime when linked.
+    use tract_cuda as _;
+    let unavailable = |reason: String| BackendError::Unavailable { kind: BackendKind::Cuda, reason };
+    let runtime = tract_onnx::tract_core::runtime::runtime_for_name("cuda")
+        .map_err(|e| unavailable(format!("{e:#}")))?
+        .ok_or_else(|| unavailable("tract-cuda's runtime is not registered in this build".into()))?;
+    catch_panic(|| runtime.check())
+        .map_err(|panic| unavailable(format!("tract-cuda failed while probing CUDA ({panic})")))?
+        .map_err(|e| unavailable(format!("{e:#}")))?;
+    Ok(runtime)
+}
+
 /// Time spent in one kind of tract operator, per network run.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct OpTime {
@@ -149,7 +227,7 @@ pub struct OpTime {
     pub ms_per_run: f64,
 }
 
-impl TractCpuBackend {
+impl TractBackend {
     /// Runs the network `runs` times on the current input, timing every node, and returns the
     /// time per operator kind, largest first. Says where the time goes when tract is slower
     /// than a peer.
@@ -193,13 +271,25 @@ fn optimized_plan(typed: TypedModel, options: &RunOptions) -> TractResult<Arc<Ty
     TypedSimplePlan::new_with_options(optimized, options)
 }
 
-impl Backend for TractCpuBackend {
+impl Backend for TractBackend {
     fn kind(&self) -> BackendKind {
-        BackendKind::Cpu
+        match self.device {
+            TractDevice::Cpu { .. } => BackendKind::Cpu,
+            #[cfg(feature = "cuda")]
+            TractDevice::Cuda => BackendKind::Cuda,
+        }
     }
 
     fn describe(&self) -> String {
-        format!("tract {TRACT_VERSION} cpu, {} threads", self.threads)
+        match self.device {
+            TractDevice::Cpu { threads } => format!("tract {TRACT_VERSION} cpu, {threads} threads"),
+            #[cfg(feature = "cuda")]
+            TractDevice::Cuda => format!("tract-cuda {TRACT_VERSION}"),
+        }
+    }
+
+    fn artifact(&self) -> Option<String> {
+        self.artifact.clone()
     }
 
     fn input_shape(&self) -> [usize; 4] {

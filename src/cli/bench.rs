@@ -2,7 +2,7 @@
 //! several configurations side by side; a table for people, JSON for machines, an SVG plot.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -10,11 +10,12 @@ use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
 
-use semask_edge::backend::{self, BackendKind, BackendOptions};
+use semask_edge::backend::{self, BackendError, BackendKind};
+use semask_edge::calibration::Precision;
 use semask_edge::files::InputRole;
 use semask_edge::limits::Limits;
-use semask_edge::model::OnnxModel;
-use semask_edge::pipeline::{self, FrameEvent, Segmenter};
+use semask_edge::model::MetadataOverrides;
+use semask_edge::pipeline::{self, FrameEvent, SetupError};
 use semask_edge::postprocess::Upsample;
 use semask_edge::sink::{NullSink, Sink};
 use semask_edge::timing::{LatencyStats, LatencySummary, Stage, StageTimings};
@@ -63,11 +64,20 @@ pub struct BenchArgs {
     #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "auto")]
     pub backend: Vec<BackendKind>,
 
+    /// Precisions (LIST of fp32, fp16, int8): int8 runs the model's int8 form, fp16 needs
+    /// TensorRT. A backend that cannot run a precision is skipped with a warning.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "fp32")]
+    pub precision: Vec<Precision>,
+
+    #[command(flatten)]
+    pub tensorrt: super::TensorRtArgs,
+
     /// Network threads (LIST; each 0..256, 0 = all cores).
     #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "0", value_parser = super::parse_threads)]
     pub threads: Vec<usize>,
 
-    /// Time the network alone on a fixed input (as trtexec does): no source, no pipeline.
+    /// Time the network alone on a fixed input (as trtexec does): no source, no pipeline. GPU
+    /// backends also report the device time between CUDA events around each run.
     #[arg(long)]
     pub network_only: bool,
 
@@ -88,13 +98,16 @@ const MAX_BENCH_FRAMES: u64 = 1_000_000;
 pub struct RunReport {
     pub model: String,
     pub backend: String,
+    /// Versions, device, engine file, as the backend reports them.
+    pub backend_properties: std::collections::BTreeMap<&'static str, String>,
     pub precision: &'static str,
     pub upsample: Option<&'static str>,
     pub input: String,
     pub frames: u64,
     pub warmup: u64,
     pub threads: usize,
-    /// Per stage (and `end_to_end`): mean, p50, p90, p99, max in milliseconds.
+    /// Per stage (and `end_to_end`; `network_device`: the GPU's own time): mean, p50, p90, p99,
+    /// max in milliseconds.
     pub stages: std::collections::BTreeMap<&'static str, StageReport>,
     pub throughput_fps: f64,
     pub dropped: u64,
@@ -143,38 +156,56 @@ pub fn bench(args: BenchArgs, limits: Limits) -> anyhow::Result<ExitCode> {
     let mut model_paths: Vec<Option<PathBuf>> = vec![args.model.model.clone()];
     model_paths.extend(args.models.iter().cloned().map(Some));
     let overrides = args.model.overrides()?;
-    let models = model_paths
-        .iter()
-        .map(|path| OnnxModel::open_or_builtin(path.as_deref(), args.model.precision, &overrides))
-        .collect::<Result<Vec<_>, _>>()?;
 
     // The report and the plot must not overwrite what the benchmark reads: check before running.
     let (source, _) = args.source.open(Some("synth://"), limits)?;
-    let mut inputs = super::input_files(&args.model, &models[0], source.as_ref());
-    for model in &models {
-        inputs.add_all(model.path.as_deref(), InputRole::Model);
+    let mut inputs = super::input_files(&args.model, source.as_ref());
+    for path in model_paths.iter().flatten() {
+        inputs.add(path, InputRole::Model);
     }
     drop(source);
     inputs.check_outputs(&super::given_paths(&[("--report", &args.report), ("--plot", &args.plot)]), &[])?;
     super::install_ctrlc_handler();
 
     let mut runs = Vec::new();
-    for model in &models {
-        super::note_int8_artifact(&args.model, model);
+    'all: for model in &model_paths {
         for &backend in &args.backend {
-            for &threads in &args.threads {
-                if args.network_only {
-                    runs.push(network_only(model, backend, threads, &args, limits)?);
-                    continue;
-                }
-                for &upsample in &args.upsample {
-                    runs.push(pipeline_run(model, backend, threads, upsample, &args, limits)?);
+            for &precision in &args.precision {
+                for &threads in &args.threads {
+                    let config = Config { backend, precision, threads };
+                    let result = if args.network_only {
+                        network_only(model.as_deref(), &overrides, config, &args, limits).map(|r| vec![r])
+                    } else {
+                        args.upsample
+                            .iter()
+                            .map(|&upsample| {
+                                pipeline_run(model.as_deref(), &overrides, config, upsample, &args, limits)
+                            })
+                            .collect::<Result<Vec<_>, _>>()
+                    };
+                    match result {
+                        Ok(reports) => runs.extend(reports),
+                        // A backend that cannot run this precision here (the CPU and fp16, TensorRT
+                        // absent) is one skipped configuration, not a failed benchmark.
+                        Err(e) if is_unavailable(&e) => {
+                            let name = model
+                                .as_deref()
+                                .map_or("the built-in model".into(), |p| p.display().to_string());
+                            log::warn!("skipping {backend} {precision} for {name}: {e:#}");
+                        }
+                        Err(e) => return Err(e),
+                    }
                     if STOP.load(std::sync::atomic::Ordering::Relaxed) {
-                        break;
+                        break 'all;
                     }
                 }
             }
         }
+    }
+    if runs.is_empty() {
+        anyhow::bail!(
+            "no configuration could run (each skip was logged above); try --backend cpu --precision fp32"
+        );
     }
 
     let mut out = std::io::stdout().lock();
@@ -195,10 +226,28 @@ pub fn bench(args: BenchArgs, limits: Limits) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn pipeline_run(
-    model: &OnnxModel,
+/// One backend, precision and thread count.
+#[derive(Debug, Clone, Copy)]
+struct Config {
     backend: BackendKind,
+    precision: Precision,
     threads: usize,
+}
+
+fn is_unavailable(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        matches!(cause.downcast_ref::<BackendError>(), Some(BackendError::Unavailable { .. }))
+            || matches!(
+                cause.downcast_ref::<SetupError>(),
+                Some(SetupError::Backend(BackendError::Unavailable { .. }))
+            )
+    })
+}
+
+fn pipeline_run(
+    model: Option<&Path>,
+    overrides: &MetadataOverrides,
+    config: Config,
     upsample: Upsample,
     args: &BenchArgs,
     limits: Limits,
@@ -209,14 +258,23 @@ fn pipeline_run(
         options.extra_loops = -1;
     }
     options.max_frames = Some(args.warmup + args.frames);
-    let inference = super::InferenceArgs { backend, threads };
-    let mut segmenter =
-        Segmenter::new(model, &inference.segmenter_options(&args.model, upsample, 0.5, limits))?;
+    let inference = super::InferenceArgs {
+        backend: config.backend,
+        threads: config.threads,
+        precision: config.precision,
+        tensorrt: args.tensorrt.clone(),
+    };
+    let mut segmenter = super::open_segmenter(
+        model,
+        overrides,
+        &inference.segmenter_options(&args.model, upsample, 0.5, limits),
+    )?;
+    super::note_artifact(config.precision, segmenter.backend());
     let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(NullSink)];
     let input = source.info().uri.clone();
     log::info!(
         "bench: {} on {} ({}), upsample {}",
-        model.name,
+        segmenter.model_name(),
         input,
         segmenter.backend().describe(),
         upsample.name()
@@ -273,14 +331,15 @@ fn pipeline_run(
         _ => 0.0,
     };
     Ok(RunReport {
-        model: model.name.clone(),
+        model: segmenter.model_name().to_string(),
         backend: segmenter.backend().describe(),
-        precision: model.precision().name(),
+        backend_properties: segmenter.backend().properties().into_iter().collect(),
+        precision: config.precision.name(),
         upsample: Some(upsample.name()),
         input,
         frames: series.len() as u64,
         warmup,
-        threads: effective_threads(threads),
+        threads: effective_threads(config.threads),
         stages,
         throughput_fps,
         dropped: summary.dropped,
@@ -289,14 +348,21 @@ fn pipeline_run(
 }
 
 fn network_only(
-    model: &OnnxModel,
-    kind: BackendKind,
-    threads: usize,
+    model: Option<&Path>,
+    overrides: &MetadataOverrides,
+    config: Config,
     args: &BenchArgs,
     limits: Limits,
 ) -> anyhow::Result<RunReport> {
-    let input_size = model.input_size(args.model.input_size, &limits)?;
-    let mut backend = backend::create(model, &BackendOptions { kind, threads, input_size })?;
+    let inference = super::InferenceArgs {
+        backend: config.backend,
+        threads: config.threads,
+        precision: config.precision,
+        tensorrt: args.tensorrt.clone(),
+    };
+    let options = inference.segmenter_options(&args.model, Upsample::Fast, 0.5, limits);
+    let (name, _, mut backend) = super::open_network(model, overrides, &options)?;
+    super::note_artifact(config.precision, backend.as_ref());
     // A fixed, deterministic input (values in the range of a normalised image).
     for (i, v) in backend.input_mut().iter_mut().enumerate() {
         *v = ((i * 7919) % 1000) as f32 / 500.0 - 1.0;
@@ -304,7 +370,7 @@ fn network_only(
     for _ in 0..args.warmup {
         backend.run()?;
     }
-    let mut stats = LatencyStats::default();
+    let (mut stats, mut device) = (LatencyStats::default(), LatencyStats::default());
     let mut series = Vec::with_capacity(args.frames as usize);
     let start = Instant::now();
     for _ in 0..args.frames {
@@ -312,6 +378,9 @@ fn network_only(
         backend.run()?;
         let elapsed = t.elapsed();
         stats.push(elapsed);
+        if let Some(ms) = backend.device_ms() {
+            device.push(Duration::from_secs_f64(ms / 1e3));
+        }
         let mut timings = StageTimings::default();
         timings.add(Stage::Network, elapsed);
         series.push((timings, elapsed));
@@ -324,15 +393,19 @@ fn network_only(
     if let Some(s) = stats.summary() {
         stages.insert(Stage::Network.name(), s.into());
     }
+    if let Some(s) = device.summary() {
+        stages.insert("network_device", s.into());
+    }
     Ok(RunReport {
-        model: model.name.clone(),
+        model: name,
         backend: backend.describe(),
-        precision: model.precision().name(),
+        backend_properties: backend.properties().into_iter().collect(),
+        precision: config.precision.name(),
         upsample: None,
         input: "fixed tensor (network only)".into(),
         frames: series.len() as u64,
         warmup: args.warmup,
-        threads: effective_threads(threads),
+        threads: effective_threads(config.threads),
         stages,
         throughput_fps: series.len() as f64 / wall.as_secs_f64().max(1e-9),
         dropped: 0,
@@ -413,7 +486,7 @@ fn host_report() -> HostReport {
         .unwrap_or_else(|| std::env::consts::ARCH.to_string());
     HostReport {
         semask_edge: env!("CARGO_PKG_VERSION"),
-        tract: backend::tract_cpu::TRACT_VERSION,
+        tract: backend::tract::TRACT_VERSION,
         cpu,
         logical_cores: backend::default_threads(),
         os: std::env::consts::OS.to_string(),

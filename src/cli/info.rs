@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use semask_edge::backend::{self, tract_cpu};
+use semask_edge::backend::{self, tract};
+use semask_edge::calibration::{Artifact, Precision};
 use semask_edge::model::classes::CITYSCAPES_LABEL_IDS;
 use semask_edge::model::{OnnxModel, Provenance, Setting};
 
@@ -16,6 +17,14 @@ use super::ModelArgs;
 pub struct InfoArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+
+    /// Describe the model's form for this precision: int8, its int8 form (model.qop.onnx);
+    /// fp16, its fp16 graph (model.fp16.onnx).
+    #[arg(long, value_name = "fp32|fp16|int8", default_value = "fp32")]
+    pub precision: Precision,
+
+    #[command(flatten)]
+    pub tensorrt: super::TensorRtArgs,
 
     /// Print JSON instead of text.
     #[arg(long)]
@@ -44,13 +53,24 @@ struct Report<'a> {
     classes: Option<&'a Setting<semask_edge::model::ClassTable>>,
     metadata_props: &'a std::collections::BTreeMap<String, String>,
     backends: Vec<backend::Availability>,
+    /// The TensorRT engine of this model at --precision in the engine cache, or why there is none.
+    engine_cache: String,
     /// Why the CPU backend cannot load this model, if it cannot.
     problem: Option<String>,
 }
 
 pub fn info(args: InfoArgs, limits: semask_edge::limits::Limits) -> anyhow::Result<ExitCode> {
     let overrides = args.model.overrides()?;
-    let model = OnnxModel::open_or_builtin(args.model.model.as_deref(), args.model.precision, &overrides)?;
+    let given = OnnxModel::open_or_builtin(args.model.model.as_deref(), &overrides)?;
+    // `--precision int8`/`fp16`: describe the form of the model that precision runs on the CPU
+    // (or, for fp16, the fp16 graph).
+    let engine_cache = engine_cache_entry(&given, &args, limits);
+    let model = match args.precision {
+        Precision::Fp32 => given,
+        Precision::Int8 if given.precision() == Precision::Int8 => given,
+        Precision::Int8 => given.artifact(Artifact::QOperator, &overrides)?,
+        Precision::Fp16 => given.artifact(Artifact::Fp16, &overrides)?,
+    };
     let mut metadata = model.metadata.clone();
 
     // Type the graph once to learn the logits' real shape (raw torch exports declare symbolic
@@ -65,7 +85,7 @@ pub fn info(args: InfoArgs, limits: semask_edge::limits::Limits) -> anyhow::Resu
     };
     let mut logits_shape = None;
     if let Some((h, w)) = input_size {
-        match tract_cpu::typed_model(&model, [1, 3, h, w], &metadata.logits_output.value) {
+        match tract::typed_model(&model, [1, 3, h, w], &metadata.logits_output.value) {
             Ok(typed) => {
                 let shape = typed.output_fact(0).ok().and_then(|f| f.shape.as_concrete().map(|s| s.to_vec()));
                 if let Some(k) = shape.as_ref().and_then(|s| s.get(1)) {
@@ -98,6 +118,7 @@ pub fn info(args: InfoArgs, limits: semask_edge::limits::Limits) -> anyhow::Resu
         classes: metadata.classes.as_ref(),
         metadata_props: &metadata.all_props,
         backends: backend::availability(),
+        engine_cache,
         problem,
     };
     let mut out = std::io::stdout().lock();
@@ -112,6 +133,25 @@ pub fn info(args: InfoArgs, limits: semask_edge::limits::Limits) -> anyhow::Resu
         return Ok(ExitCode::from(2));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `cached: PATH`, `not built yet: PATH`, or why TensorRT cannot say.
+fn engine_cache_entry(model: &OnnxModel, args: &InfoArgs, limits: semask_edge::limits::Limits) -> String {
+    let Ok(input_size) = model.input_size(args.model.input_size, &limits) else {
+        return "n/a (no input size)".into();
+    };
+    let options = backend::BackendOptions {
+        precision: args.precision,
+        tensorrt: args.tensorrt.options(),
+        ..backend::BackendOptions::new(backend::BackendKind::TensorRt, input_size)
+    };
+    match backend::tensorrt::cache_entry(model, &options) {
+        Ok(Ok(path)) => format!("{} engine cached: {}", args.precision, path.display()),
+        Ok(Err(path)) => {
+            format!("no {} engine yet (built on first run, into {})", args.precision, path.display())
+        }
+        Err(reason) => format!("n/a ({reason})"),
+    }
 }
 
 /// How an int8 file computes, from its operators.
@@ -193,6 +233,7 @@ fn print_text(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
             writeln!(out, "{:<12} {k} = {shown}", if i == 0 { "metadata" } else { "" })?;
         }
     }
+    writeln!(out, "engines      {}", r.engine_cache)?;
     for (i, b) in r.backends.iter().enumerate() {
         let state = if b.available { "available" } else { "unavailable" };
         writeln!(

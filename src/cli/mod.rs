@@ -4,6 +4,7 @@
 //! `--input-size 512x1024` → `(512, 1024)`), so the library never sees strings it must parse.
 
 pub mod bench;
+pub mod build_engine;
 pub mod devices;
 pub mod info;
 pub mod plot;
@@ -17,10 +18,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::{Args, Parser, Subcommand};
 
 use semask_edge::backend::BackendKind;
+use semask_edge::backend::tensorrt::{Int8Mode, TensorRtOptions};
+use semask_edge::backend::{Backend, tensorrt};
+use semask_edge::calibration::Precision;
 use semask_edge::files::{InputFiles, InputRole};
 use semask_edge::limits::{DEFAULT_MAX_PIXELS, FPS_RANGE, Limits, MAX_SIDE};
-use semask_edge::model::{ClassTable, MetadataOverrides, OnnxModel};
-use semask_edge::pipeline::{PipelineOptions, RunSummary, SegmenterOptions};
+use semask_edge::model::{ClassTable, MetadataOverrides, OnnxModel, SegmentationMetadata};
+use semask_edge::pipeline::{PipelineOptions, RunSummary, Segmenter, SegmenterOptions};
 use semask_edge::postprocess::Upsample;
 use semask_edge::preprocess::ChannelOrder;
 use semask_edge::source::{Source, SourceOptions};
@@ -41,7 +45,7 @@ so
 
 works on a fresh checkout. The built-in model is SeMask-FPN in a small configuration trained by
 semask-train on synth:// scenes (calibration/semask-tiny-synth/): it segments those scenes, not
-real roads. --precision int8 runs its int8 form.";
+real roads. --precision int8 runs its int8 form (--precision fp16 too, with TensorRT).";
 
 #[derive(Debug, Parser)]
 #[command(name = "semask-edge", version, about = ABOUT, long_about = LONG_ABOUT)]
@@ -75,6 +79,9 @@ pub enum Command {
     Record(record::RecordArgs),
     /// List V4L2 cameras and their modes.
     Devices(devices::DevicesArgs),
+    /// Build a model's TensorRT engine ahead of its first run (into the engine cache, or a file).
+    #[command(long_about = build_engine::LONG_ABOUT)]
+    BuildEngine(build_engine::BuildEngineArgs),
 }
 
 /// Which model to load and how to read it: shared by every subcommand that loads a model.
@@ -83,12 +90,6 @@ pub struct ModelArgs {
     /// ONNX model to run (default: the built-in model, SeMask tiny trained on synth://).
     #[arg(long, short = 'm', value_name = "MODEL.onnx")]
     pub model: Option<PathBuf>,
-
-    /// Numeric precision: fp32, or int8, which runs the model's int8 QOperator artifact
-    /// (model.qop.onnx from `semask-train quantize`, next to --model or in
-    /// calibration/<model stem>/; the built-in model has one).
-    #[arg(long, value_name = "fp32|int8", default_value = "fp32")]
-    pub precision: semask_edge::calibration::Precision,
 
     /// Network input size HxW, for models whose input size is dynamic (e.g. 512x1024).
     #[arg(long, value_name = "HxW", value_parser = parse_size)]
@@ -127,14 +128,55 @@ impl ModelArgs {
     }
 }
 
-/// The files a command reads, which none of its outputs may overwrite: the model as given and
-/// the file that runs (an int8 artifact), the class file, and the source's files.
-pub fn input_files(args: &ModelArgs, model: &OnnxModel, source: &dyn Source) -> InputFiles {
+/// The files a command reads, which none of its outputs may overwrite: the model given and
+/// its derived forms (int8, fp16, calibration data, which a backend may run instead), the class
+/// file, and the source's files.
+pub fn input_files(args: &ModelArgs, source: &dyn Source) -> InputFiles {
+    use semask_edge::calibration::{Artifact, artifact_candidates};
     let mut inputs = InputFiles::default();
-    inputs.add_all(args.model.iter().chain(&model.path).map(PathBuf::as_path), InputRole::Model);
+    if let Some(model) = args.model.as_deref() {
+        inputs.add(model, InputRole::Model);
+        for artifact in [Artifact::QOperator, Artifact::Qdq, Artifact::Fp16, Artifact::Cache] {
+            inputs
+                .add_all(artifact_candidates(model, artifact).iter().map(PathBuf::as_path), InputRole::Model);
+        }
+    }
     inputs.add_all(args.classes.as_deref(), InputRole::ClassFile);
     inputs.add_all(source.input_files(), InputRole::Frames);
     inputs
+}
+
+/// The network of `path` (an ONNX model, or a TensorRT engine file) or of the built-in model:
+/// its name, its metadata (with the flags' overrides) and the backend that runs it.
+pub fn open_network(
+    path: Option<&Path>,
+    overrides: &MetadataOverrides,
+    options: &SegmenterOptions,
+) -> anyhow::Result<(String, SegmentationMetadata, Box<dyn Backend>)> {
+    if let Some(engine) = path.filter(|p| tensorrt::is_engine_file(p)) {
+        if options.input_size.is_some() {
+            anyhow::bail!(
+                "--input-size does not apply to {}: an engine's input size is fixed",
+                engine.display()
+            );
+        }
+        let (metadata, backend) = tensorrt::open_engine_file(engine, overrides, options.tensorrt.device)?;
+        return Ok((engine.display().to_string(), metadata, backend));
+    }
+    let model = OnnxModel::open_or_builtin(path, overrides)?;
+    let input_size = model.input_size(options.input_size, &options.limits)?;
+    let backend = semask_edge::backend::create(&model, &options.backend_options(input_size))?;
+    Ok((model.name, model.metadata, backend))
+}
+
+/// [`open_network`] wrapped in a [`Segmenter`].
+pub fn open_segmenter(
+    path: Option<&Path>,
+    overrides: &MetadataOverrides,
+    options: &SegmenterOptions,
+) -> anyhow::Result<Segmenter> {
+    let (name, metadata, backend) = open_network(path, overrides, options)?;
+    Ok(Segmenter::around(name, metadata, backend, options)?)
 }
 
 /// The optional path flags that were given, as (flag, path) pairs for the output checks.
@@ -142,10 +184,11 @@ pub fn given_paths<'a>(flags: &[(&'static str, &'a Option<PathBuf>)]) -> Vec<(&'
     flags.iter().filter_map(|(flag, path)| Some((*flag, path.as_deref()?))).collect()
 }
 
-/// Says which file runs when `--precision int8` found an artifact beside `--model`.
-pub fn note_int8_artifact(args: &ModelArgs, model: &OnnxModel) {
-    if args.model.is_some() && model.path != args.model {
-        eprintln!("note: --precision int8 runs {}", model.name);
+/// Says which file runs when the backend runs something other than the model given (an int8
+/// or fp16 form, a TensorRT engine).
+pub fn note_artifact(precision: Precision, backend: &dyn semask_edge::backend::Backend) {
+    if let Some(artifact) = backend.artifact() {
+        eprintln!("note: --precision {precision} runs {artifact}");
     }
 }
 
@@ -222,16 +265,27 @@ impl SourceArgs {
     }
 }
 
-/// How the network runs and how labels are made: shared by `run` and `bench`.
+/// How the network runs and how labels are made (`run`).
 #[derive(Debug, Clone, Args)]
 pub struct InferenceArgs {
-    /// Inference backend.
+    /// Inference backend: auto (TensorRT, then CUDA, then CPU; each skip logged with -v), cpu,
+    /// tensorrt, cuda.
     #[arg(long, value_name = "NAME", default_value = "auto")]
     pub backend: BackendKind,
 
     /// Threads for the network, 0..256 (0 = all cores).
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = parse_threads)]
     pub threads: usize,
+
+    /// Numeric precision: fp32; int8, which runs the model's int8 form (model.qop.onnx on the
+    /// CPU, model.qdq.onnx or the calibration cache in TensorRT; from `semask-train quantize`,
+    /// next to --model or in calibration/<model stem>/; the built-in model has them); fp16
+    /// (TensorRT only).
+    #[arg(long, value_name = "fp32|fp16|int8", default_value = "fp32")]
+    pub precision: Precision,
+
+    #[command(flatten)]
+    pub tensorrt: TensorRtArgs,
 }
 
 impl InferenceArgs {
@@ -249,6 +303,64 @@ impl InferenceArgs {
             upsample,
             alpha,
             limits,
+            precision: self.precision,
+            tensorrt: self.tensorrt.options(),
+        }
+    }
+}
+
+/// How TensorRT engines are built and cached: shared by `run`, `bench` and `build-engine`.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "TensorRT")]
+pub struct TensorRtArgs {
+    /// Folder of cached TensorRT engines (default: $XDG_CACHE_HOME/semask-edge/engines). An
+    /// engine is rebuilt when the model, the TensorRT version, the GPU, the precision, the input
+    /// size or a builder option changes.
+    #[arg(long, value_name = "DIR")]
+    pub engine_cache: Option<PathBuf>,
+
+    /// TensorRT timing cache file, which shortens later builds (default: in the engine cache,
+    /// one per TensorRT version and GPU).
+    #[arg(long, value_name = "FILE")]
+    pub timing_cache: Option<PathBuf>,
+
+    /// TensorRT builder workspace limit in MiB, 0..1048576 (0: TensorRT's default).
+    #[arg(long, value_name = "MIB", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1 << 20))]
+    pub trt_workspace: u64,
+
+    /// TensorRT builder optimisation level 0..5 (TensorRT 8.6+; default 3): higher levels build
+    /// longer for faster engines.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=5))]
+    pub trt_opt_level: Option<u32>,
+
+    /// Run on DLA core N (0..3; Jetson Xavier and Orin NX/AGX); layers the DLA cannot run fall
+    /// back to the GPU.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=3))]
+    pub dla_core: Option<u32>,
+
+    /// Where TensorRT int8 gets its scales: qdq, the model's Q/DQ form (model.qdq.onnx; every
+    /// TensorRT); calibrated, the fp32 model with calib.cache, recalibrated from tensors/ when the
+    /// cache is for another TensorRT version (TensorRT 8.5-10.x).
+    #[arg(long, value_name = "MODE", default_value = "qdq")]
+    pub trt_int8: Int8Mode,
+
+    /// Let TensorRT run LayerNorm, Softmax and GELU in fp16/int8 too (by default they are kept
+    /// in fp32: Swin's accuracy suffers otherwise).
+    #[arg(long)]
+    pub trt_no_fp32_pins: bool,
+}
+
+impl TensorRtArgs {
+    pub fn options(&self) -> TensorRtOptions {
+        TensorRtOptions {
+            engine_cache: self.engine_cache.clone(),
+            timing_cache: self.timing_cache.clone(),
+            workspace_mib: self.trt_workspace,
+            optimization_level: self.trt_opt_level,
+            dla_core: self.dla_core,
+            int8: self.trt_int8,
+            keep_sensitive_fp32: !self.trt_no_fp32_pins,
+            device: 0,
         }
     }
 }

@@ -8,8 +8,7 @@ use anyhow::Context;
 use clap::Args;
 
 use semask_edge::limits::Limits;
-use semask_edge::model::OnnxModel;
-use semask_edge::pipeline::{self, FrameEvent, Segmenter};
+use semask_edge::pipeline::{self, FrameEvent};
 use semask_edge::postprocess::Upsample;
 use semask_edge::sink::images::{LabelIds, PngDirSink, PngKind};
 use semask_edge::sink::stats::StatsSink;
@@ -99,7 +98,6 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs, limits: Limits) -> anyhow::Result<ExitCode> {
     let overrides = args.model.overrides()?;
-    let model = OnnxModel::open_or_builtin(args.model.model.as_deref(), args.model.precision, &overrides)?;
     let (mut source, mut pipeline_options) = args.source.open(None, limits)?;
     pipeline_options.max_frames = args.frames;
 
@@ -114,11 +112,11 @@ pub fn run(args: RunArgs, limits: Limits) -> anyhow::Result<ExitCode> {
     let dirs =
         given_paths(&[("--labels", &args.labels), ("--color", &args.color), ("--overlay", &args.overlay)]);
     let files = given_paths(&[("--output", &args.output), ("--stats", &args.stats)]);
-    super::input_files(&args.model, &model, source.as_ref()).check_outputs(&files, &dirs)?;
+    super::input_files(&args.model, source.as_ref()).check_outputs(&files, &dirs)?;
 
     let options = args.inference.segmenter_options(&args.model, args.upsample, args.alpha, limits);
-    let mut segmenter = Segmenter::new(&model, &options)?;
-    super::note_int8_artifact(&args.model, &model);
+    let mut segmenter = super::open_segmenter(args.model.model.as_deref(), &overrides, &options)?;
+    super::note_artifact(args.inference.precision, segmenter.backend());
 
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     let outputs = [
@@ -154,7 +152,7 @@ pub fn run(args: RunArgs, limits: Limits) -> anyhow::Result<ExitCode> {
     let spec = segmenter.preproc_spec();
     log::info!(
         "model {} on {}: input {}x{} (HxW), {} classes, mean {:?}, std {:?}, {}, upsample {}",
-        model.name,
+        segmenter.model_name(),
         segmenter.backend().describe(),
         spec.input_height,
         spec.input_width,

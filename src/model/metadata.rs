@@ -263,6 +263,19 @@ impl SegmentationMetadata {
     }
 }
 
+impl SegmentationMetadata {
+    /// The pre-processing these settings ask for at a network input of `height` x `width`.
+    pub fn preproc_spec(&self, height: usize, width: usize) -> crate::preprocess::PreprocSpec {
+        crate::preprocess::PreprocSpec {
+            input_width: width,
+            input_height: height,
+            mean: self.mean.value,
+            std: self.std.value,
+            channel_order: self.channel_order.value,
+        }
+    }
+}
+
 fn err(key: &str, reason: String) -> MetadataError {
     MetadataError { key: key.to_string(), from: Provenance::Metadata, reason }
 }

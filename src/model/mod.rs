@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use tract_onnx::pb;
 use tract_onnx::prelude::Framework;
 
+use crate::calibration::Artifact;
 pub use crate::calibration::Precision;
 pub use classes::ClassTable;
 pub use metadata::{MetadataOverrides, Provenance, SegmentationMetadata, Setting};
@@ -28,6 +29,18 @@ pub const BUILTIN_MODEL_ONNX: &[u8] = include_bytes!("../../calibration/semask-t
 /// Its int8 QOperator form (`--precision int8`), from the same folder.
 pub const BUILTIN_MODEL_QOP_ONNX: &[u8] =
     include_bytes!("../../calibration/semask-tiny-synth/model.qop.onnx");
+/// Its explicit-quantization form, for TensorRT int8 (tensorrt builds only).
+#[cfg(feature = "tensorrt")]
+pub const BUILTIN_MODEL_QDQ_ONNX: &[u8] =
+    include_bytes!("../../calibration/semask-tiny-synth/model.qdq.onnx");
+/// Its fp16 graph, for TensorRT 11's fp16 engines (tensorrt builds only).
+#[cfg(feature = "tensorrt")]
+pub const BUILTIN_MODEL_FP16_ONNX: &[u8] =
+    include_bytes!("../../calibration/semask-tiny-synth/model.fp16.onnx");
+/// Its TensorRT calibration cache (for calibrated int8 on the TensorRT version it names).
+#[cfg(feature = "tensorrt")]
+pub const BUILTIN_CALIBRATION_CACHE: &[u8] =
+    include_bytes!("../../calibration/semask-tiny-synth/calib.cache");
 /// How the built-in model is named in logs and `info`.
 pub const BUILTIN_MODEL_NAME: &str = "built-in semask-tiny-synth (tiny config trained on synth://)";
 
@@ -63,6 +76,26 @@ pub enum ModelError {
     ClassFile { path: PathBuf, reason: String },
     #[error(transparent)]
     Calibration(#[from] crate::calibration::CalibrationError),
+}
+
+/// Where a model's bytes come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelOrigin {
+    File(PathBuf),
+    /// Built into the binary.
+    Builtin(&'static [u8]),
+}
+
+/// The built-in model's `artifact`, when the binary carries it.
+fn builtin_artifact(artifact: Artifact) -> Option<&'static [u8]> {
+    match artifact {
+        Artifact::QOperator => Some(BUILTIN_MODEL_QOP_ONNX),
+        #[cfg(feature = "tensorrt")]
+        Artifact::Qdq => Some(BUILTIN_MODEL_QDQ_ONNX),
+        #[cfg(feature = "tensorrt")]
+        Artifact::Fp16 => Some(BUILTIN_MODEL_FP16_ONNX),
+        _ => None,
+    }
 }
 
 /// One dimension of a tensor declared in the graph.
@@ -104,8 +137,8 @@ impl fmt::Display for TensorDecl {
 pub struct OnnxModel {
     /// How to refer to the model in messages: its path, or [`BUILTIN_MODEL_NAME`].
     pub name: String,
-    /// The file it was read from (`None` for the built-in model).
-    pub path: Option<PathBuf>,
+    /// Where it was read from.
+    pub origin: ModelOrigin,
     /// Directory of the file, where ONNX external data is looked up.
     pub dir: Option<PathBuf>,
     pub size_bytes: usize,
@@ -121,55 +154,80 @@ impl OnnxModel {
         let bytes = read_model_file(path)?;
         let dir = path.parent().map(Path::to_path_buf);
         let mut model = OnnxModel::from_bytes(&bytes, path.display().to_string(), dir, overrides)?;
-        model.path = Some(path.to_path_buf());
+        model.origin = ModelOrigin::File(path.to_path_buf());
         Ok(model)
     }
 
     /// The model built into the binary ([`BUILTIN_MODEL_ONNX`]).
     pub fn builtin(overrides: &MetadataOverrides) -> Result<OnnxModel, ModelError> {
-        OnnxModel::from_bytes(BUILTIN_MODEL_ONNX, BUILTIN_MODEL_NAME.into(), None, overrides)
+        let mut model =
+            OnnxModel::from_bytes(BUILTIN_MODEL_ONNX, BUILTIN_MODEL_NAME.into(), None, overrides)?;
+        model.origin = ModelOrigin::Builtin(BUILTIN_MODEL_ONNX);
+        Ok(model)
     }
 
-    /// `--model` when given, else the built-in model, in the artifact `precision` asks for
-    /// (see [`crate::calibration::resolve_artifact`]). An int8 artifact found beside the model
-    /// is checked to be made from it ([`check_int8_artifact`]), and its name says which file
-    /// runs (`calibration/m/model.qop.onnx (int8 form of m.onnx)`).
+    /// `--model` when given, else the built-in model.
     pub fn open_or_builtin(
         path: Option<&Path>,
-        precision: Precision,
         overrides: &MetadataOverrides,
     ) -> Result<OnnxModel, ModelError> {
-        match (path, precision) {
-            (Some(p), Precision::Fp32) => OnnxModel::open(p, overrides),
-            (Some(p), Precision::Int8) => {
-                let artifact = crate::calibration::resolve_artifact(p, precision)?;
-                if artifact == p {
-                    return OnnxModel::open(p, overrides);
-                }
-                let fp32_bytes = read_model_file(p)?;
-                let fp32 = OnnxModel::from_bytes(
-                    &fp32_bytes,
-                    p.display().to_string(),
-                    p.parent().map(Path::to_path_buf),
-                    overrides,
-                )?;
-                let mut int8 = OnnxModel::open(&artifact, overrides)?;
-                check_int8_artifact(&fp32, &fp32_bytes, &int8)?;
-                int8.name = format!("{} (int8 form of {})", int8.name, fp32.name);
-                Ok(int8)
+        match path {
+            Some(p) => OnnxModel::open(p, overrides),
+            None => OnnxModel::builtin(overrides),
+        }
+    }
+
+    /// The file the model was read from (`None` for the built-in model).
+    pub fn path(&self) -> Option<&Path> {
+        match &self.origin {
+            ModelOrigin::File(p) => Some(p),
+            ModelOrigin::Builtin(_) => None,
+        }
+    }
+
+    /// The bytes of the model as stored (hashed for engine caches, parsed by TensorRT).
+    pub fn file_bytes(&self) -> Result<std::borrow::Cow<'static, [u8]>, ModelError> {
+        match &self.origin {
+            ModelOrigin::File(p) => read_model_file(p).map(std::borrow::Cow::Owned),
+            ModelOrigin::Builtin(bytes) => Ok(std::borrow::Cow::Borrowed(bytes)),
+        }
+    }
+
+    /// The `artifact` form of this model (its int8 or fp16 graph), found beside it or in
+    /// `calibration/<stem>/` ([`crate::calibration::find_artifact`]) and checked to be made from
+    /// it ([`check_int8_artifact`]); its name says which file runs (`calibration/m/model.qop.onnx
+    /// (int8 form of m.onnx)`). The built-in model carries its int8 forms.
+    pub fn artifact(
+        &self,
+        artifact: Artifact,
+        overrides: &MetadataOverrides,
+    ) -> Result<OnnxModel, ModelError> {
+        match &self.origin {
+            ModelOrigin::Builtin(_) => {
+                let bytes = builtin_artifact(artifact).ok_or_else(|| {
+                    ModelError::Calibration(crate::calibration::CalibrationError::NoArtifact {
+                        model: self.name.clone(),
+                        artifact,
+                        looked: "the binary (the built-in model has no such form)".into(),
+                    })
+                })?;
+                let name = format!("{BUILTIN_MODEL_NAME}, its {} form", artifact.file_name());
+                let mut model = OnnxModel::from_bytes(bytes, name, None, overrides)?;
+                model.origin = ModelOrigin::Builtin(bytes);
+                Ok(model)
             }
-            (None, Precision::Fp32) => OnnxModel::builtin(overrides),
-            (None, Precision::Int8) => OnnxModel::from_bytes(
-                BUILTIN_MODEL_QOP_ONNX,
-                format!("{BUILTIN_MODEL_NAME}, int8"),
-                None,
-                overrides,
-            ),
+            ModelOrigin::File(path) => {
+                let found = crate::calibration::find_artifact(path, artifact)?;
+                let mut derived = OnnxModel::open(&found, overrides)?;
+                check_int8_artifact(self, &self.file_bytes()?, &derived)?;
+                derived.name = format!("{} ({} form of {})", derived.name, artifact.precision(), self.name);
+                Ok(derived)
+            }
         }
     }
 
     /// int8 when the graph computes with integer products (`MatMulInteger`, `ConvInteger`,
-    /// `QLinear*`) or explicit Q/DQ, else fp32.
+    /// `QLinear*`) or explicit Q/DQ, fp16 when its weights are half floats, else fp32.
     pub fn precision(&self) -> Precision {
         let int8 = self.proto.graph.iter().flat_map(|g| &g.node).any(|n| {
             matches!(
@@ -182,7 +240,19 @@ impl OnnxModel {
                     | "DequantizeLinear"
             )
         });
-        if int8 { Precision::Int8 } else { Precision::Fp32 }
+        let fp16 = self
+            .proto
+            .graph
+            .iter()
+            .flat_map(|g| &g.initializer)
+            .any(|t| t.data_type == pb::tensor_proto::DataType::Float16 as i32);
+        if int8 {
+            Precision::Int8
+        } else if fp16 {
+            Precision::Fp16
+        } else {
+            Precision::Fp32
+        }
     }
 
     fn from_bytes(
@@ -214,7 +284,9 @@ impl OnnxModel {
             .map_err(|error| ModelError::Metadata { name: name.clone(), error })?;
         check_external_data(graph, dir.as_deref())
             .map_err(|reason| ModelError::Decode { name: name.clone(), reason })?;
-        Ok(OnnxModel { name, path: None, dir, size_bytes: bytes.len(), proto, input, outputs, metadata })
+        // Callers that know better (a file, the built-in bytes) set the origin.
+        let origin = ModelOrigin::Builtin(&[]);
+        Ok(OnnxModel { name, origin, dir, size_bytes: bytes.len(), proto, input, outputs, metadata })
     }
 
     /// Number of nodes of the top-level graph.
@@ -504,7 +576,7 @@ mod tests {
         assert_eq!(m.metadata.mean.from, Provenance::Metadata);
         assert_eq!(m.precision(), Precision::Fp32);
         assert!(m.input_size(Some((100, 100)), &Default::default()).is_err());
-        let q = OnnxModel::open_or_builtin(None, Precision::Int8, &Default::default()).unwrap();
+        let q = m.artifact(Artifact::QOperator, &Default::default()).unwrap();
         assert_eq!(q.precision(), Precision::Int8);
         assert_eq!(q.input_size(None, &Default::default()).unwrap(), (256, 512));
         assert_eq!(q.metadata.classes, m.metadata.classes);

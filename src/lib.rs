@@ -26,6 +26,8 @@
 //! - [`pipeline`]: [`Segmenter`](pipeline::Segmenter) (one frame in, labels out) and the
 //!   three-thread streaming pipeline that ties sources, segmenter and sinks together.
 //! - [`ring`]: the bounded SPSC queues between pipeline threads.
+//! - [`profile`]: device profiles (`targets/*.toml`): the defaults of a Jetson model, an NVIDIA
+//!   desktop, a CPU; detected from the device tree.
 //!
 //! And the rules every part follows with hostile input:
 //! - [`limits`]: how big declared sizes and rates may be, checked before allocating.
@@ -43,6 +45,7 @@ pub mod model;
 pub mod pipeline;
 pub mod postprocess;
 pub mod preprocess;
+pub mod profile;
 pub mod resample;
 pub mod ring;
 pub mod sink;

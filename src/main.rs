@@ -24,12 +24,17 @@ fn main() -> ExitCode {
         .init();
     let limits = semask_edge::limits::Limits { max_pixels: args.max_pixels };
     let result = match args.command {
-        cli::Command::Run(run) => cli::run::run(run, limits),
-        cli::Command::Info(info) => cli::info::info(info, limits),
-        cli::Command::Bench(bench) => cli::bench::bench(bench, limits),
-        cli::Command::Record(record) => cli::record::record(record, limits),
+        // doctor reports on the profile itself (and may look at a fake root).
+        cli::Command::Doctor(doctor) => cli::doctor::doctor(doctor, args.target.as_deref()),
         cli::Command::Devices(devices) => cli::devices::devices(devices),
-        cli::Command::BuildEngine(args) => cli::build_engine::build_engine(args, limits),
+        command => cli::Context::new(limits, args.target.as_deref()).and_then(|ctx| match command {
+            cli::Command::Run(run) => cli::run::run(run, &ctx),
+            cli::Command::Info(info) => cli::info::info(info, &ctx),
+            cli::Command::Bench(bench) => cli::bench::bench(bench, &ctx),
+            cli::Command::Record(record) => cli::record::record(record, &ctx),
+            cli::Command::BuildEngine(args) => cli::build_engine::build_engine(args, &ctx),
+            cli::Command::Doctor(_) | cli::Command::Devices(_) => unreachable!("handled above"),
+        }),
     };
     match result {
         Ok(code) => code,

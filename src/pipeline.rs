@@ -49,6 +49,11 @@ pub struct SegmenterOptions {
     pub precision: Precision,
     /// TensorRT engine building and caching.
     pub tensorrt: TensorRtOptions,
+    /// The order `--backend auto` tries backends in.
+    pub ladder: Vec<backend::BackendKind>,
+    /// Input size for models whose input size is dynamic when `input_size` is not given (a
+    /// device profile's); models with a fixed size keep theirs.
+    pub dynamic_input_size: Option<(usize, usize)>,
 }
 
 impl SegmenterOptions {
@@ -60,7 +65,14 @@ impl SegmenterOptions {
             input_size,
             precision: self.precision,
             tensorrt: self.tensorrt.clone(),
+            ladder: self.ladder.clone(),
         }
+    }
+
+    /// The input size to ask of `model`: `input_size`, else `dynamic_input_size` when the
+    /// model's own size is dynamic.
+    pub fn requested_input_size(&self, model: &OnnxModel) -> Option<(usize, usize)> {
+        self.input_size.or(self.dynamic_input_size.filter(|_| model.has_dynamic_input()))
     }
 }
 
@@ -75,6 +87,8 @@ impl Default for SegmenterOptions {
             limits: Limits::default(),
             precision: Precision::Fp32,
             tensorrt: TensorRtOptions::default(),
+            ladder: backend::DEFAULT_LADDER.to_vec(),
+            dynamic_input_size: None,
         }
     }
 }
@@ -99,7 +113,7 @@ pub struct Segmenter {
 
 impl Segmenter {
     pub fn new(model: &OnnxModel, options: &SegmenterOptions) -> Result<Segmenter, SetupError> {
-        let input_size = model.input_size(options.input_size, &options.limits)?;
+        let input_size = model.input_size(options.requested_input_size(model), &options.limits)?;
         let backend = backend::create(model, &options.backend_options(input_size))?;
         Segmenter::with_backend(model, backend, options)
     }
@@ -111,7 +125,7 @@ impl Segmenter {
         backend: Box<dyn Backend>,
         options: &SegmenterOptions,
     ) -> Result<Segmenter, SetupError> {
-        let (height, width) = model.input_size(options.input_size, &options.limits)?;
+        let (height, width) = model.input_size(options.requested_input_size(model), &options.limits)?;
         let [_, _, h, w] = backend.input_shape();
         if (h, w) != (height, width) {
             return Err(ModelError::Input {

@@ -68,7 +68,12 @@ pub struct BackendOptions {
     pub precision: Precision,
     /// Engine building and caching (TensorRT only).
     pub tensorrt: tensorrt::TensorRtOptions,
+    /// The order `auto` tries backends in (a device profile's ladder).
+    pub ladder: Vec<BackendKind>,
 }
+
+/// The `auto` ladder without a device profile.
+pub const DEFAULT_LADDER: [BackendKind; 3] = [BackendKind::TensorRt, BackendKind::Cuda, BackendKind::Cpu];
 
 impl BackendOptions {
     /// Options for `kind` at `input_size`, fp32, defaults elsewhere.
@@ -79,6 +84,7 @@ impl BackendOptions {
             input_size,
             precision: Precision::Fp32,
             tensorrt: tensorrt::TensorRtOptions::default(),
+            ladder: DEFAULT_LADDER.to_vec(),
         }
     }
 }
@@ -186,7 +192,8 @@ pub fn create(model: &OnnxModel, options: &BackendOptions) -> Result<Box<dyn Bac
         return create_kind(options.kind, model, options);
     }
     let mut reasons = Vec::new();
-    for rung in availability() {
+    let rungs = availability();
+    for rung in options.ladder.iter().filter_map(|kind| rungs.iter().find(|r| r.kind == *kind).cloned()) {
         if !rung.available {
             log::info!("backend auto: skipping {}: {}", rung.kind, rung.detail);
             reasons.push(format!("{}: {}", rung.kind, rung.detail));

@@ -13,7 +13,6 @@ use serde::Serialize;
 use semask_edge::backend::{self, BackendError, BackendKind};
 use semask_edge::calibration::Precision;
 use semask_edge::files::InputRole;
-use semask_edge::limits::Limits;
 use semask_edge::model::MetadataOverrides;
 use semask_edge::pipeline::{self, FrameEvent, SetupError};
 use semask_edge::postprocess::Upsample;
@@ -56,8 +55,8 @@ pub struct BenchArgs {
           value_parser = clap::value_parser!(u64).range(0..=MAX_BENCH_FRAMES))]
     pub warmup: u64,
 
-    /// Label upsampling (LIST of fast, exact).
-    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "exact")]
+    /// Label upsampling (LIST of fast, exact) [default: the device profile's].
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub upsample: Vec<Upsample>,
 
     /// Backends (LIST).
@@ -72,8 +71,8 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub tensorrt: super::TensorRtArgs,
 
-    /// Network threads (LIST; each 0..256, 0 = all cores).
-    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "0", value_parser = super::parse_threads)]
+    /// CPU backend threads (LIST; each 0..256, 0 = all cores) [default: the device profile's].
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = super::parse_threads)]
     pub threads: Vec<usize>,
 
     /// Time the network alone on a fixed input (as trtexec does): no source, no pipeline. GPU
@@ -152,13 +151,13 @@ struct Report<'a> {
     host: HostReport,
 }
 
-pub fn bench(args: BenchArgs, limits: Limits) -> anyhow::Result<ExitCode> {
+pub fn bench(args: BenchArgs, ctx: &super::Context) -> anyhow::Result<ExitCode> {
     let mut model_paths: Vec<Option<PathBuf>> = vec![args.model.model.clone()];
     model_paths.extend(args.models.iter().cloned().map(Some));
     let overrides = args.model.overrides()?;
 
     // The report and the plot must not overwrite what the benchmark reads: check before running.
-    let (source, _) = args.source.open(Some("synth://"), limits)?;
+    let (source, _) = args.source.open(Some("synth://"), ctx)?;
     let mut inputs = super::input_files(&args.model, source.as_ref());
     for path in model_paths.iter().flatten() {
         inputs.add(path, InputRole::Model);
@@ -167,19 +166,25 @@ pub fn bench(args: BenchArgs, limits: Limits) -> anyhow::Result<ExitCode> {
     inputs.check_outputs(&super::given_paths(&[("--report", &args.report), ("--plot", &args.plot)]), &[])?;
     super::install_ctrlc_handler();
 
+    let p = &ctx.profile;
+    let (precisions, threads_list, upsamples) = (
+        or_profile(&args.precision, p.precision),
+        or_profile(&args.threads, p.threads),
+        or_profile(&args.upsample, p.upsample),
+    );
     let mut runs = Vec::new();
     'all: for model in &model_paths {
         for &backend in &args.backend {
-            for &precision in &args.precision {
-                for &threads in &args.threads {
+            for &precision in &precisions {
+                for &threads in &threads_list {
                     let config = Config { backend, precision, threads };
                     let result = if args.network_only {
-                        network_only(model.as_deref(), &overrides, config, &args, limits).map(|r| vec![r])
+                        network_only(model.as_deref(), &overrides, config, &args, ctx).map(|r| vec![r])
                     } else {
-                        args.upsample
+                        upsamples
                             .iter()
                             .map(|&upsample| {
-                                pipeline_run(model.as_deref(), &overrides, config, upsample, &args, limits)
+                                pipeline_run(model.as_deref(), &overrides, config, upsample, &args, ctx)
                             })
                             .collect::<Result<Vec<_>, _>>()
                     };
@@ -226,6 +231,11 @@ pub fn bench(args: BenchArgs, limits: Limits) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A LIST flag's values, or the profile's one value when the flag is not given.
+fn or_profile<T: Clone>(list: &[T], default: T) -> Vec<T> {
+    if list.is_empty() { vec![default] } else { list.to_vec() }
+}
+
 /// One backend, precision and thread count.
 #[derive(Debug, Clone, Copy)]
 struct Config {
@@ -250,9 +260,9 @@ fn pipeline_run(
     config: Config,
     upsample: Upsample,
     args: &BenchArgs,
-    limits: Limits,
+    ctx: &super::Context,
 ) -> anyhow::Result<RunReport> {
-    let (mut source, mut options) = args.source.open(Some("synth://"), limits)?;
+    let (mut source, mut options) = args.source.open(Some("synth://"), ctx)?;
     // Short inputs are replayed until enough frames went through.
     if options.extra_loops == 0 {
         options.extra_loops = -1;
@@ -260,14 +270,14 @@ fn pipeline_run(
     options.max_frames = Some(args.warmup + args.frames);
     let inference = super::InferenceArgs {
         backend: config.backend,
-        threads: config.threads,
-        precision: config.precision,
+        threads: Some(config.threads),
+        precision: Some(config.precision),
         tensorrt: args.tensorrt.clone(),
     };
     let mut segmenter = super::open_segmenter(
         model,
         overrides,
-        &inference.segmenter_options(&args.model, upsample, 0.5, limits),
+        &inference.segmenter_options(&args.model, upsample, 0.5, ctx),
     )?;
     super::note_artifact(config.precision, segmenter.backend());
     let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(NullSink)];
@@ -352,15 +362,15 @@ fn network_only(
     overrides: &MetadataOverrides,
     config: Config,
     args: &BenchArgs,
-    limits: Limits,
+    ctx: &super::Context,
 ) -> anyhow::Result<RunReport> {
     let inference = super::InferenceArgs {
         backend: config.backend,
-        threads: config.threads,
-        precision: config.precision,
+        threads: Some(config.threads),
+        precision: Some(config.precision),
         tensorrt: args.tensorrt.clone(),
     };
-    let options = inference.segmenter_options(&args.model, Upsample::Fast, 0.5, limits);
+    let options = inference.segmenter_options(&args.model, Upsample::Fast, 0.5, ctx);
     let (name, _, mut backend) = super::open_network(model, overrides, &options)?;
     super::note_artifact(config.precision, backend.as_ref());
     // A fixed, deterministic input (values in the range of a normalised image).

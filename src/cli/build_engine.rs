@@ -12,7 +12,6 @@ use semask_edge::backend::tensorrt::engine_cache::sidecar_path;
 use semask_edge::backend::{self, BackendKind};
 use semask_edge::calibration::Precision;
 use semask_edge::files::{InputFiles, InputRole, write_atomically};
-use semask_edge::limits::Limits;
 use semask_edge::model::OnnxModel;
 
 use super::{ModelArgs, TensorRtArgs};
@@ -35,9 +34,9 @@ pub struct BuildEngineArgs {
     pub model: ModelArgs,
 
     /// Precision: fp32; fp16; int8 (the model's Q/DQ form, or with --trt-int8 calibrated its
-    /// calibration cache).
-    #[arg(long, value_name = "fp32|fp16|int8", default_value = "fp16")]
-    pub precision: Precision,
+    /// calibration cache) [default: the device profile's].
+    #[arg(long, value_name = "fp32|fp16|int8")]
+    pub precision: Option<Precision>,
 
     #[command(flatten)]
     pub tensorrt: TensorRtArgs,
@@ -47,7 +46,7 @@ pub struct BuildEngineArgs {
     pub out: Option<PathBuf>,
 }
 
-pub fn build_engine(args: BuildEngineArgs, limits: Limits) -> anyhow::Result<ExitCode> {
+pub fn build_engine(args: BuildEngineArgs, ctx: &super::Context) -> anyhow::Result<ExitCode> {
     if let Err(reason) = backend::tensorrt::probe() {
         anyhow::bail!("build-engine needs TensorRT, which is unavailable here: {reason}");
     }
@@ -58,10 +57,11 @@ pub fn build_engine(args: BuildEngineArgs, limits: Limits) -> anyhow::Result<Exi
         inputs.add_all(model.path(), InputRole::Model);
         inputs.check_outputs(&[("--out", out), ("--out", &sidecar_path(out))], &[])?;
     }
-    let input_size = model.input_size(args.model.input_size, &limits)?;
+    let requested = args.model.input_size.or(ctx.profile.input_size.filter(|_| model.has_dynamic_input()));
+    let input_size = model.input_size(requested, &ctx.limits)?;
     let options = backend::BackendOptions {
-        precision: args.precision,
-        tensorrt: args.tensorrt.options(),
+        precision: args.precision.unwrap_or(ctx.profile.precision),
+        tensorrt: args.tensorrt.options(ctx),
         ..backend::BackendOptions::new(BackendKind::TensorRt, input_size)
     };
     let trt = backend::create(&model, &options)?;

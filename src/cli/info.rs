@@ -59,12 +59,13 @@ struct Report<'a> {
     problem: Option<String>,
 }
 
-pub fn info(args: InfoArgs, limits: semask_edge::limits::Limits) -> anyhow::Result<ExitCode> {
+pub fn info(args: InfoArgs, ctx: &super::Context) -> anyhow::Result<ExitCode> {
+    let limits = ctx.limits;
     let overrides = args.model.overrides()?;
     let given = OnnxModel::open_or_builtin(args.model.model.as_deref(), &overrides)?;
     // `--precision int8`/`fp16`: describe the form of the model that precision runs on the CPU
     // (or, for fp16, the fp16 graph).
-    let engine_cache = engine_cache_entry(&given, &args, limits);
+    let engine_cache = engine_cache_entry(&given, &args, ctx);
     let model = match args.precision {
         Precision::Fp32 => given,
         Precision::Int8 if given.precision() == Precision::Int8 => given,
@@ -136,13 +137,13 @@ pub fn info(args: InfoArgs, limits: semask_edge::limits::Limits) -> anyhow::Resu
 }
 
 /// `cached: PATH`, `not built yet: PATH`, or why TensorRT cannot say.
-fn engine_cache_entry(model: &OnnxModel, args: &InfoArgs, limits: semask_edge::limits::Limits) -> String {
-    let Ok(input_size) = model.input_size(args.model.input_size, &limits) else {
+fn engine_cache_entry(model: &OnnxModel, args: &InfoArgs, ctx: &super::Context) -> String {
+    let Ok(input_size) = model.input_size(args.model.input_size, &ctx.limits) else {
         return "n/a (no input size)".into();
     };
     let options = backend::BackendOptions {
         precision: args.precision,
-        tensorrt: args.tensorrt.options(),
+        tensorrt: args.tensorrt.options(ctx),
         ..backend::BackendOptions::new(backend::BackendKind::TensorRt, input_size)
     };
     match backend::tensorrt::cache_entry(model, &options) {

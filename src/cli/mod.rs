@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod build_engine;
 pub mod devices;
+pub mod doctor;
 pub mod info;
 pub mod plot;
 pub mod record;
@@ -27,7 +28,8 @@ use semask_edge::model::{ClassTable, MetadataOverrides, OnnxModel, SegmentationM
 use semask_edge::pipeline::{PipelineOptions, RunSummary, Segmenter, SegmenterOptions};
 use semask_edge::postprocess::Upsample;
 use semask_edge::preprocess::ChannelOrder;
-use semask_edge::source::{Source, SourceOptions};
+use semask_edge::profile::{Profile, Sysroot, detect};
+use semask_edge::source::{Source, SourceOptions, SourceUri};
 use semask_edge::timing::{LatencyStats, Stage};
 
 const ABOUT: &str = "Semantic segmentation of road scenes with SeMask-T FPN, from ONNX, on the edge.";
@@ -61,6 +63,14 @@ pub struct Cli {
           allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..=MAX_SIDE * MAX_SIDE))]
     pub max_pixels: u64,
 
+    /// Device profile (targets/*.toml): a shipped name (jetson-orin-nano, jetson-orin-nx,
+    /// jetson-agx-orin, jetson-xavier-nx, jetson-thor, x86-cuda, cpu) or a .toml file. Default:
+    /// detected from /proc/device-tree/model and the NVIDIA driver (`doctor` says which and
+    /// why). It sets the defaults of --backend auto's order, --precision, --threads,
+    /// --upsample, TensorRT's builder and the camera; flags win.
+    #[arg(long, value_name = "NAME|FILE", global = true)]
+    pub target: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -82,6 +92,32 @@ pub enum Command {
     /// Build a model's TensorRT engine ahead of its first run (into the engine cache, or a file).
     #[command(long_about = build_engine::LONG_ABOUT)]
     BuildEngine(build_engine::BuildEngineArgs),
+    /// Describe this machine: CPU, device profile, JetPack, GPU, TensorRT, CUDA, cameras, and
+    /// the backend `auto` would choose.
+    #[command(long_about = doctor::LONG_ABOUT)]
+    Doctor(doctor::DoctorArgs),
+}
+
+/// What every command runs under: the size limits and the device profile.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub limits: Limits,
+    pub profile: Profile,
+}
+
+impl Context {
+    /// `--target`, or the profile detected on this machine (logged with the reason).
+    pub fn new(limits: Limits, target: Option<&str>) -> anyhow::Result<Context> {
+        let profile = match target {
+            Some(t) => Profile::load(t)?,
+            None => {
+                let (profile, why) = detect(&Profile::builtin(), &Sysroot::default());
+                log::info!("device profile {}: {why}", profile.name);
+                profile
+            }
+        };
+        Ok(Context { limits, profile })
+    }
 }
 
 /// Which model to load and how to read it: shared by every subcommand that loads a model.
@@ -164,7 +200,7 @@ pub fn open_network(
         return Ok((engine.display().to_string(), metadata, backend));
     }
     let model = OnnxModel::open_or_builtin(path, overrides)?;
-    let input_size = model.input_size(options.input_size, &options.limits)?;
+    let input_size = model.input_size(options.requested_input_size(&model), &options.limits)?;
     let backend = semask_edge::backend::create(&model, &options.backend_options(input_size))?;
     Ok((model.name, model.metadata, backend))
 }
@@ -230,18 +266,29 @@ pub struct SourceArgs {
 }
 
 impl SourceArgs {
-    pub fn source_options(&self, limits: Limits) -> SourceOptions {
-        SourceOptions { width: self.input_width, height: self.input_height, rate: self.input_rate, limits }
+    /// The source options: the flags, and for a camera the profile's camera defaults where a
+    /// flag is not given.
+    pub fn source_options(&self, ctx: &Context) -> SourceOptions {
+        let camera = matches!(SourceUri::parse(self.input.as_deref()), SourceUri::Camera(_));
+        let p = &ctx.profile;
+        let from_profile = |flag: Option<u32>, profile: Option<u32>| flag.or(profile.filter(|_| camera));
+        SourceOptions {
+            width: from_profile(self.input_width, p.camera_width),
+            height: from_profile(self.input_height, p.camera_height),
+            rate: self.input_rate.or(p.camera_rate.filter(|_| camera)),
+            pixel_format: p.camera_pixel_format.filter(|_| camera),
+            limits: ctx.limits,
+        }
     }
 
     /// Opens the source and works out how the pipeline must treat it.
     pub fn open(
         &self,
         default_input: Option<&str>,
-        limits: Limits,
+        ctx: &Context,
     ) -> anyhow::Result<(Box<dyn Source>, PipelineOptions)> {
         let source =
-            semask_edge::source::open(self.input.as_deref().or(default_input), &self.source_options(limits))?;
+            semask_edge::source::open(self.input.as_deref().or(default_input), &self.source_options(ctx))?;
         let info = source.info();
         let pace_fps = if self.realtime {
             match info.nominal_fps.or(self.input_rate) {
@@ -273,38 +320,45 @@ pub struct InferenceArgs {
     #[arg(long, value_name = "NAME", default_value = "auto")]
     pub backend: BackendKind,
 
-    /// Threads for the network, 0..256 (0 = all cores).
-    #[arg(long, value_name = "N", default_value_t = 0, value_parser = parse_threads)]
-    pub threads: usize,
+    /// Threads for the CPU backend, 0..256 (0 = all cores) [default: the device profile's].
+    #[arg(long, value_name = "N", value_parser = parse_threads)]
+    pub threads: Option<usize>,
 
     /// Numeric precision: fp32; int8, which runs the model's int8 form (model.qop.onnx on the
     /// CPU, model.qdq.onnx or the calibration cache in TensorRT; from `semask-train quantize`,
     /// next to --model or in calibration/<model stem>/; the built-in model has them); fp16
-    /// (TensorRT only).
-    #[arg(long, value_name = "fp32|fp16|int8", default_value = "fp32")]
-    pub precision: Precision,
+    /// (TensorRT only) [default: the device profile's: fp32 on a CPU, int8 on an Orin].
+    #[arg(long, value_name = "fp32|fp16|int8")]
+    pub precision: Option<Precision>,
 
     #[command(flatten)]
     pub tensorrt: TensorRtArgs,
 }
 
 impl InferenceArgs {
+    /// The precision asked for: `--precision`, else the profile's.
+    pub fn precision(&self, ctx: &Context) -> Precision {
+        self.precision.unwrap_or(ctx.profile.precision)
+    }
+
     pub fn segmenter_options(
         &self,
         model: &ModelArgs,
         upsample: Upsample,
         alpha: f32,
-        limits: Limits,
+        ctx: &Context,
     ) -> SegmenterOptions {
         SegmenterOptions {
             backend: self.backend,
-            threads: self.threads,
+            threads: self.threads.unwrap_or(ctx.profile.threads),
             input_size: model.input_size,
             upsample,
             alpha,
-            limits,
-            precision: self.precision,
-            tensorrt: self.tensorrt.options(),
+            limits: ctx.limits,
+            precision: self.precision(ctx),
+            tensorrt: self.tensorrt.options(ctx),
+            ladder: ctx.profile.backends.clone(),
+            dynamic_input_size: ctx.profile.input_size,
         }
     }
 }
@@ -324,25 +378,26 @@ pub struct TensorRtArgs {
     #[arg(long, value_name = "FILE")]
     pub timing_cache: Option<PathBuf>,
 
-    /// TensorRT builder workspace limit in MiB, 0..1048576 (0: TensorRT's default).
-    #[arg(long, value_name = "MIB", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1 << 20))]
-    pub trt_workspace: u64,
+    /// TensorRT builder workspace limit in MiB, 0..1048576 (0: TensorRT's default) [default:
+    /// the device profile's].
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(0..=1 << 20))]
+    pub trt_workspace: Option<u64>,
 
-    /// TensorRT builder optimisation level 0..5 (TensorRT 8.6+; default 3): higher levels build
-    /// longer for faster engines.
+    /// TensorRT builder optimisation level 0..5 (TensorRT 8.6+; default: the device profile's,
+    /// else TensorRT's 3): higher levels build longer for faster engines.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=5))]
     pub trt_opt_level: Option<u32>,
 
     /// Run on DLA core N (0..3; Jetson Xavier and Orin NX/AGX); layers the DLA cannot run fall
-    /// back to the GPU.
+    /// back to the GPU [default: the device profile's, else the GPU only].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=3))]
     pub dla_core: Option<u32>,
 
     /// Where TensorRT int8 gets its scales: qdq, the model's Q/DQ form (model.qdq.onnx; every
     /// TensorRT); calibrated, the fp32 model with calib.cache, recalibrated from tensors/ when the
-    /// cache is for another TensorRT version (TensorRT 8.5-10.x).
-    #[arg(long, value_name = "MODE", default_value = "qdq")]
-    pub trt_int8: Int8Mode,
+    /// cache is for another TensorRT version (TensorRT 8.5-10.x) [default: the profile's, qdq].
+    #[arg(long, value_name = "MODE")]
+    pub trt_int8: Option<Int8Mode>,
 
     /// Let TensorRT run LayerNorm, Softmax and GELU in fp16/int8 too (by default they are kept
     /// in fp32: Swin's accuracy suffers otherwise).
@@ -351,14 +406,16 @@ pub struct TensorRtArgs {
 }
 
 impl TensorRtArgs {
-    pub fn options(&self) -> TensorRtOptions {
+    /// The flags, and the profile's TensorRT settings where a flag is not given.
+    pub fn options(&self, ctx: &Context) -> TensorRtOptions {
+        let p = &ctx.profile;
         TensorRtOptions {
             engine_cache: self.engine_cache.clone(),
             timing_cache: self.timing_cache.clone(),
-            workspace_mib: self.trt_workspace,
-            optimization_level: self.trt_opt_level,
-            dla_core: self.dla_core,
-            int8: self.trt_int8,
+            workspace_mib: self.trt_workspace.unwrap_or(p.tensorrt_workspace_mib),
+            optimization_level: self.trt_opt_level.or(p.tensorrt_optimization_level),
+            dla_core: self.dla_core.or(p.tensorrt_dla_core),
+            int8: self.trt_int8.unwrap_or(p.tensorrt_int8),
             keep_sensitive_fp32: !self.trt_no_fp32_pins,
             device: 0,
         }

@@ -14,7 +14,6 @@ use image::ImageEncoder;
 
 use semask_edge::files::{InputFiles, InputRole, PartialFile};
 use semask_edge::frame::Frame;
-use semask_edge::limits::Limits;
 use semask_edge::source::{Captured, Source, SourceUri};
 
 use super::{STOP, SourceArgs};
@@ -49,7 +48,7 @@ struct Counts {
     failed: u64,
 }
 
-pub fn record(args: RecordArgs, limits: Limits) -> anyhow::Result<ExitCode> {
+pub fn record(args: RecordArgs, ctx: &super::Context) -> anyhow::Result<ExitCode> {
     let ext = args.output.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     if ext != "mjpeg" && ext != "mjpg" {
         anyhow::bail!(
@@ -58,7 +57,7 @@ pub fn record(args: RecordArgs, limits: Limits) -> anyhow::Result<ExitCode> {
         );
     }
     let uri = SourceUri::parse(args.source.input.as_deref());
-    let mut recorder = open(&uri, &args, limits)?;
+    let mut recorder = open(&uri, &args, ctx)?;
     let mut inputs = InputFiles::default();
     if let Recorder::Decoded(source) = &recorder {
         inputs.add_all(source.input_files(), InputRole::Frames);
@@ -96,8 +95,8 @@ pub fn record(args: RecordArgs, limits: Limits) -> anyhow::Result<ExitCode> {
     Ok(if counts.failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
-fn open(uri: &SourceUri, args: &RecordArgs, limits: Limits) -> anyhow::Result<Recorder> {
-    let options = args.source.source_options(limits);
+fn open(uri: &SourceUri, args: &RecordArgs, ctx: &super::Context) -> anyhow::Result<Recorder> {
+    let options = args.source.source_options(ctx);
     #[cfg(feature = "camera")]
     if let SourceUri::Camera(path) = uri {
         use semask_edge::source::v4l2::RawCapture;

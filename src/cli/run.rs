@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
-use semask_edge::limits::Limits;
 use semask_edge::pipeline::{self, FrameEvent};
 use semask_edge::postprocess::Upsample;
 use semask_edge::sink::images::{LabelIds, PngDirSink, PngKind};
@@ -79,9 +78,10 @@ pub struct RunArgs {
     pub label_ids: LabelIds,
 
     /// How labels reach the frame size: exact = bilinear upsampling of the logits, then argmax
-    /// (the official evaluation); fast = argmax at 1/4 resolution, then nearest upsampling.
-    #[arg(long, value_name = "MODE", default_value = "exact")]
-    pub upsample: Upsample,
+    /// (the official evaluation); fast = argmax at 1/4 resolution, then nearest upsampling
+    /// [default: the device profile's: exact on a CPU, fast on an Orin Nano].
+    #[arg(long, value_name = "MODE")]
+    pub upsample: Option<Upsample>,
 
     /// Weight of the class colour in overlays, 0..1.
     #[arg(long, value_name = "A", default_value = "0.5", value_parser = parse_unit)]
@@ -96,9 +96,9 @@ pub struct RunArgs {
     pub quiet: bool,
 }
 
-pub fn run(args: RunArgs, limits: Limits) -> anyhow::Result<ExitCode> {
+pub fn run(args: RunArgs, ctx: &super::Context) -> anyhow::Result<ExitCode> {
     let overrides = args.model.overrides()?;
-    let (mut source, mut pipeline_options) = args.source.open(None, limits)?;
+    let (mut source, mut pipeline_options) = args.source.open(None, ctx)?;
     pipeline_options.max_frames = args.frames;
 
     if let Some(path) = &args.output {
@@ -114,9 +114,10 @@ pub fn run(args: RunArgs, limits: Limits) -> anyhow::Result<ExitCode> {
     let files = given_paths(&[("--output", &args.output), ("--stats", &args.stats)]);
     super::input_files(&args.model, source.as_ref()).check_outputs(&files, &dirs)?;
 
-    let options = args.inference.segmenter_options(&args.model, args.upsample, args.alpha, limits);
+    let upsample = args.upsample.unwrap_or(ctx.profile.upsample);
+    let options = args.inference.segmenter_options(&args.model, upsample, args.alpha, ctx);
     let mut segmenter = super::open_segmenter(args.model.model.as_deref(), &overrides, &options)?;
-    super::note_artifact(args.inference.precision, segmenter.backend());
+    super::note_artifact(options.precision, segmenter.backend());
 
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     let outputs = [
@@ -160,7 +161,7 @@ pub fn run(args: RunArgs, limits: Limits) -> anyhow::Result<ExitCode> {
         spec.mean,
         spec.std,
         spec.channel_order.name(),
-        args.upsample.name()
+        upsample.name()
     );
     let info = source.info().clone();
     log::info!(

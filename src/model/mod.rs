@@ -336,6 +336,11 @@ impl OnnxModel {
         Ok((h, w))
     }
 
+    /// True when the input's height or width is symbolic (fixed only by `--input-size`).
+    pub fn has_dynamic_input(&self) -> bool {
+        self.input.shape.iter().skip(2).any(|d| matches!(d, Dim::Symbolic(_)))
+    }
+
     fn declared_input_size(&self, requested: Option<(usize, usize)>) -> Result<(usize, usize), ModelError> {
         let (h, w) = (&self.input.shape[2], &self.input.shape[3]);
         let fail = |reason: String| ModelError::Input { name: self.name.clone(), reason };

@@ -152,6 +152,8 @@ pub struct SourceOptions {
     pub height: Option<u32>,
     /// Desired frame rate (`--input-rate`).
     pub rate: Option<f64>,
+    /// Camera pixel format to prefer when offered (a device profile's `camera.pixel_format`).
+    pub pixel_format: Option<[u8; 4]>,
     /// Largest frame accepted (`--max-pixels`).
     pub limits: Limits,
 }

@@ -125,7 +125,9 @@ fn frame_rates(dev: &Device, fourcc: FourCC, width: u32, height: u32) -> Vec<f64
 /// Picks format, size and rate for `options` from what the camera offers, and sets them.
 fn negotiate(dev: &Device, options: &SourceOptions) -> io::Result<Mode> {
     let offered: Vec<FourCC> = dev.enum_formats()?.into_iter().map(|d| d.fourcc).collect();
-    let fourcc = PREFERRED.iter().map(|f| FourCC::new(f)).find(|f| offered.contains(f)).ok_or_else(|| {
+    // The profile's format first, when it is one we read.
+    let preferred = options.pixel_format.iter().filter(|f| PREFERRED.contains(f)).chain(PREFERRED);
+    let fourcc = preferred.map(FourCC::new).find(|f| offered.contains(f)).ok_or_else(|| {
         let names: Vec<String> = offered.iter().map(|f| f.to_string()).collect();
         io::Error::other(format!("the camera offers {names:?}; semask-edge reads MJPG, YUYV and NV12"))
     })?;

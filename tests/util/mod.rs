@@ -41,9 +41,21 @@ pub fn write_npy_f32(path: &Path, shape: &[usize], values: &[f32]) {
     std::fs::write(path, out).unwrap();
 }
 
-/// The `semask-edge` binary built for these tests.
+/// The `semask-edge` binary built for these tests. When the tests run under emulation
+/// (`scripts/aarch64.sh test`), `SEMASK_TEST_RUNNER` holds the emulator command
+/// (`qemu-aarch64 -L /usr/aarch64-linux-gnu`) that must start it, as cargo's runner started
+/// the test itself.
 pub fn semask_edge() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_semask-edge"))
+    let binary = env!("CARGO_BIN_EXE_semask-edge");
+    match std::env::var("SEMASK_TEST_RUNNER").ok().filter(|r| !r.trim().is_empty()) {
+        Some(runner) => {
+            let mut words = runner.split_whitespace();
+            let mut command = Command::new(words.next().expect("not empty"));
+            command.args(words).arg(binary);
+            command
+        }
+        None => Command::new(binary),
+    }
 }
 
 /// Runs the binary with `args`, returning its output.

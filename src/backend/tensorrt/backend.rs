@@ -153,14 +153,18 @@ fn plan_calibration(
                 .collect::<Vec<_>>(),
             crate::calibration::find_artifact(path, Artifact::Tensors).ok(),
         ),
-        // The binary carries the cache; the frames are in a checkout's calibration/ folder.
+        // The binary carries the cache; the frames are on disk.
         ModelOrigin::Builtin(_) => {
             let carried = CacheCandidate::Bytes {
                 name: "the built-in calib.cache".into(),
                 bytes: crate::model::BUILTIN_CALIBRATION_CACHE.to_vec(),
             };
-            let tensors = PathBuf::from("calibration/semask-tiny-synth/tensors");
-            (vec![recalibrated, carried], tensors.is_dir().then_some(tensors))
+            // A checkout's calibration/ folder, or where the .deb package installs it.
+            let tensors = ["calibration", "/usr/share/semask-edge/calibration"]
+                .iter()
+                .map(|root| Path::new(root).join("semask-tiny-synth/tensors"))
+                .find(|t| t.is_dir());
+            (vec![recalibrated, carried], tensors)
         }
     };
     Ok(crate::calibration::plan_calibration(&model.name, &caches, tensors.as_deref(), running)

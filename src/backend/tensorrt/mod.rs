@@ -77,7 +77,8 @@ pub enum BuildPrecision {
 }
 
 /// Where a TensorRT int8 engine gets its scales.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Int8Mode {
     /// The model's Q/DQ form (`model.qdq.onnx`): explicit quantization, TensorRT 8.5+.
     #[default]

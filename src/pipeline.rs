@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::backend::tensorrt::TensorRtOptions;
-use crate::backend::{self, Backend, BackendError, BackendOptions};
+use crate::backend::{self, Backend, BackendError, BackendOptions, PrecisionPolicy};
 use crate::calibration::Precision;
 use crate::frame::{Frame, FrameStatus};
 use crate::limits::Limits;
@@ -47,6 +47,8 @@ pub struct SegmenterOptions {
     pub limits: Limits,
     /// fp32, fp16 (TensorRT) or int8.
     pub precision: Precision,
+    /// Whether `precision` must be met or may give way (a device profile's default).
+    pub precision_policy: PrecisionPolicy,
     /// TensorRT engine building and caching.
     pub tensorrt: TensorRtOptions,
     /// The order `--backend auto` tries backends in.
@@ -64,6 +66,7 @@ impl SegmenterOptions {
             threads: self.threads,
             input_size,
             precision: self.precision,
+            precision_policy: self.precision_policy,
             tensorrt: self.tensorrt.clone(),
             ladder: self.ladder.clone(),
         }
@@ -86,6 +89,7 @@ impl Default for SegmenterOptions {
             alpha: 0.5,
             limits: Limits::default(),
             precision: Precision::Fp32,
+            precision_policy: PrecisionPolicy::Exact,
             tensorrt: TensorRtOptions::default(),
             ladder: backend::DEFAULT_LADDER.to_vec(),
             dynamic_input_size: None,

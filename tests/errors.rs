@@ -271,11 +271,23 @@ fn metadata_props_of_the_model_are_used() {
 
 #[test]
 fn auto_falls_back_to_the_cpu_and_says_why_each_rung_was_skipped() {
-    let out = run_cli(&["-v", "run", "--frames", "1", "-q"]);
+    // x86-cuda's ladder is tensorrt, cuda, cpu; neither GPU rung can load on this machine.
+    let out = run_cli(&["-v", "--target", "x86-cuda", "run", "--frames", "1", "-q"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let err = stderr(&out);
     let skipped: Vec<&str> = err.lines().filter(|l| l.contains("backend auto: skipping")).collect();
     assert_eq!(skipped.len(), 2, "{err}");
     assert!(skipped[0].contains("skipping tensorrt: ") && skipped[1].contains("skipping cuda: "), "{err}");
     assert!(err.contains("on tract 0.23.9 cpu"), "{err}");
+    // x86-cuda prefers fp16, which the CPU cannot run: it gives way to fp32, and says so.
+    assert!(err.contains("at fp16 (the device profile's precision)") && err.contains("running fp32"), "{err}");
+
+    // Asked for on the command line, fp16 is met or an error.
+    let out = run_cli(&["--target", "x86-cuda", "run", "--frames", "1", "-q", "--precision", "fp16"]);
+    assert_one_line_error(&out, 2, &["fp16", "TensorRT"]);
+
+    // The cpu profile (what a machine without NVIDIA driver detects) tries nothing else.
+    let out = run_cli(&["-v", "--target", "cpu", "run", "--frames", "1", "-q"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("backend auto: skipping"), "{}", stderr(&out));
 }

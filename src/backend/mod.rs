@@ -66,10 +66,35 @@ pub struct BackendOptions {
     pub input_size: (usize, usize),
     /// fp32; int8 runs the model's int8 form; fp16 needs TensorRT.
     pub precision: Precision,
+    /// Whether `precision` must be met or may give way (a device profile's default).
+    pub precision_policy: PrecisionPolicy,
     /// Engine building and caching (TensorRT only).
     pub tensorrt: tensorrt::TensorRtOptions,
     /// The order `auto` tries backends in (a device profile's ladder).
     pub ladder: Vec<BackendKind>,
+}
+
+/// How firmly [`BackendOptions::precision`] was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PrecisionPolicy {
+    /// `--precision`: that precision or an error.
+    #[default]
+    Exact,
+    /// A device profile's default (int8 on an Orin, fp16 on a desktop GPU): a backend that cannot
+    /// run it for this model (the CPU and fp16, a model without int8 form) runs the next of
+    /// int8 → fp16 → fp32 it can, with a warning that says how to get the preferred one.
+    Preferred,
+}
+
+impl PrecisionPolicy {
+    /// The precisions to try, best first.
+    fn candidates(self, preferred: Precision) -> Vec<Precision> {
+        const DOWN: [Precision; 3] = [Precision::Int8, Precision::Fp16, Precision::Fp32];
+        match self {
+            PrecisionPolicy::Exact => vec![preferred],
+            PrecisionPolicy::Preferred => DOWN.iter().copied().skip_while(|p| *p != preferred).collect(),
+        }
+    }
 }
 
 /// The `auto` ladder without a device profile.
@@ -83,6 +108,7 @@ impl BackendOptions {
             threads: 0,
             input_size,
             precision: Precision::Fp32,
+            precision_policy: PrecisionPolicy::Exact,
             tensorrt: tensorrt::TensorRtOptions::default(),
             ladder: DEFAULT_LADDER.to_vec(),
         }
@@ -189,7 +215,7 @@ pub fn default_threads() -> usize {
 /// (TensorRT failing to build, the CPU asked for fp16) passes to the next with a warning.
 pub fn create(model: &OnnxModel, options: &BackendOptions) -> Result<Box<dyn Backend>, BackendError> {
     if options.kind != BackendKind::Auto {
-        return create_kind(options.kind, model, options);
+        return create_at_best_precision(options.kind, model, options);
     }
     let mut reasons = Vec::new();
     let rungs = availability();
@@ -199,7 +225,7 @@ pub fn create(model: &OnnxModel, options: &BackendOptions) -> Result<Box<dyn Bac
             reasons.push(format!("{}: {}", rung.kind, rung.detail));
             continue;
         }
-        match create_kind(rung.kind, model, options) {
+        match create_at_best_precision(rung.kind, model, options) {
             Ok(backend) => return Ok(backend),
             Err(e @ BackendError::Unavailable { .. }) => {
                 log::info!("backend auto: {e}; trying the next backend");
@@ -212,6 +238,39 @@ pub fn create(model: &OnnxModel, options: &BackendOptions) -> Result<Box<dyn Bac
         kind: BackendKind::Auto,
         reason: format!("no backend can run {} at {}: {}", model.name, options.precision, reasons.join("; ")),
     })
+}
+
+/// [`create_kind`] at `options.precision`, or, where the policy lets it give way, at the best
+/// precision below it that `kind` can run for this model.
+fn create_at_best_precision(
+    kind: BackendKind,
+    model: &OnnxModel,
+    options: &BackendOptions,
+) -> Result<Box<dyn Backend>, BackendError> {
+    let mut first_error = None;
+    for precision in options.precision_policy.candidates(options.precision) {
+        let attempt = BackendOptions { precision, ..options.clone() };
+        match create_kind(kind, model, &attempt) {
+            Ok(backend) => {
+                if let Some(e) = first_error {
+                    log::warn!(
+                        "{kind} cannot run {} at {} (the device profile's precision): {e}; running {precision} \
+                         (--precision {} to insist)",
+                        model.name,
+                        options.precision,
+                        options.precision
+                    );
+                }
+                return Ok(backend);
+            }
+            // Not available at this precision, or its int8/fp16 form is missing: try the next.
+            Err(e @ (BackendError::Unavailable { .. } | BackendError::Model(_))) => {
+                first_error.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(first_error.expect("at least one precision is tried"))
 }
 
 fn create_kind(
@@ -251,5 +310,19 @@ fn create_kind(
                 availability().into_iter().find(|a| a.kind == other).map(|a| a.detail).unwrap_or_default();
             Err(BackendError::Unavailable { kind: other, reason: format!("{reason}; use --backend cpu") })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_preferred_precision_gives_way_downwards_only() {
+        use Precision::*;
+        assert_eq!(PrecisionPolicy::Preferred.candidates(Int8), [Int8, Fp16, Fp32]);
+        assert_eq!(PrecisionPolicy::Preferred.candidates(Fp16), [Fp16, Fp32]);
+        assert_eq!(PrecisionPolicy::Preferred.candidates(Fp32), [Fp32]);
+        assert_eq!(PrecisionPolicy::Exact.candidates(Int8), [Int8]);
     }
 }

@@ -59,8 +59,10 @@ pub fn build_engine(args: BuildEngineArgs, ctx: &super::Context) -> anyhow::Resu
     }
     let requested = args.model.input_size.or(ctx.profile.input_size.filter(|_| model.has_dynamic_input()));
     let input_size = model.input_size(requested, &ctx.limits)?;
+    let (precision, precision_policy) = super::precision_choice(args.precision, ctx);
     let options = backend::BackendOptions {
-        precision: args.precision.unwrap_or(ctx.profile.precision),
+        precision,
+        precision_policy,
         tensorrt: args.tensorrt.options(ctx),
         ..backend::BackendOptions::new(BackendKind::TensorRt, input_size)
     };

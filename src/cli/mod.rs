@@ -20,7 +20,7 @@ use clap::{Args, Parser, Subcommand};
 
 use semask_edge::backend::BackendKind;
 use semask_edge::backend::tensorrt::{Int8Mode, TensorRtOptions};
-use semask_edge::backend::{Backend, tensorrt};
+use semask_edge::backend::{Backend, PrecisionPolicy, tensorrt};
 use semask_edge::calibration::Precision;
 use semask_edge::files::{InputFiles, InputRole};
 use semask_edge::limits::{DEFAULT_MAX_PIXELS, FPS_RANGE, Limits, MAX_SIDE};
@@ -220,6 +220,15 @@ pub fn given_paths<'a>(flags: &[(&'static str, &'a Option<PathBuf>)]) -> Vec<(&'
     flags.iter().filter_map(|(flag, path)| Some((*flag, path.as_deref()?))).collect()
 }
 
+/// `--precision` when given, which is then met or an error; else the device profile's, which
+/// gives way to a lower precision where a backend cannot run it for the model.
+pub fn precision_choice(flag: Option<Precision>, ctx: &Context) -> (Precision, PrecisionPolicy) {
+    match flag {
+        Some(precision) => (precision, PrecisionPolicy::Exact),
+        None => (ctx.profile.precision, PrecisionPolicy::Preferred),
+    }
+}
+
 /// Says which file runs when the backend runs something other than the model given (an int8
 /// or fp16 form, a TensorRT engine).
 pub fn note_artifact(precision: Precision, backend: &dyn semask_edge::backend::Backend) {
@@ -338,7 +347,7 @@ pub struct InferenceArgs {
 impl InferenceArgs {
     /// The precision asked for: `--precision`, else the profile's.
     pub fn precision(&self, ctx: &Context) -> Precision {
-        self.precision.unwrap_or(ctx.profile.precision)
+        precision_choice(self.precision, ctx).0
     }
 
     pub fn segmenter_options(
@@ -356,6 +365,7 @@ impl InferenceArgs {
             alpha,
             limits: ctx.limits,
             precision: self.precision(ctx),
+            precision_policy: precision_choice(self.precision, ctx).1,
             tensorrt: self.tensorrt.options(ctx),
             ladder: ctx.profile.backends.clone(),
             dynamic_input_size: ctx.profile.input_size,

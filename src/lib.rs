@@ -39,6 +39,7 @@ pub mod backend;
 pub mod calibration;
 pub mod files;
 pub mod frame;
+pub mod fuzz;
 pub mod guard;
 pub mod limits;
 pub mod model;

@@ -139,8 +139,14 @@ impl ClassTable {
         let mut bytes = Vec::new();
         crate::files::read_input(path, MAX_CLASS_FILE_BYTES, &mut bytes).map_err(|e| bad(e.to_string()))?;
         let text = String::from_utf8(bytes).map_err(|_| bad("is not UTF-8 text".into()))?;
+        ClassTable::from_text(&text, path)
+    }
+
+    /// Parses a class file's text (see [`ClassTable::from_file`]); `path` names it in errors.
+    pub fn from_text(text: &str, path: &Path) -> Result<ClassTable, ModelError> {
+        let bad = |reason: String| ModelError::ClassFile { path: path.to_path_buf(), reason };
         // Editors on Windows start UTF-8 files with a byte-order mark.
-        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let trimmed = text.trim_start();
         if trimmed.starts_with('[') || trimmed.starts_with('{') {
             let value: serde_json::Value =

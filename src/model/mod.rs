@@ -158,6 +158,12 @@ impl OnnxModel {
         Ok(model)
     }
 
+    /// A model from bytes in memory, named `name` in messages (no directory: external data is
+    /// refused).
+    pub fn from_memory(bytes: &[u8], name: &str, overrides: &MetadataOverrides) -> Result<OnnxModel, ModelError> {
+        OnnxModel::from_bytes(bytes, name.to_string(), None, overrides)
+    }
+
     /// The model built into the binary ([`BUILTIN_MODEL_ONNX`]).
     pub fn builtin(overrides: &MetadataOverrides) -> Result<OnnxModel, ModelError> {
         let mut model =

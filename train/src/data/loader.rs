@@ -94,7 +94,12 @@ impl BatchLoader {
                     loop {
                         let job = jobs.lock().map(|rx| rx.recv());
                         let Ok(Ok(iteration)) = job else { return };
-                        let batch = build(dataset.as_ref(), &config, batch, seed, iteration);
+                        // A panic must reach the trainer as an error: a worker that died would
+                        // leave its batch missing and the loader waiting for it forever.
+                        let batch = semask_edge::guard::catch_panic(|| {
+                            build(dataset.as_ref(), &config, batch, seed, iteration)
+                        })
+                        .unwrap_or_else(|panic| Err(DataError::Worker { iteration, reason: panic }));
                         if results.send((iteration, batch)).is_err() {
                             return;
                         }
@@ -126,7 +131,11 @@ impl BatchLoader {
                 Ok((iteration, batch)) => {
                     self.pending.insert(iteration, batch);
                 }
-                Err(_) => unreachable!("workers live as long as the loader"),
+                // Every worker is gone (they only stop when the loader drops its job channel,
+                // so this is not expected): an error, not a wait without end.
+                Err(_) => {
+                    return Err(DataError::Worker { iteration: wanted, reason: "every data worker has stopped".into() });
+                }
             }
         };
         self.next += 1;
@@ -143,5 +152,53 @@ impl Drop for BatchLoader {
         for handle in self.workers.drain(..) {
             let _ = handle.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A dataset whose sample 3 panics (as a decoder might on a hostile file).
+    struct Panicky;
+
+    impl Dataset for Panicky {
+        fn len(&self) -> usize {
+            8
+        }
+        fn describe(&self) -> String {
+            "panicky".into()
+        }
+        fn get(&self, index: usize, out: &mut Sample) -> Result<(), DataError> {
+            assert_ne!(index, 3, "sample 3 is poison");
+            out.image = semask_edge::frame::Rgb8Image::new(16, 16);
+            out.labels = semask_edge::frame::LabelMap::new(16, 16);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_worker_panic_is_an_error_not_a_hang() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let config = AugmentConfig {
+                scale: (16, 16),
+                ratio_range: (1.0, 1.0),
+                crop: (8, 8),
+                cat_max_ratio: 1.0,
+                flip_prob: 0.0,
+                photometric: false,
+                spec: semask_edge::preprocess::PreprocSpec::imagenet(0, 0),
+            };
+            let mut loader = BatchLoader::new(Arc::new(Panicky), config, 1, 0, 0, 2, 2);
+            let results: Vec<Result<usize, String>> =
+                (0..8).map(|_| loader.next_batch(2).map(|b| b.iteration).map_err(|e| e.to_string())).collect();
+            let _ = tx.send(results);
+        });
+        let results = rx.recv_timeout(std::time::Duration::from_secs(60)).expect("the loader hung");
+        let failed: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+        assert!(!failed.is_empty(), "no batch held sample 3: {results:?}");
+        assert!(failed.iter().all(|e| e.contains("poison")), "{failed:?}");
+        assert!(results.iter().filter(|r| r.is_ok()).count() >= 4, "{results:?}");
     }
 }

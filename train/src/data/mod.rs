@@ -64,6 +64,9 @@ pub enum DataError {
     MissingLabels { root: PathBuf, count: usize, example: String, expected: String },
     #[error("cannot read {path}: {reason}")]
     Read { path: PathBuf, reason: String },
+    /// A data worker failed on a batch (a bug, or a hostile file a decoder could not take).
+    #[error("the data worker making the batch of iteration {iteration} failed: {reason}")]
+    Worker { iteration: usize, reason: String },
 }
 
 /// Images with labels, by index. Implementations are cheap to share across loader threads.

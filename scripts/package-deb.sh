@@ -39,7 +39,7 @@ install -m 0755 "$binary" "$root/usr/bin/semask-edge"
 "$strip_tool" --strip-debug "$root/usr/bin/semask-edge"
 cp -r calibration targets "$root/usr/share/semask-edge/"
 install -m 0644 README.md "$root/usr/share/doc/semask-edge/README.md"
-install -m 0644 packaging/semask-edge-camera.service "$root/usr/share/doc/semask-edge/examples/"
+install -m 0644 scripts/packaging/semask-edge-camera.service "$root/usr/share/doc/semask-edge/examples/"
 # --help of every command (the host binary's: the text is the same on every architecture).
 "$host" --help > "$root/usr/share/doc/semask-edge/help/semask-edge.txt"
 for command in run info bench record devices build-engine doctor; do

@@ -66,14 +66,26 @@ impl EvalOp for BilinearResize2d {
         let x_taps = linear_taps(w, self.out_width);
         let y_taps = linear_taps(h, self.out_height);
         let plane_out = self.out_height * self.out_width;
-        let output = tensor_by_rows(
-            &out_shape,
-            plane_out,
-            || vec![0f32; h * self.out_width],
-            |rows, plane, out_plane| {
-                resize_plane(&src[plane * h * w..(plane + 1) * h * w], w, &x_taps, &y_taps, rows, out_plane)
-            },
-        )?;
+        // SAFETY: `resize_plane` writes each of the `out_height` rows of `out_width` values of
+        // its plane (one per y tap, one value per x tap); `src` has `h * w` values per plane
+        // (it is the input tensor of that shape).
+        let output = unsafe {
+            tensor_by_rows(
+                &out_shape,
+                plane_out,
+                || vec![0f32; h * self.out_width],
+                |rows, plane, out_plane| {
+                    resize_plane(
+                        &src[plane * h * w..(plane + 1) * h * w],
+                        w,
+                        &x_taps,
+                        &y_taps,
+                        rows,
+                        out_plane,
+                    )
+                },
+            )?
+        };
         Ok(tvec!(output.into_tvalue()))
     }
 
@@ -170,19 +182,28 @@ impl<const N: usize> RowWalk<N> {
 
 /// A new f32 tensor of `shape` whose rows of `row_len` values are each written in full by
 /// `fill(scratch, row_index, row)`, rows split across tract's threads; `scratch` is made once per
-/// chunk of rows by `new_scratch`.
-fn tensor_by_rows<S>(
+/// chunk of rows by `new_scratch`. The tensor starts uninitialised: zeroing it first costs a
+/// pass over the largest tensors of the network (the upsampled logits).
+///
+/// # Safety
+///
+/// `fill` must write every element of the row it is given (it may not read it first). Callers
+/// check their inputs' shapes against the shapes the op was built for, so that no row is cut
+/// short by an input shorter than expected.
+unsafe fn tensor_by_rows<S>(
     shape: &[usize],
     row_len: usize,
     new_scratch: impl Fn() -> S + Sync + Send,
     fill: impl Fn(&mut S, usize, &mut [f32]) + Sync + Send,
 ) -> TractResult<Tensor> {
-    // SAFETY: every row, hence every element, is written by `fill` before the tensor is read.
+    let total: usize = shape.iter().product();
+    ensure!(row_len > 0 && total % row_len == 0, "{shape:?} does not split into rows of {row_len}");
+    // SAFETY: every row is written in full by `fill` (this function's contract), and the rows
+    // cover the tensor (checked above), before the tensor is read.
     let mut output = unsafe { Tensor::uninitialized::<f32>(shape)? };
     {
         let mut view = output.try_as_plain_ram_mut()?;
         let out = view.as_slice_mut::<f32>()?;
-        let total = out.len();
         tract_linalg::multithread::par_chunks_mut(out, row_len, total, |first_row, chunk| {
             let mut scratch = new_scratch();
             for (r, row) in chunk.chunks_exact_mut(row_len).enumerate() {
@@ -240,6 +261,8 @@ impl BinaryKind {
 pub struct BroadcastBinary {
     pub kind: BinaryKind,
     pub out_shape: Vec<usize>,
+    /// The input shapes the walk was planned for; checked at each eval.
+    in_shapes: [Vec<usize>; 2],
     walk: RowWalk<2>,
 }
 
@@ -270,7 +293,12 @@ impl BroadcastBinary {
         let (sa, sb) = (strides(a_shape)?, strides(b_shape)?);
         let strides: Vec<[usize; 2]> = sa.iter().zip(&sb).map(|(&x, &y)| [x, y]).collect();
         let walk = RowWalk::new(out_shape, &strides);
-        Some(BroadcastBinary { kind, out_shape: out_shape.to_vec(), walk })
+        Some(BroadcastBinary {
+            kind,
+            out_shape: out_shape.to_vec(),
+            in_shapes: [a_shape.to_vec(), b_shape.to_vec()],
+            walk,
+        })
     }
 }
 
@@ -285,42 +313,54 @@ impl Op for BroadcastBinary {
 impl EvalOp for BroadcastBinary {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let (a, b) = args_2!(inputs);
+        ensure!(
+            a.shape() == self.in_shapes[0].as_slice() && b.shape() == self.in_shapes[1].as_slice(),
+            "Broadcast{:?} was planned for inputs {:?}, got {:?} and {:?}",
+            self.kind,
+            self.in_shapes,
+            a.shape(),
+            b.shape()
+        );
         let a = a.try_as_plain_ram()?.as_slice::<f32>()?;
         let b = b.try_as_plain_ram()?.as_slice::<f32>()?;
         let (row_len, [a_step, b_step]) = self.walk.row();
         let kind = self.kind;
-        let output = tensor_by_rows(
-            &self.out_shape,
-            row_len,
-            || (),
-            |_, row, dst| {
-                let [a_off, b_off] = self.walk.offsets(row);
-                match (a_step, b_step) {
-                    (1, 1) => {
-                        for ((d, &x), &y) in dst.iter_mut().zip(&a[a_off..]).zip(&b[b_off..]) {
-                            *d = kind.apply(x, y);
+        // SAFETY: every branch writes each value of `dst`: the inputs have the shapes the walk
+        // was planned for (checked above), so the zipped input runs are as long as the row.
+        let output = unsafe {
+            tensor_by_rows(
+                &self.out_shape,
+                row_len,
+                || (),
+                |_, row, dst| {
+                    let [a_off, b_off] = self.walk.offsets(row);
+                    match (a_step, b_step) {
+                        (1, 1) => {
+                            for ((d, &x), &y) in dst.iter_mut().zip(&a[a_off..]).zip(&b[b_off..]) {
+                                *d = kind.apply(x, y);
+                            }
+                        }
+                        (1, 0) => {
+                            let y = b[b_off];
+                            for (d, &x) in dst.iter_mut().zip(&a[a_off..]) {
+                                *d = kind.apply(x, y);
+                            }
+                        }
+                        (0, 1) => {
+                            let x = a[a_off];
+                            for (d, &y) in dst.iter_mut().zip(&b[b_off..]) {
+                                *d = kind.apply(x, y);
+                            }
+                        }
+                        _ => {
+                            for (i, d) in dst.iter_mut().enumerate() {
+                                *d = kind.apply(a[a_off + i * a_step], b[b_off + i * b_step]);
+                            }
                         }
                     }
-                    (1, 0) => {
-                        let y = b[b_off];
-                        for (d, &x) in dst.iter_mut().zip(&a[a_off..]) {
-                            *d = kind.apply(x, y);
-                        }
-                    }
-                    (0, 1) => {
-                        let x = a[a_off];
-                        for (d, &y) in dst.iter_mut().zip(&b[b_off..]) {
-                            *d = kind.apply(x, y);
-                        }
-                    }
-                    _ => {
-                        for (i, d) in dst.iter_mut().enumerate() {
-                            *d = kind.apply(a[a_off + i * a_step], b[b_off + i * b_step]);
-                        }
-                    }
-                }
-            },
-        )?;
+                },
+            )?
+        };
         Ok(tvec!(output.into_tvalue()))
     }
 
@@ -341,6 +381,8 @@ impl TypedOp for BroadcastBinary {
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct MoveAxisCopy {
     pub out_shape: Vec<usize>,
+    /// The input shape the walk was planned for; checked at each eval.
+    in_shape: Vec<usize>,
     walk: RowWalk<1>,
 }
 
@@ -357,7 +399,11 @@ impl MoveAxisCopy {
         let in_strides = contiguous_strides(in_shape);
         let out_shape: Vec<usize> = order.iter().map(|&a| in_shape[a]).collect();
         let strides: Vec<[usize; 1]> = order.iter().map(|&a| [in_strides[a]]).collect();
-        Some(MoveAxisCopy { walk: RowWalk::new(&out_shape, &strides), out_shape })
+        Some(MoveAxisCopy {
+            walk: RowWalk::new(&out_shape, &strides),
+            out_shape,
+            in_shape: in_shape.to_vec(),
+        })
     }
 }
 
@@ -372,23 +418,33 @@ impl Op for MoveAxisCopy {
 impl EvalOp for MoveAxisCopy {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = args_1!(inputs);
+        ensure!(
+            input.shape() == self.in_shape.as_slice(),
+            "MoveAxisCopy was planned for {:?}, got {:?}",
+            self.in_shape,
+            input.shape()
+        );
         let src = input.try_as_plain_ram()?.as_slice::<f32>()?;
         let (row_len, [step]) = self.walk.row();
-        let output = tensor_by_rows(
-            &self.out_shape,
-            row_len,
-            || (),
-            |_, row, dst| {
-                let [offset] = self.walk.offsets(row);
-                if step == 1 {
-                    dst.copy_from_slice(&src[offset..offset + row_len]);
-                } else {
-                    for (i, d) in dst.iter_mut().enumerate() {
-                        *d = src[offset + i * step];
+        // SAFETY: both branches write each value of `dst`; the input has the planned shape
+        // (checked above), so every offset is in bounds.
+        let output = unsafe {
+            tensor_by_rows(
+                &self.out_shape,
+                row_len,
+                || (),
+                |_, row, dst| {
+                    let [offset] = self.walk.offsets(row);
+                    if step == 1 {
+                        dst.copy_from_slice(&src[offset..offset + row_len]);
+                    } else {
+                        for (i, d) in dst.iter_mut().enumerate() {
+                            *d = src[offset + i * step];
+                        }
                     }
-                }
-            },
-        )?;
+                },
+            )?
+        };
         Ok(tvec!(output.into_tvalue()))
     }
 
@@ -634,6 +690,27 @@ mod tests {
             .unwrap();
         let got = out[0].try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec();
         (expected.shape().to_vec(), expected.iter().copied().collect(), got)
+    }
+
+    /// An input of another shape than the op was planned for is an error, not a tensor with
+    /// uninitialised values (the zipped runs would stop short) or an out-of-bounds read.
+    #[test]
+    fn inputs_of_unplanned_shapes_are_errors() {
+        let ctx = EvalContext::out_of_plan();
+        let tensor = |shape: &[usize]| Tensor::zero::<f32>(shape).unwrap().into_tvalue();
+        let add = BroadcastBinary::new(BinaryKind::Add, &[2, 8], &[2, 8], &[2, 8]).unwrap();
+        for (a, b) in [([2, 7], [2, 8]), ([2, 8], [1, 8]), ([2, 9], [2, 9])] {
+            let err = add.eval(&ctx, tvec!(tensor(&a), tensor(&b))).unwrap_err();
+            assert!(err.to_string().contains("was planned for"), "{err}");
+        }
+        let moved = MoveAxisCopy::new(&[2, 3, 4], 0, 2).unwrap();
+        for shape in [[2, 3, 3], [1, 3, 4], [4, 3, 2]] {
+            let err = moved.eval(&ctx, tvec!(tensor(&shape))).unwrap_err();
+            assert!(err.to_string().contains("was planned for"), "{err}");
+        }
+        // SAFETY: the closure writes every value of its row.
+        let ragged = unsafe { tensor_by_rows(&[3, 5], 4, || (), |_, _, row| row.fill(0.0)) };
+        assert!(ragged.is_err());
     }
 
     #[test]

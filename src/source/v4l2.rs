@@ -196,10 +196,12 @@ pub struct V4l2Source {
     last_frame: Instant,
 }
 
-// SAFETY: the stream's memory-mapped buffers and file descriptor belong to the process, not to
-// the thread that opened them; the source is used by one thread at a time (it moves into the
-// capture thread), which is all `Send` requires.
-unsafe impl Send for V4l2Source {}
+// The source moves into the capture thread: every part of it (the `v4l` crate's device and
+// mmap stream included) is `Send` on its own, and this keeps it so.
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    assert_send::<V4l2Source>();
+};
 
 impl std::fmt::Debug for V4l2Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Usage: scripts/prerequisites.sh [--tests] [PACKAGE...]
+#
+# Installs the system packages the build needs, when missing: libclang-dev (bindgen, for the
+# V4L2 camera bindings) and nasm (openh264's SIMD). With --tests also ffmpeg (the tests make
+# clips with a writer other than ours); other scripts name their own extra packages (the
+# aarch64 cross toolchain). The README's two set-up commands start with this, so a fresh
+# Debian/Ubuntu machine needs nothing else; elsewhere it says what to install.
+set -euo pipefail
+
+packages=(libclang-dev nasm)
+tests=""
+if [ "${1:-}" = "--tests" ]; then
+  packages+=(ffmpeg)
+  tests=1
+  shift
+fi
+packages+=("$@")
+
+if ! command -v dpkg-query >/dev/null; then
+  # Not Debian: check the tools; libclang cannot be checked by name, bindgen says if it is missing.
+  for tool in nasm ${tests:+ffmpeg}; do
+    command -v "$tool" >/dev/null || { echo "missing $tool: install it (and libclang), then run this again" >&2; exit 1; }
+  done
+  exit 0
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if ! command -v apt-get >/dev/null; then
+  echo "missing system packages: ${missing[*]} (or your distribution's equivalents): install them, then run this again" >&2
+  exit 1
+fi
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "missing ${missing[*]}: run as root or install sudo" >&2; exit 1; }
+  sudo="sudo"
+fi
+echo "installing ${missing[*]}" >&2
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null

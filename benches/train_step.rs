@@ -11,7 +11,7 @@
 //!
 //! ```text
 //! cargo bench -p semask-train --bench train_step                  # semask-t, 512x1024, batch 1
-//! cargo bench -p semask-train --bench train_step -- --arch tiny --size 256x512 --iters 5 --rounds 3
+//! cargo bench -p semask-train --bench train_step -- --arch tiny --size 512x256 --iters 5 --rounds 3
 //! ```
 //! Needs PyTorch: `python3 -m pip install torch numpy` (CPU is enough); SEMASK_PYTHON picks the
 //! interpreter. Threads: PyTorch gets --threads (default: all cores); burn uses all cores.
@@ -57,8 +57,8 @@ fn parse_args() -> Args {
             "--arch" => args.arch = value(),
             "--size" => {
                 let v = value();
-                let (h, w) = v.split_once('x').unwrap_or_else(|| panic!("--size HxW, not {v}"));
-                args.size = (h.parse().expect("--size HxW"), w.parse().expect("--size HxW"));
+                let size: semask_edge::frame::Size = v.parse().unwrap_or_else(|e| panic!("--size: {e}"));
+                args.size = size.hw();
             }
             "--batch" => args.batch = value().parse().expect("--batch N"),
             "--threads" => args.threads = value().parse().expect("--threads N"),

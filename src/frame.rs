@@ -7,6 +7,60 @@ use std::time::{Duration, Instant};
 
 use crate::timing::StageTimings;
 
+/// A width and a height, written `WxH` (`1024x512`) in every flag, URI, profile and message:
+/// the order of camera modes, video tools and `synth://`. Internally the network's sizes are
+/// often `(height, width)` tuples, NCHW's order: [`Size::hw`] converts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Size {
+    pub width: usize,
+    pub height: usize,
+}
+
+impl Size {
+    pub fn new(width: usize, height: usize) -> Size {
+        Size { width, height }
+    }
+
+    /// `(height, width)`.
+    pub fn hw(self) -> (usize, usize) {
+        (self.height, self.width)
+    }
+
+    /// From `(height, width)`.
+    pub fn from_hw((height, width): (usize, usize)) -> Size {
+        Size { width, height }
+    }
+}
+
+impl std::fmt::Display for Size {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}", self.width, self.height)
+    }
+}
+
+/// A size that is not `WxH` with both sides in 1..=[`crate::limits::MAX_SIDE`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?} is not a size WxH (width x height, e.g. 1024x512) with sides 1 to {max}", max = crate::limits::MAX_SIDE)]
+pub struct SizeError {
+    pub text: String,
+}
+
+impl std::str::FromStr for Size {
+    type Err = SizeError;
+
+    /// `1024x512` (or `1024X512`) → width 1024, height 512.
+    fn from_str(text: &str) -> Result<Size, SizeError> {
+        let side = |s: &str| {
+            s.trim().parse::<usize>().ok().filter(|&n| n >= 1 && n as u64 <= crate::limits::MAX_SIDE)
+        };
+        let (w, h) = text.split_once(['x', 'X']).ok_or_else(|| SizeError { text: text.into() })?;
+        match (side(w), side(h)) {
+            (Some(width), Some(height)) => Ok(Size { width, height }),
+            _ => Err(SizeError { text: text.into() }),
+        }
+    }
+}
+
 /// An 8-bit RGB image, rows top to bottom, pixels interleaved `r, g, b`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rgb8Image {
@@ -160,5 +214,22 @@ impl Frame {
         self.error.clear();
         self.truth.reset(0, 0);
         self.end_to_end = Duration::ZERO;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Size;
+
+    #[test]
+    fn sizes_are_width_by_height() {
+        let s: Size = "1024x512".parse().unwrap();
+        assert_eq!((s.width, s.height, s.hw()), (1024, 512, (512, 1024)));
+        assert_eq!(s.to_string(), "1024x512");
+        assert_eq!("7X3".parse::<Size>().unwrap(), Size::new(7, 3));
+        for bad in ["", "1024", "0x5", "5x0", "x", "-1x4", "1.5x2", "65536x1", "3x4x5"] {
+            let err = bad.parse::<Size>().unwrap_err().to_string();
+            assert!(err.contains("WxH"), "{bad}: {err}");
+        }
     }
 }

@@ -47,6 +47,7 @@ pub mod pipeline;
 pub mod postprocess;
 pub mod preprocess;
 pub mod profile;
+pub mod progress;
 pub mod resample;
 pub mod ring;
 pub mod sink;

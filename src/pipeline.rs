@@ -134,7 +134,7 @@ impl Segmenter {
         if (h, w) != (height, width) {
             return Err(ModelError::Input {
                 name: model.name.clone(),
-                reason: format!("the backend's input is {h}x{w} (HxW), the model's {height}x{width}"),
+                reason: format!("the backend's input is {w}x{h} (WxH), the model's {width}x{height}"),
             }
             .into());
         }

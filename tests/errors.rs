@@ -72,7 +72,7 @@ fn dynamic_input_needs_input_size_then_runs() {
         "--model",
         s(&model),
         "--input-size",
-        "4x8",
+        "8x4",
         "--input",
         s(&image),
         "--labels",
@@ -280,7 +280,10 @@ fn auto_falls_back_to_the_cpu_and_says_why_each_rung_was_skipped() {
     assert!(skipped[0].contains("skipping tensorrt: ") && skipped[1].contains("skipping cuda: "), "{err}");
     assert!(err.contains("on tract 0.23.9 cpu"), "{err}");
     // x86-cuda prefers fp16, which the CPU cannot run: it gives way to fp32, and says so.
-    assert!(err.contains("at fp16 (the device profile's precision)") && err.contains("running fp32"), "{err}");
+    assert!(
+        err.contains("at fp16 (the device profile's precision)") && err.contains("running fp32"),
+        "{err}"
+    );
 
     // Asked for on the command line, fp16 is met or an error.
     let out = run_cli(&["--target", "x86-cuda", "run", "--frames", "1", "-q", "--precision", "fp16"]);

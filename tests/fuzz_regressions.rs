@@ -63,7 +63,9 @@ fn valid_and_damaged_fixtures_pass_every_reader() {
     for (i, input) in mangled(&read(&clip)).iter().enumerate() {
         replay("mp4", &format!("clip #{i}"), input);
     }
-    for (i, input) in mangled(&read(&fixtures.join("semask-ref/tiny2.ortopt.onnx"))).iter().take(6).enumerate() {
+    for (i, input) in
+        mangled(&read(&fixtures.join("semask-ref/tiny2.ortopt.onnx"))).iter().take(6).enumerate()
+    {
         replay("onnx_model", &format!("tiny2 #{i}"), input);
     }
     for entry in std::fs::read_dir(util::workspace_root().join("targets")).unwrap().flatten() {

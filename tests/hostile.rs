@@ -214,9 +214,9 @@ fn the_pixel_limit_is_overridable_both_ways() {
     assert_one_line_error(&out, 1, &["street.png", "--max-pixels 524288"]);
     let out = run_cli(&["run", "--max-pixels", "524288", "-i", s(&image), "--labels", s(&labels), "-q"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    // The network input counts too (the built-in model takes 256x512 = 131072 pixels).
+    // The network input counts too (the built-in model takes 512x256 = 131072 pixels).
     let out = run_cli(&["run", "--max-pixels", "131071", "-i", "synth://?size=256x128", "-q"]);
-    assert_one_line_error(&out, 2, &["256x512", "--max-pixels"]);
+    assert_one_line_error(&out, 2, &["512x256", "--max-pixels"]);
     // A synthetic size above the limit is refused before rendering.
     let out = run_cli(&["run", "-i", "synth://?size=8192x8192", "-q"]);
     assert_one_line_error(&out, 2, &["synth://", "--max-pixels"]);

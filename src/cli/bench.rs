@@ -290,7 +290,7 @@ fn pipeline_run(
         upsample.name()
     );
 
-    let progress = bench_progress(args.warmup + args.frames);
+    let progress = semask_edge::progress::bar(Some(args.warmup + args.frames), "frames", true);
     let warmup = args.warmup;
     let mut series: Vec<(StageTimings, Duration)> = Vec::with_capacity(args.frames as usize);
     let mut done_at: Vec<Instant> = Vec::with_capacity(args.frames as usize);
@@ -469,19 +469,6 @@ fn print_run(out: &mut impl Write, run: &RunReport) -> std::io::Result<()> {
         )?;
     }
     Ok(())
-}
-
-fn bench_progress(len: u64) -> indicatif::ProgressBar {
-    use std::io::IsTerminal;
-    if !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(len);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} frames, {per_sec}, eta {eta}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar
 }
 
 fn host_report() -> HostReport {

@@ -170,7 +170,7 @@ fn settings(p: &Profile) -> String {
         format!("upsample {}", p.upsample.name()),
     ];
     if let Some((h, w)) = p.input_size {
-        parts.push(format!("dynamic models at {h}x{w} (HxW)"));
+        parts.push(format!("dynamic models at {w}x{h} (WxH)"));
     }
     if p.backends.contains(&BackendKind::TensorRt) {
         parts.push(format!("TensorRT workspace {} MiB", p.tensorrt_workspace_mib));

@@ -191,7 +191,7 @@ fn print_text(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
     writeln!(out, "precision    {}: {}", r.precision, r.precision_note)?;
     writeln!(out, "input        {}", r.input)?;
     if let Some((h, w)) = r.input_size_hw {
-        writeln!(out, "             frames are resized to {h}x{w} (HxW)")?;
+        writeln!(out, "             frames are resized to {w}x{h} (WxH)")?;
     }
     for (i, o) in r.outputs.iter().enumerate() {
         let head = if i == 0 { "outputs" } else { "" };

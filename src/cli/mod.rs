@@ -1,7 +1,7 @@
 //! Command-line interface: argument definitions (clap) and one module per subcommand.
 //!
 //! Arguments are parsed into typed values at the edge (`--mean 1,2,3` → `[f32; 3]`,
-//! `--input-size 512x1024` → `(512, 1024)`), so the library never sees strings it must parse.
+//! `--input-size 1024x512` (WxH, like every size) → `(512, 1024)`), so the library never sees strings it must parse.
 
 pub mod bench;
 pub mod build_engine;
@@ -23,6 +23,7 @@ use semask_edge::backend::tensorrt::{Int8Mode, TensorRtOptions};
 use semask_edge::backend::{Backend, PrecisionPolicy, tensorrt};
 use semask_edge::calibration::Precision;
 use semask_edge::files::{InputFiles, InputRole};
+use semask_edge::frame::Size;
 use semask_edge::limits::{DEFAULT_MAX_PIXELS, FPS_RANGE, Limits, MAX_SIDE};
 use semask_edge::model::{ClassTable, MetadataOverrides, OnnxModel, SegmentationMetadata};
 use semask_edge::pipeline::{PipelineOptions, RunSummary, Segmenter, SegmenterOptions};
@@ -127,8 +128,8 @@ pub struct ModelArgs {
     #[arg(long, short = 'm', value_name = "MODEL.onnx")]
     pub model: Option<PathBuf>,
 
-    /// Network input size HxW, for models whose input size is dynamic (e.g. 512x1024).
-    #[arg(long, value_name = "HxW", value_parser = parse_size)]
+    /// Network input size WxH, for models whose input size is dynamic (e.g. 1024x512).
+    #[arg(long, value_name = "WxH", value_parser = parse_size)]
     pub input_size: Option<(usize, usize)>,
 
     /// Per-channel mean, R,G,B on the 0-255 scale, each in -1e6..1e6 (default: the model's
@@ -481,16 +482,9 @@ pub fn print_summary(out: &mut impl Write, summary: &RunSummary) -> std::io::Res
     writeln!(out, "throughput   {:.2} frames/s", summary.throughput_fps())
 }
 
-/// `512x1024` → `(512, 1024)` (height, width), each side 1..65535.
+/// `--input-size 1024x512` (WxH, [`Size`]) → `(512, 1024)`, the `(height, width)` of the network.
 pub fn parse_size(text: &str) -> Result<(usize, usize), String> {
-    let bad = || format!("{text:?} is not a size HxW such as 512x1024");
-    let (h, w) = text.split_once(['x', 'X']).ok_or_else(bad)?;
-    let h: usize = h.trim().parse().map_err(|_| bad())?;
-    let w: usize = w.trim().parse().map_err(|_| bad())?;
-    if h == 0 || w == 0 || h as u64 > MAX_SIDE || w as u64 > MAX_SIDE {
-        return Err(format!("{text:?}: height and width must be between 1 and {MAX_SIDE}"));
-    }
-    Ok((h, w))
+    text.parse::<Size>().map(Size::hw).map_err(|e| e.to_string())
 }
 
 /// `123.675,116.28,103.53` → `[123.675, 116.28, 103.53]`, each value in `range`.
@@ -567,7 +561,7 @@ mod tests {
 
     #[test]
     fn sizes_and_triplets_parse() {
-        assert_eq!(parse_size("512x1024"), Ok((512, 1024)));
+        assert_eq!(parse_size("1024x512"), Ok((512, 1024)));
         assert!(parse_size("512").is_err());
         assert!(parse_size("0x4").is_err());
         assert_eq!(parse_std("1, 2.5,3"), Ok([1.0, 2.5, 3.0]));

@@ -152,11 +152,11 @@ pub fn run(args: RunArgs, ctx: &super::Context) -> anyhow::Result<ExitCode> {
 
     let spec = segmenter.preproc_spec();
     log::info!(
-        "model {} on {}: input {}x{} (HxW), {} classes, mean {:?}, std {:?}, {}, upsample {}",
+        "model {} on {}: input {}x{} (WxH), {} classes, mean {:?}, std {:?}, {}, upsample {}",
         segmenter.model_name(),
         segmenter.backend().describe(),
-        spec.input_height,
         spec.input_width,
+        spec.input_height,
         segmenter.classes().len(),
         spec.mean,
         spec.std,
@@ -227,20 +227,8 @@ pub fn run(args: RunArgs, ctx: &super::Context) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A progress bar on stderr when it is a terminal and per-frame lines are not already printed
-/// to the same terminal.
+/// A progress bar unless per-frame lines are already printed to the same terminal.
 fn progress_bar(len: Option<u64>, quiet: bool) -> indicatif::ProgressBar {
     let lines_on_terminal = !quiet && std::io::stdout().is_terminal();
-    if !std::io::stderr().is_terminal() || lines_on_terminal {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = match len {
-        Some(n) => indicatif::ProgressBar::new(n),
-        None => indicatif::ProgressBar::no_length(),
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} frames, {per_sec}, eta {eta}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar
+    semask_edge::progress::bar(len, "frames", !lines_on_terminal)
 }

@@ -112,6 +112,12 @@ impl ClassTable {
         }
     }
 
+    /// The table of a model with `count` classes and no names of its own: Cityscapes' 19, else
+    /// [`ClassTable::generic`].
+    pub fn for_count(count: usize) -> ClassTable {
+        if count == CITYSCAPES_CLASSES.len() { ClassTable::cityscapes() } else { ClassTable::generic(count) }
+    }
+
     /// `count` classes named `class_0`, `class_1`… with [`generated_palette`] colours.
     pub fn generic(count: usize) -> ClassTable {
         ClassTable {

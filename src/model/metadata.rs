@@ -240,16 +240,15 @@ impl SegmentationMetadata {
                         ),
                     ));
                 }
-                let names = if num_classes == ClassTable::cityscapes().len() {
-                    ClassTable::cityscapes().names().to_vec()
-                } else {
+                let default = ClassTable::for_count(num_classes);
+                let names = default.names().to_vec();
+                if !default.is_cityscapes() {
                     log::warn!(
                         "the model has {num_classes} classes and no {KEY_CLASSES} metadata: \
                          naming them class_0..class_{}; pass --classes FILE for real names",
                         num_classes - 1
                     );
-                    ClassTable::generic(num_classes).names().to_vec()
-                };
+                }
                 let table = match self.palette_only.take() {
                     Some(palette) => ClassTable::new(names, palette).map_err(|reason| {
                         err(KEY_PALETTE, format!("does not fit the model's {num_classes} classes: {reason}"))

@@ -160,7 +160,11 @@ impl OnnxModel {
 
     /// A model from bytes in memory, named `name` in messages (no directory: external data is
     /// refused).
-    pub fn from_memory(bytes: &[u8], name: &str, overrides: &MetadataOverrides) -> Result<OnnxModel, ModelError> {
+    pub fn from_memory(
+        bytes: &[u8],
+        name: &str,
+        overrides: &MetadataOverrides,
+    ) -> Result<OnnxModel, ModelError> {
         OnnxModel::from_bytes(bytes, name.to_string(), None, overrides)
     }
 
@@ -331,7 +335,7 @@ impl OnnxModel {
             return Err(ModelError::Input {
                 name: self.name.clone(),
                 reason: format!(
-                    "the network input would be {h}x{w} (HxW) = {}, above the limit of {} (sides at \
+                    "the network input would be {w}x{h} (WxH) = {}, above the limit of {} (sides at \
                      most {}); re-export the model at a smaller size, or raise --max-pixels",
                     crate::limits::describe_pixels(pixels),
                     crate::limits::describe_pixels(limits.max_pixels),
@@ -354,7 +358,7 @@ impl OnnxModel {
             (Dim::Fixed(h), Dim::Fixed(w), None) => Ok((*h, *w)),
             (Dim::Fixed(h), Dim::Fixed(w), Some(r)) if (*h, *w) == r => Ok(r),
             (Dim::Fixed(h), Dim::Fixed(w), Some((rh, rw))) => Err(fail(format!(
-                "the model's input is fixed at {h}x{w} (HxW), but --input-size asks for {rh}x{rw}; \
+                "the model's input is fixed at {w}x{h} (WxH), but --input-size asks for {rw}x{rh}; \
                  drop --input-size or re-export the model at that size"
             ))),
             (_, _, Some((rh, rw))) => {
@@ -370,7 +374,7 @@ impl OnnxModel {
                 Ok((rh, rw))
             }
             (_, _, None) => Err(fail(format!(
-                "input `{}` has a dynamic size {}; pass --input-size HxW (e.g. 512x1024) to fix it",
+                "input `{}` has a dynamic size {}; pass --input-size WxH (e.g. 1024x512) to fix it",
                 self.input.name, self.input
             ))),
         }

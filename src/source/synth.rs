@@ -76,9 +76,8 @@ impl SynthConfig {
                     config.frames = (n > 0).then_some(n);
                 }
                 "size" => {
-                    let (w, h) = value.split_once(['x', 'X']).ok_or_else(|| bad("WxH, e.g. 1024x512"))?;
-                    config.width = w.parse().map_err(|_| bad("WxH, e.g. 1024x512"))?;
-                    config.height = h.parse().map_err(|_| bad("WxH, e.g. 1024x512"))?;
+                    let size: crate::frame::Size = value.parse().map_err(|_| bad("WxH, e.g. 1024x512"))?;
+                    (config.width, config.height) = (size.width, size.height);
                     if !(16..=8192).contains(&config.width) || !(16..=8192).contains(&config.height) {
                         return Err(bad("a width and height between 16 and 8192"));
                     }

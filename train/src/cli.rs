@@ -9,15 +9,14 @@ use anyhow::Context;
 use clap::Args;
 
 use semask_edge::files::write_atomically;
-use semask_edge::frame::Frame;
-use semask_edge::model::ClassTable;
+use semask_edge::frame::Size;
 use semask_edge::preprocess::PreprocSpec;
 use semask_edge::sink::Sink;
 use semask_edge::sink::images::{LabelIds, PngDirSink, PngKind};
 use semask_edge::source::synth::SynthConfig;
 use semask_train::data::augment::AugmentConfig;
-use semask_train::data::{Cityscapes, DataRecipe, Dataset, DatasetKind, Sample, Synth};
-use semask_train::eval::ConfusionMatrix;
+use semask_train::data::{Cityscapes, DataRecipe, Dataset, DatasetKind, Synth};
+use semask_train::eval::{self, Labeller};
 use semask_train::model::SeMaskFpn;
 use semask_train::training::{self, RunDir, TrainConfig};
 use semask_train::weights::Checkpoint;
@@ -43,17 +42,14 @@ pub struct DataArgs {
     pub synth_frames: usize,
 }
 
+/// `512x256` → `(512, 256)`: a size (WxH, [`Size`], like every size), as `(width, height)`.
 fn parse_wxh(text: &str) -> Result<(usize, usize), String> {
-    parse_pair(text, "WxH")
+    text.parse::<Size>().map(|s| (s.width, s.height)).map_err(|e| e.to_string())
 }
 
-/// Two positive numbers `AxB`; `form` names them in the error.
-fn parse_pair(text: &str, form: &str) -> Result<(usize, usize), String> {
-    let (a, b) = text.split_once(['x', 'X']).ok_or_else(|| format!("{text:?} is not {form}"))?;
-    match (a.parse(), b.parse()) {
-        (Ok(a), Ok(b)) if a > 0 && b > 0 => Ok((a, b)),
-        _ => Err(format!("{text:?} is not {form} with positive numbers")),
-    }
+/// `256x128` → `(128, 256)`: a size (WxH, [`Size`]), as the `(height, width)` of a tensor.
+pub fn parse_size_hw(text: &str) -> Result<(usize, usize), String> {
+    text.parse::<Size>().map(Size::hw).map_err(|e| e.to_string())
 }
 
 pub fn parse_seeds(text: &str) -> Result<Range<u64>, String> {
@@ -179,8 +175,8 @@ pub struct TrainArgs {
     #[arg(long, value_name = "NORM")]
     grad_clip: Option<f64>,
 
-    /// Training crop HxW.
-    #[arg(long, value_name = "HxW", default_value = "768x768", value_parser = parse_hxw)]
+    /// Training crop WxH.
+    #[arg(long, value_name = "WxH", default_value = "768x768", value_parser = parse_size_hw)]
     crop: (usize, usize),
 
     /// Base scale WxH (long x short edge) before the random 0.5-2.0 ratio (default: 2048x1024
@@ -215,11 +211,6 @@ pub struct TrainArgs {
     /// Continue the run in this directory from its latest checkpoint.
     #[arg(long, value_name = "DIR")]
     resume: Option<PathBuf>,
-}
-
-/// `HxW`: the same syntax as `WxH`, the numbers in the other order.
-pub fn parse_hxw(text: &str) -> Result<(usize, usize), String> {
-    parse_pair(text, "HxW")
 }
 
 /// `semask-train train`. `data_flags_given`: which of [`DATA_FLAGS`] were on the command line
@@ -409,60 +400,30 @@ pub struct EvalArgs {
 
 pub fn eval(args: EvalArgs, device: burn::tensor::Device) -> anyhow::Result<()> {
     let dataset = args.data.open(&args.split, &args.seeds)?;
-    // One value per run, so the size difference between the variants costs nothing.
-    #[allow(clippy::large_enum_variant)]
-    enum Predictor {
-        Model(SeMaskFpn),
-        Onnx(Box<semask_edge::pipeline::Segmenter>),
-    }
-    let mut predictor = match (&args.weights, &args.onnx) {
+    let mut labeller: Box<dyn Labeller + '_> = match (&args.weights, &args.onnx) {
         (Some(weights), _) => {
             let arch = args.arch.resolve()?;
-            Predictor::Model(Checkpoint::read(weights)?.load_into(SeMaskFpn::new(&arch, &device), &device)?)
+            let model = Checkpoint::read(weights)?.load_into(SeMaskFpn::new(&arch, &device), &device)?;
+            Box::new(training::ModelLabeller::new(model, &imagenet_spec(), &device))
         }
-        (None, Some(onnx)) => {
-            let model = semask_edge::model::OnnxModel::open(onnx, &Default::default())?;
-            let options = semask_edge::pipeline::SegmenterOptions {
-                upsample: semask_edge::postprocess::Upsample::Exact,
-                ..Default::default()
-            };
-            Predictor::Onnx(Box::new(semask_edge::pipeline::Segmenter::new(&model, &options)?))
-        }
+        (None, Some(onnx)) => Box::new(eval::onnx_labeller(onnx)?),
         (None, None) => unreachable!("clap requires --weights or --onnx"),
     };
-    let classes = ClassTable::cityscapes();
+    let classes = labeller.classes().clone();
     // The runtime's label writer: the same PNGs `semask-edge run --label-ids cityscapes` writes.
     let mut label_writer = match &args.save_labels {
         Some(dir) => Some(PngDirSink::new(dir, PngKind::Labels(LabelIds::Cityscapes), &classes)?),
         None => None,
     };
-    let mut confusion = ConfusionMatrix::new(classes.len());
-    let mut sample = Sample::default();
-    let mut frame = Frame::default();
-    let progress = semask_train::progress_bar(dataset.len() as u64, "images");
-    for i in 0..dataset.len() {
-        dataset.get(i, &mut sample)?;
-        match &mut predictor {
-            Predictor::Model(model) => {
-                let (w, h) = (sample.image.width, sample.image.height);
-                frame.labels.reset(w, h);
-                frame.labels.data = training::predict(model, &sample.image, &imagenet_spec(), &device);
-            }
-            Predictor::Onnx(segmenter) => {
-                frame.image = std::mem::take(&mut sample.image);
-                segmenter.segment(&mut frame, Default::default())?;
-                sample.image = std::mem::take(&mut frame.image);
-            }
-        }
-        confusion.add(&sample.labels.data, &frame.labels.data);
+    let progress = semask_edge::progress::bar(Some(dataset.len() as u64), "images", true);
+    let metrics = eval::evaluate(labeller.as_mut(), dataset.as_ref(), |_, frame| {
         if let Some(writer) = &mut label_writer {
-            frame.name.clone_from(&sample.name);
-            writer.write(&frame)?;
+            writer.write(frame)?;
         }
         progress.inc(1);
-    }
+        Ok(())
+    })?;
     progress.finish_and_clear();
-    let metrics = confusion.metrics();
     println!("{} images, {} labelled pixels", dataset.len(), metrics.pixels);
     println!("{:<16} {:>8}", "class", "IoU");
     for (name, iou) in classes.names().iter().zip(&metrics.iou) {

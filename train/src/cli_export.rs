@@ -36,8 +36,8 @@ pub struct ExportArgs {
     #[arg(long, conflicts_with = "weights")]
     random_init: bool,
 
-    /// Network input size HxW (static in the graph; the runtime resizes frames to it).
-    #[arg(long, value_name = "HxW", default_value = "512x1024", value_parser = parse_input_size)]
+    /// Network input size WxH (static in the graph; the runtime resizes frames to it).
+    #[arg(long, value_name = "WxH", default_value = "1024x512", value_parser = parse_input_size)]
     input_size: (usize, usize),
 
     /// Also output `logits_up`: the logits bilinearly resized to the input size.
@@ -97,12 +97,12 @@ fn parse_export_precision(text: &str) -> Result<Precision, String> {
     }
 }
 
-/// `HxW` (the training crate's one parser), both sides at least 32: the four stages need a
-/// feature map of at least 1x1 at stride 32.
+/// A size WxH as `(height, width)`, both sides at least 32: the four stages need a feature
+/// map of at least 1x1 at stride 32.
 fn parse_input_size(text: &str) -> Result<(usize, usize), String> {
-    match crate::cli::parse_hxw(text)? {
+    match crate::cli::parse_size_hw(text)? {
         (h, w) if h >= 32 && w >= 32 => Ok((h, w)),
-        _ => Err(format!("{text:?} is not HxW with both sides at least 32")),
+        _ => Err(format!("{text:?}: both sides of the network input must be at least 32")),
     }
 }
 
@@ -129,8 +129,7 @@ pub fn run(args: ExportArgs, device: burn::tensor::Device) -> anyhow::Result<()>
         Some(path) => training_data_of(path).unwrap_or_else(|| "unknown".into()),
         None => "none (random weights)".into(),
     });
-    let classes =
-        if arch.num_classes == 19 { ClassTable::cityscapes() } else { ClassTable::generic(arch.num_classes) };
+    let classes = ClassTable::for_count(arch.num_classes);
     let (height, width) = args.input_size;
     let metadata = vec![
         (KEY_CLASSES.to_string(), serde_json::to_string(classes.names())?),
@@ -140,7 +139,7 @@ pub fn run(args: ExportArgs, device: burn::tensor::Device) -> anyhow::Result<()>
         (KEY_LOGITS.to_string(), LOGITS.to_string()),
         (KEY_CHANNEL_ORDER.to_string(), "rgb".to_string()),
         ("semask.arch".to_string(), serde_json::to_string(&arch)?),
-        ("semask.input_size".to_string(), format!("{height}x{width}")),
+        ("semask.input_size".to_string(), semask_edge::frame::Size::from_hw((height, width)).to_string()),
         ("semask.weights".to_string(), weights_name),
         ("semask.training_data".to_string(), training_data),
         ("semask.git_revision".to_string(), GIT_REVISION.to_string()),

@@ -18,6 +18,7 @@ use semask_edge::model::metadata::KEY_FP32_SHA256;
 use semask_edge::pipeline::{Segmenter, SegmenterOptions};
 use semask_edge::preprocess::Preprocessor;
 use semask_edge::source::Captured;
+use semask_train::eval;
 use semask_train::onnx::graph::{read_model, write_model};
 use semask_train::quantize::{self, Method};
 
@@ -160,9 +161,9 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     log::info!("calibrating on {} frames of {calib} (every {every}; {bad} unreadable)", inputs.len());
 
     let passes = if method == Method::MinMax { 1 } else { 2 };
-    let progress = semask_train::progress_bar((inputs.len() * passes) as u64, "frames");
+    let progress = semask_edge::progress::bar(Some((inputs.len() * passes) as u64), "frames", true);
     progress.set_message(format!("calibration ({})", method.name()));
-    let quantized = quantize::quantize(&proto, &inputs, method, args.trt_version, &progress)?;
+    let quantized = quantize::quantize(&proto, &inputs, method, args.trt_version, &|| progress.inc(1))?;
     progress.finish_and_clear();
 
     // The artifacts.
@@ -251,23 +252,29 @@ fn write_tensors(dir: &Path, inputs: &[Vec<f32>]) -> anyhow::Result<Vec<String>>
 /// int8 labels agree with the fp32 ones.
 fn accuracy_report(args: &QuantizeArgs, paths: &[&Path; 3]) -> anyhow::Result<serde_json::Value> {
     let dataset = args.data.open(&args.split, &args.eval_seeds)?;
-    let progress = semask_train::progress_bar((dataset.len() * 3) as u64, "images");
+    let progress = semask_edge::progress::bar(Some((dataset.len() * 3) as u64), "images", true);
     let mut results = Vec::new();
     for (name, path) in ["fp32", "qdq", "qop"].iter().zip(paths) {
         progress.set_message(format!("evaluating {name}"));
-        results.push((*name, quantize::evaluate(path, dataset.as_ref(), 19, &progress)?));
+        let mut labels = Vec::with_capacity(dataset.len());
+        let metrics = eval::evaluate(&mut eval::onnx_labeller(path)?, dataset.as_ref(), |_, frame| {
+            labels.push(frame.labels.data.clone());
+            progress.inc(1);
+            Ok(())
+        })?;
+        results.push((*name, metrics, labels));
     }
     progress.finish_and_clear();
-    let fp32 = &results[0].1;
+    let (_, fp32, fp32_labels) = &results[0];
     let mut out = serde_json::json!({"dataset": dataset.describe(), "images": dataset.len()});
-    for (name, eval) in &results {
+    for (name, metrics, labels) in &results {
         let mut entry = serde_json::json!({
-            "miou": eval.metrics.miou,
-            "pixel_accuracy": eval.metrics.pixel_accuracy,
+            "miou": metrics.miou,
+            "pixel_accuracy": metrics.pixel_accuracy,
         });
         if *name != "fp32" {
-            entry["agreement_with_fp32"] = quantize::agreement(&eval.labels, &fp32.labels).into();
-            entry["miou_drop_points"] = (100.0 * (fp32.metrics.miou - eval.metrics.miou)).into();
+            entry["agreement_with_fp32"] = quantize::agreement(labels, fp32_labels).into();
+            entry["miou_drop_points"] = (100.0 * (fp32.miou - metrics.miou)).into();
         }
         out[*name] = entry;
     }

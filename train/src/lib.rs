@@ -19,21 +19,6 @@ pub mod quantize;
 pub mod training;
 pub mod weights;
 
-/// A progress bar on stderr counting `unit`s (hidden when stderr is not a terminal).
-pub fn progress_bar(len: u64, unit: &str) -> indicatif::ProgressBar {
-    use std::io::IsTerminal;
-    if !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(len);
-    let template = format!("{{bar:30}} {{pos}}/{{len}} {unit}, {{per_sec}}, eta {{eta}} | {{msg}}");
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(&template)
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar
-}
-
 /// The CPU device (burn's pure-Rust `flex` backend): the default, and what CI tests.
 pub fn cpu() -> burn::tensor::Device {
     burn::tensor::Device::flex()

@@ -27,7 +27,7 @@ const TRAIN_EXAMPLES: &str = "Examples:
   semask-train train --dataset cityscapes --data-root ~/cityscapes \\
       --init swin_tiny_patch4_window7_224.pth --out runs/cityscapes
   # a small model on synthetic scenes (no download), evaluated every 250 iterations
-  semask-train train --arch tiny --out runs/synth --iterations 3000 --batch 4 --crop 128x256 \\
+  semask-train train --arch tiny --out runs/synth --iterations 3000 --batch 4 --crop 256x128 \\
       --warmup 150 --eval-every 250 --checkpoint-every 500
   # continue after Ctrl-C or a crash (from the latest checkpoint), or extend a finished run
   semask-train train --resume runs/synth [--iterations 6000]
@@ -47,7 +47,7 @@ const EVAL_EXAMPLES: &str = "Examples:
 const EXPORT_EXAMPLES: &str = "Examples:
   # a trained checkpoint at the Cityscapes network size
   semask-train export --arch semask-t --weights runs/city/checkpoints/iter_80000.safetensors \\
-      --input-size 512x1024 --out semask-t.onnx
+      --input-size 1024x512 --out semask-t.onnx
   # the full-size architecture with fresh weights, for benchmarks
   semask-train export --arch semask-t --random-init --out semask-t-random.onnx
   # with the upsampled and semantic logits too (to compare against PyTorch)

@@ -14,11 +14,12 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamGroup, Param
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use semask_edge::model::ClassTable;
 
 use crate::data::Dataset;
 use crate::data::augment::{AugmentConfig, IGNORE};
 use crate::data::loader::{Batch, BatchLoader};
-use crate::eval::{ConfusionMatrix, Metrics};
+use crate::eval::Labeller;
 use crate::model::decoder::resize;
 use crate::model::{ArchConfig, SeMaskFpn};
 use crate::weights::Checkpoint;
@@ -208,22 +209,32 @@ impl RunDir {
     }
 }
 
-/// Evaluates `model` on every sample of `dataset` at full resolution (no augmentation).
-pub fn evaluate(
-    model: &SeMaskFpn,
-    dataset: &dyn Dataset,
-    spec: &semask_edge::preprocess::PreprocSpec,
-    device: &Device,
-) -> anyhow::Result<Metrics> {
-    let classes = model.decode_head.conv_seg.weight.val().dims()[0];
-    let mut confusion = ConfusionMatrix::new(classes);
-    let mut sample = crate::data::Sample::default();
-    for i in 0..dataset.len() {
-        dataset.get(i, &mut sample)?;
-        let prediction = predict(model, &sample.image, spec, device);
-        confusion.add(&sample.labels.data, &prediction);
+/// The burn model as a [`Labeller`]: full resolution, no augmentation ([`predict`]).
+pub struct ModelLabeller {
+    model: SeMaskFpn,
+    spec: semask_edge::preprocess::PreprocSpec,
+    device: Device,
+    classes: ClassTable,
+}
+
+impl ModelLabeller {
+    pub fn new(model: SeMaskFpn, spec: &semask_edge::preprocess::PreprocSpec, device: &Device) -> Self {
+        let classes = ClassTable::for_count(model.num_classes());
+        ModelLabeller { model, spec: *spec, device: device.clone(), classes }
     }
-    Ok(confusion.metrics())
+}
+
+impl Labeller for ModelLabeller {
+    fn classes(&self) -> &ClassTable {
+        &self.classes
+    }
+
+    fn label(&mut self, frame: &mut semask_edge::frame::Frame) -> anyhow::Result<()> {
+        let (w, h) = (frame.image.width, frame.image.height);
+        frame.labels.reset(w, h);
+        frame.labels.data = predict(&self.model, &frame.image, &self.spec, &self.device);
+        Ok(())
+    }
 }
 
 /// Train ids predicted for an image at its own size (bilinear logits upsampling, argmax).
@@ -348,7 +359,7 @@ pub fn train(
         config.workers,
         prefetch,
     );
-    let progress = crate::progress_bar((config.iterations - start) as u64, "it");
+    let progress = semask_edge::progress::bar(Some((config.iterations - start) as u64), "it", true);
     let started = Instant::now();
     for t in start..config.iterations {
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -383,7 +394,8 @@ pub fn train(
         if let Some(val) = val_data
             .filter(|_| config.eval_every > 0 && (done % config.eval_every == 0 || done == config.iterations))
         {
-            let metrics = evaluate(&model.valid(), val, &augment.spec, device)?;
+            let mut labeller = ModelLabeller::new(model.valid(), &augment.spec, device);
+            let metrics = crate::eval::evaluate(&mut labeller, val, |_, _| Ok(()))?;
             row.val_miou = Some(metrics.miou);
             row.val_accuracy = Some(metrics.pixel_accuracy);
             progress.suspend(|| {

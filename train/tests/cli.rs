@@ -21,7 +21,7 @@ fn train_args<'a>(run_flag: &'a str, run: &'a str, iterations: &'a str) -> Vec<&
         "--batch",
         "2",
         "--crop",
-        "64x128",
+        "128x64",
         "--synth-size",
         "256x128",
         "--synth-frames",
@@ -84,7 +84,7 @@ fn resume_continues_from_the_latest_checkpoint() {
     // default 768x768 crops, 16 times the pixels), and refuses to change it.
     let original = &train_args("--out", run_s, "4");
     let crop = &original[original.iter().position(|a| *a == "--crop").unwrap() + 1];
-    let (h, w) = crop.split_once('x').unwrap();
+    let (w, h) = crop.split_once('x').unwrap(); // flags say WxH; the recipe keeps (height, width)
     assert_eq!(
         state["config"]["data"]["crop"],
         serde_json::json!([h.parse::<u64>().unwrap(), w.parse::<u64>().unwrap()])

@@ -42,7 +42,7 @@ fn max_diff(ours: &[f32], reference: &[f32]) -> f32 {
 fn check(case: &str) {
     let dir = tempfile::tempdir().unwrap();
     let (input_shape, input) = read_npy(&fixture(&format!("semask-ref/{case}_input.npy"))).unwrap();
-    let size = format!("{}x{}", input_shape[2], input_shape[3]);
+    let size = format!("{}x{}", input_shape[3], input_shape[2]);
     let model_path = dir.path().join(format!("{case}.onnx"));
     export(case, &size, &model_path);
 
@@ -126,7 +126,7 @@ fn random_init_export_at_an_odd_size_runs_in_onnxruntime() {
         "tiny",
         "--random-init",
         "--input-size",
-        "100x150",
+        "150x100",
         "--out",
         model_path.to_str().unwrap(),
     ]);
@@ -157,7 +157,7 @@ fn fp16_export_is_a_valid_half_precision_graph_close_to_fp32() {
     let dir = tempfile::tempdir().unwrap();
     let case = "tiny2";
     let (input_shape, input) = read_npy(&fixture(&format!("semask-ref/{case}_input.npy"))).unwrap();
-    let size = format!("{}x{}", input_shape[2], input_shape[3]);
+    let size = format!("{}x{}", input_shape[3], input_shape[2]);
     let model_path = dir.path().join("tiny2.fp16.onnx");
     let weights = fixture(&format!("semask-ref/{case}.safetensors"));
     let output = run_train(&[

@@ -58,7 +58,9 @@ fn tiny_model_overfits_eight_synthetic_frames() {
         &stop,
     )
     .unwrap();
-    let metrics = training::evaluate(&model.valid(), data.as_ref() as &dyn Dataset, &spec, &device).unwrap();
+    let mut labeller = training::ModelLabeller::new(model.valid(), &spec, &device);
+    let metrics =
+        semask_train::eval::evaluate(&mut labeller, data.as_ref() as &dyn Dataset, |_, _| Ok(())).unwrap();
     eprintln!(
         "after {iterations} steps: pixel accuracy {:.4}, mIoU {:.4}",
         metrics.pixel_accuracy, metrics.miou

@@ -134,7 +134,10 @@ impl BatchLoader {
                 // Every worker is gone (they only stop when the loader drops its job channel,
                 // so this is not expected): an error, not a wait without end.
                 Err(_) => {
-                    return Err(DataError::Worker { iteration: wanted, reason: "every data worker has stopped".into() });
+                    return Err(DataError::Worker {
+                        iteration: wanted,
+                        reason: "every data worker has stopped".into(),
+                    });
                 }
             }
         };
@@ -191,8 +194,9 @@ mod tests {
                 spec: semask_edge::preprocess::PreprocSpec::imagenet(0, 0),
             };
             let mut loader = BatchLoader::new(Arc::new(Panicky), config, 1, 0, 0, 2, 2);
-            let results: Vec<Result<usize, String>> =
-                (0..8).map(|_| loader.next_batch(2).map(|b| b.iteration).map_err(|e| e.to_string())).collect();
+            let results: Vec<Result<usize, String>> = (0..8)
+                .map(|_| loader.next_batch(2).map(|b| b.iteration).map_err(|e| e.to_string()))
+                .collect();
             let _ = tx.send(results);
         });
         let results = rx.recv_timeout(std::time::Duration::from_secs(60)).expect("the loader hung");

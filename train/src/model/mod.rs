@@ -196,6 +196,11 @@ impl SeMaskFpn {
     }
 
     /// `x`: normalised images `[B, 3, H, W]`.
+    /// The classes it predicts: the output channels of `conv_seg`.
+    pub fn num_classes(&self) -> usize {
+        self.decode_head.conv_seg.weight.val().dims()[0]
+    }
+
     pub fn forward(&self, x: Tensor<4>) -> Outputs {
         self.forward_with_taps(x, &mut Taps::disabled())
     }

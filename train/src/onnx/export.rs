@@ -2,7 +2,7 @@
 //! structure as [`crate::model`]'s forward pass, for one static input size.
 //!
 //! What the graph looks like, and why:
-//! - Static shapes everywhere (batch 1, the given `HxW`): window partitions are Reshape /
+//! - Static shapes everywhere (batch 1, the given input size): window partitions are Reshape /
 //!   Transpose with constant shapes, padding is `Pad`, the cyclic shift is Slice + Concat; no
 //!   Shape / Gather / ScatterND / Where arithmetic for TensorRT or tract to fold.
 //! - The relative-position bias of every attention is gathered at export time into a constant

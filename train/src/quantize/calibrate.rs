@@ -104,12 +104,13 @@ pub fn activation_names(graph: &pb::GraphProto) -> Vec<String> {
 }
 
 /// Collects statistics of `tap`'s tensors over `inputs` (one or two passes over the frames)
-/// and returns `amax` per tensor name for `method`. Non-float tensors are skipped.
+/// and returns `amax` per tensor name for `method`. Non-float tensors are skipped. `on_step`
+/// is called after each frame of each pass.
 pub fn calibrate(
     tap: &TensorTap,
     inputs: &[Vec<f32>],
     method: Method,
-    progress: &indicatif::ProgressBar,
+    on_step: &dyn Fn(),
 ) -> anyhow::Result<HashMap<String, f32>> {
     let n = tap.names.len();
     let mut stats: Vec<Option<Stats>> = vec![None; n];
@@ -121,7 +122,7 @@ pub fn calibrate(
             let s = stats[i].get_or_insert(Stats { amax: 0.0, histogram: Vec::new(), range: 0.0 });
             s.amax = s.amax.max(m);
         }
-        progress.inc(1);
+        on_step();
     }
     if method != Method::MinMax {
         // Pass 2: histograms over [0, max].
@@ -141,7 +142,7 @@ pub fn calibrate(
                     s.histogram[b] += 1;
                 }
             }
-            progress.inc(1);
+            on_step();
         }
     }
     Ok(tap

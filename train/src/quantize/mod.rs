@@ -1,23 +1,17 @@
 //! Post-training int8 quantization of an fp32 ONNX export (`semask-train quantize`): calibrate
 //! activation ranges on frames ([`calibrate`]), write the Q/DQ and QOperator graphs
-//! ([`rewrite`]) and the TensorRT calibration cache, and measure what each artifact costs
-//! against fp32 ([`evaluate`]). File layout: [`semask_edge::calibration`].
+//! ([`rewrite`]) and the TensorRT calibration cache; [`agreement`] compares an artifact's
+//! labels with fp32's (scored by [`crate::eval::evaluate`]). File layout:
+//! [`semask_edge::calibration`].
 
 pub mod calibrate;
 pub mod rewrite;
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use semask_edge::calibration::{CACHE_ALGORITHM, CalibrationCache};
-use semask_edge::frame::{Frame, LabelMap};
-use semask_edge::model::OnnxModel;
-use semask_edge::pipeline::{Segmenter, SegmenterOptions};
-use semask_edge::postprocess::Upsample;
 use tract_onnx::pb;
 
-use crate::data::{Dataset, Sample};
-use crate::eval::{ConfusionMatrix, Metrics};
 pub use calibrate::Method;
 use rewrite::{Product, Target};
 
@@ -53,7 +47,7 @@ pub fn quantize(
     inputs: &[Vec<f32>],
     method: Method,
     trt_version: u32,
-    progress: &indicatif::ProgressBar,
+    on_step: &dyn Fn(),
 ) -> anyhow::Result<Quantized> {
     let graph = model.graph.as_ref().ok_or_else(|| anyhow::anyhow!("the model has no graph"))?;
     let targets = rewrite::targets(graph);
@@ -62,7 +56,7 @@ pub fn quantize(
     }
     let names = calibrate::activation_names(graph);
     let tap = calibrate::TensorTap::new(model, &names)?;
-    let amax = calibrate::calibrate(&tap, inputs, method, progress)?;
+    let amax = calibrate::calibrate(&tap, inputs, method, on_step)?;
     for t in &targets {
         if !amax.contains_key(&t.activation) {
             anyhow::bail!("no float statistics for {}, the input of a quantized product", t.activation);
@@ -79,39 +73,6 @@ pub fn quantize(
     let qdq = rewrite::to_qdq(model, &targets, &amax);
     let qop = rewrite::to_qop(model, &targets, &amax);
     Ok(Quantized { qdq, qop, cache, targets, amax })
-}
-
-/// Labels of one model over a dataset, with its metrics against the dataset's labels.
-pub struct Evaluation {
-    pub metrics: Metrics,
-    pub labels: Vec<Vec<u8>>,
-}
-
-/// Runs the ONNX model at `path` through the runtime (tract, exact upsampling to each image's
-/// size) on every sample of `dataset`.
-pub fn evaluate(
-    path: &Path,
-    dataset: &dyn Dataset,
-    classes: usize,
-    progress: &indicatif::ProgressBar,
-) -> anyhow::Result<Evaluation> {
-    let model = OnnxModel::open(path, &Default::default())?;
-    let options = SegmenterOptions { upsample: Upsample::Exact, ..Default::default() };
-    let mut segmenter = Segmenter::new(&model, &options)?;
-    let mut confusion = ConfusionMatrix::new(classes);
-    let (mut sample, mut frame) = (Sample::default(), Frame::default());
-    let mut labels = Vec::with_capacity(dataset.len());
-    for i in 0..dataset.len() {
-        dataset.get(i, &mut sample)?;
-        frame.image = std::mem::take(&mut sample.image);
-        frame.labels = LabelMap::default();
-        segmenter.segment(&mut frame, Default::default())?;
-        sample.image = std::mem::take(&mut frame.image);
-        confusion.add(&sample.labels.data, &frame.labels.data);
-        labels.push(std::mem::take(&mut frame.labels.data));
-        progress.inc(1);
-    }
-    Ok(Evaluation { metrics: confusion.metrics(), labels })
 }
 
 /// Fraction of pixels where two label sets agree.

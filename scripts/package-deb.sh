@@ -14,7 +14,9 @@ arch=${1:-}
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 case "$arch" in
   amd64)
-    cargo build --release -p semask-edge --bin semask-edge
+    # The workspace's feature set, the one `cargo test --release --workspace` built: after the
+    # tests this links nothing new (`-p semask-edge` alone would rebuild every dependency).
+    cargo build --release --workspace --bins
     binary=target/release/semask-edge
     strip_tool=strip
     ;;
@@ -29,7 +31,7 @@ case "$arch" in
     ;;
 esac
 host=target/release/semask-edge
-[ -x "$host" ] || cargo build --release -p semask-edge --bin semask-edge
+[ -x "$host" ] || cargo build --release --workspace --bins
 
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT

@@ -34,9 +34,10 @@ pub struct RecordArgs {
 
 /// Where recorded frames come from.
 enum Recorder {
-    /// An MJPEG camera: its JPEG frames are stored as delivered.
+    /// An MJPEG camera: its JPEG frames are stored as delivered. (Boxed: the capture holds
+    /// its mapped buffers' table, ~350 bytes.)
     #[cfg(feature = "camera")]
-    Camera(semask_edge::source::v4l2::RawCapture),
+    Camera(Box<semask_edge::source::v4l2::RawCapture>),
     /// Any other input: frames are decoded and encoded to JPEG.
     Decoded(Box<dyn Source>),
 }
@@ -103,7 +104,7 @@ fn open(uri: &SourceUri, args: &RecordArgs, ctx: &super::Context) -> anyhow::Res
         match RawCapture::open(path, &options) {
             Ok(camera) => {
                 log::info!("recording {} ({}) as delivered", path.display(), camera.mode());
-                return Ok(Recorder::Camera(camera));
+                return Ok(Recorder::Camera(Box::new(camera)));
             }
             // Not an MJPEG camera: decode and re-encode like any other input.
             Err(semask_edge::source::SourceError::Unsupported { reason, .. }) => {

@@ -396,10 +396,10 @@ impl SynthScene {
                 }
             }
             for (d, &v) in image.data[y * w * 3..(y + 1) * w * 3].iter_mut().zip(row.iter()) {
-                // `max` maps NaN to 0, so the value is finite and in 0..=255 and the unchecked
-                // conversion is sound (SAFETY); unlike `as`, it vectorises.
+                // Unlike `as`, the unchecked conversion below vectorises.
                 #[allow(clippy::manual_clamp)] // clamp would keep NaN
                 let v = v.max(0.0).min(255.0);
+                // SAFETY: `max` maps NaN to 0, so `v` is finite and in 0..=255, which i32 holds.
                 *d = unsafe { v.to_int_unchecked::<i32>() } as u8;
             }
         }

@@ -268,7 +268,8 @@ mod tests {
         assert_eq!(base.digest(), key().digest());
         let round_trip: EngineKey = serde_json::from_str(&serde_json::to_string(&base).unwrap()).unwrap();
         assert_eq!(round_trip.digest(), base.digest());
-        let variants: Vec<Box<dyn Fn(&mut EngineKey)>> = vec![
+        type Change = Box<dyn Fn(&mut EngineKey)>;
+        let variants: Vec<Change> = vec![
             Box::new(|k| k.model_sha256 = "cd".repeat(32)),
             Box::new(|k| k.calibration_sha256 = Some("ef".repeat(32))),
             Box::new(|k| k.tensorrt = "10.3.1".into()),

@@ -9,6 +9,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 
 use semask_edge::frame::{Frame, Rgb8Image};
 use semask_edge::model::ClassTable;
+use semask_edge::named::Named;
 use semask_edge::postprocess::{Needs, Postprocessor, Upsample};
 use semask_edge::preprocess::{PreprocSpec, Preprocessor};
 use semask_edge::source::synth::{SynthConfig, SynthScene};

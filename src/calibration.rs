@@ -14,7 +14,7 @@
 //! and [`CalibrationBatches`], see [`plan_calibration`]), found next to the fp32 model or in its
 //! `calibration/<stem>/` folder.
 
-use std::fmt;
+use crate::named::Named;
 use std::path::{Path, PathBuf};
 
 /// File names inside a calibration folder.
@@ -41,33 +41,25 @@ pub enum Precision {
     Int8,
 }
 
-impl Precision {
-    pub fn name(self) -> &'static str {
+impl Named for Precision {
+    const WHAT: &'static str = "precision";
+    const ALL: &'static [Self] = &[Precision::Fp32, Precision::Fp16, Precision::Int8];
+    fn name(self) -> &'static str {
         match self {
             Precision::Fp32 => "fp32",
             Precision::Fp16 => "fp16",
             Precision::Int8 => "int8",
         }
     }
-}
-
-impl fmt::Display for Precision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for Precision {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "fp32" => Ok(Precision::Fp32),
-            "fp16" => Ok(Precision::Fp16),
-            "int8" => Ok(Precision::Int8),
-            other => Err(format!("unknown precision {other:?}; use fp32, fp16 (TensorRT) or int8")),
+    fn help(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "32-bit floats: the exported model as it is",
+            Precision::Fp16 => "half precision (TensorRT only)",
+            Precision::Int8 => "8-bit integers: the model's int8 form, or TensorRT's int8 engine",
         }
     }
 }
+crate::impl_named_text!(Precision);
 
 /// Errors reading calibration artifacts, each naming the file and the fix.
 #[derive(Debug, thiserror::Error)]

@@ -43,6 +43,7 @@ pub mod fuzz;
 pub mod guard;
 pub mod limits;
 pub mod model;
+pub mod named;
 pub mod pipeline;
 pub mod postprocess;
 pub mod preprocess;

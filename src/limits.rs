@@ -32,6 +32,29 @@ pub const MAX_TENSOR_BYTES: u64 = 4 << 30;
 /// 1000 ticks per frame overflows its 32-bit rate for long videos.
 pub const FPS_RANGE: RangeInclusive<f64> = 0.01..=1000.0;
 
+/// A size or rate outside the limits; each message says how to proceed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LimitError {
+    #[error("the frame is {width}x{height}; nothing to segment")]
+    EmptyFrame { width: u64, height: u64 },
+    #[error("the frame claims {width}x{height}; no side may exceed {MAX_SIDE} pixels (a corrupt header?)")]
+    SideTooLong { width: u64, height: u64 },
+    #[error(
+        "the frame claims {width}x{height} = {}, above the limit of {} (raise it with \
+         --max-pixels {} if the file is genuine)",
+        describe_pixels(width * height),
+        describe_pixels(*max_pixels),
+        width * height
+    )]
+    TooManyPixels { width: u64, height: u64, max_pixels: u64 },
+    #[error(
+        "{what} is {fps} fps; frame rates must be between {} and {} fps",
+        FPS_RANGE.start(),
+        FPS_RANGE.end()
+    )]
+    FrameRate { what: String, fps: f64 },
+}
+
 /// Size limits for one run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -47,23 +70,16 @@ impl Default for Limits {
 
 impl Limits {
     /// Checks a declared `width x height` before anything of that size is allocated.
-    pub fn check_frame(&self, width: u64, height: u64) -> Result<(), String> {
+    pub fn check_frame(&self, width: u64, height: u64) -> Result<(), LimitError> {
         if width == 0 || height == 0 {
-            return Err(format!("the frame is {width}x{height}; nothing to segment"));
+            return Err(LimitError::EmptyFrame { width, height });
         }
         if width > MAX_SIDE || height > MAX_SIDE {
-            return Err(format!(
-                "the frame claims {width}x{height}; no side may exceed {MAX_SIDE} pixels (a corrupt header?)"
-            ));
+            return Err(LimitError::SideTooLong { width, height });
         }
-        let pixels = width * height;
-        if pixels > self.max_pixels {
-            return Err(format!(
-                "the frame claims {width}x{height} = {}, above the limit of {} (raise it with \
-                 --max-pixels {pixels} if the file is genuine)",
-                describe_pixels(pixels),
-                describe_pixels(self.max_pixels)
-            ));
+        // Both sides are at most 65535: the product fits.
+        if width * height > self.max_pixels {
+            return Err(LimitError::TooManyPixels { width, height, max_pixels: self.max_pixels });
         }
         Ok(())
     }
@@ -91,15 +107,11 @@ pub fn describe_pixels(pixels: u64) -> String {
 }
 
 /// Checks a frame rate against [`FPS_RANGE`]; `what` names where it came from.
-pub fn check_fps(fps: f64, what: &str) -> Result<f64, String> {
+pub fn check_fps(fps: f64, what: &str) -> Result<f64, LimitError> {
     if FPS_RANGE.contains(&fps) {
         Ok(fps)
     } else {
-        Err(format!(
-            "{what} is {fps} fps; frame rates must be between {} and {} fps",
-            FPS_RANGE.start(),
-            FPS_RANGE.end()
-        ))
+        Err(LimitError::FrameRate { what: what.to_string(), fps })
     }
 }
 
@@ -111,8 +123,10 @@ mod tests {
     fn frames_are_checked_against_sides_and_pixels() {
         let limits = Limits::default();
         assert!(limits.check_frame(7680, 4320).is_ok());
-        assert!(limits.check_frame(65535, 65535).unwrap_err().contains("--max-pixels"));
-        assert!(limits.check_frame(100_000, 1).unwrap_err().contains("65535"));
+        assert!(
+            limits.check_frame(65535, 65535).unwrap_err().to_string().contains("--max-pixels 4294836225")
+        );
+        assert!(limits.check_frame(100_000, 1).unwrap_err().to_string().contains("65535"));
         assert!(limits.check_frame(0, 10).is_err());
         let small = Limits { max_pixels: 100 };
         assert!(small.check_frame(10, 10).is_ok());

@@ -237,17 +237,59 @@ pub struct FrameFailure {
     pub reason: String,
 }
 
+/// How frames leave the source.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Pacing {
+    /// As fast as the pipeline takes them: the source waits while the pipeline is behind, so no
+    /// frame is lost (file replay).
+    #[default]
+    Lossless,
+    /// At the source's own rate (a camera): when the pipeline is behind, the newest waiting
+    /// frame replaces older ones, which are dropped and counted.
+    Live,
+    /// A file replayed at `fps` and treated as live (`--realtime`).
+    Realtime { fps: f64 },
+}
+
+impl Pacing {
+    /// Whether stale frames are dropped (a live source, or a replay that behaves as one).
+    pub fn drops_stale_frames(self) -> bool {
+        !matches!(self, Pacing::Lossless)
+    }
+}
+
+/// Passes over the source after the first (`--input-loop`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repeat {
+    /// This many more passes (0: the source once).
+    Times(u64),
+    /// Until stopped (or `max_frames`).
+    Forever,
+}
+
+impl Default for Repeat {
+    fn default() -> Self {
+        Repeat::Times(0)
+    }
+}
+
+impl Repeat {
+    /// Frames of a run over a source of `frames_per_pass` frames (`None`: without end).
+    pub fn total_frames(self, frames_per_pass: u64) -> Option<u64> {
+        match self {
+            Repeat::Times(n) => Some(frames_per_pass.saturating_mul(n.saturating_add(1))),
+            Repeat::Forever => None,
+        }
+    }
+}
+
 /// How the pipeline runs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PipelineOptions {
     /// Frames that may wait between two threads.
     pub queue_depth: usize,
-    /// Keep only the newest waiting frame (cameras; files with `--realtime`).
-    pub live: bool,
-    /// Pace the source at this frame rate (`--realtime` on files).
-    pub pace_fps: Option<f64>,
-    /// Further passes over the source after the first (`--input-loop`): 0 none, -1 forever.
-    pub extra_loops: i64,
+    pub pacing: Pacing,
+    pub repeat: Repeat,
     /// Stop after this many frames from the source.
     pub max_frames: Option<u64>,
     /// Accept frames whose size differs from the first frame's (a folder of unrelated photos).
@@ -259,9 +301,8 @@ impl Default for PipelineOptions {
     fn default() -> Self {
         PipelineOptions {
             queue_depth: 2,
-            live: false,
-            pace_fps: None,
-            extra_loops: 0,
+            pacing: Pacing::Lossless,
+            repeat: Repeat::Times(0),
             max_frames: None,
             mixed_sizes: false,
         }
@@ -339,7 +380,7 @@ pub fn run(
         let _ = free_tx.push(Frame::default());
     }
     let needs = sinks.iter().fold(Needs::default(), |acc, s| acc | s.needs());
-    let live = options.live;
+    let drop_stale = options.pacing.drops_stale_frames();
     let (preprocessor, backend, postprocessor) = segmenter.stages();
 
     std::thread::scope(|scope| {
@@ -349,7 +390,7 @@ pub fn run(
             .expect("cannot spawn the capture thread");
         let inference = std::thread::Builder::new()
             .name("semask-inference".into())
-            .spawn_scoped(scope, move || inference_loop(backend, work_rx, done_tx, live))
+            .spawn_scoped(scope, move || inference_loop(backend, work_rx, done_tx, drop_stale))
             .expect("cannot spawn the inference thread");
         let mut summary = output_loop(postprocessor, needs, sinks, done_rx, free_tx, observe);
         // A panic there is a bug: let it surface as one.
@@ -375,7 +416,7 @@ fn capture_loop(
     options: &PipelineOptions,
     stop: &AtomicBool,
 ) -> Option<SourceError> {
-    let mut loops_left = options.extra_loops;
+    let mut passes_left = options.repeat;
     let mut sequence = 0u64;
     let mut stream_size: Option<(usize, usize)> = None;
     let start = Instant::now();
@@ -384,7 +425,7 @@ fn capture_loop(
         if stop.load(Ordering::Relaxed) || options.max_frames.is_some_and(|max| sequence >= max) {
             break None;
         }
-        if let Some(fps) = options.pace_fps {
+        if let Pacing::Realtime { fps } = options.pacing {
             // `fps` is checked against FPS_RANGE where it is set; a slot beyond what a Duration
             // holds (centuries away) is never reached.
             let slot =
@@ -414,12 +455,14 @@ fn capture_loop(
             }
             Ok(Captured::Timeout) => continue,
             Ok(Captured::EndOfStream) => {
-                if loops_left == 0 {
+                if passes_left == Repeat::Times(0) {
                     break None;
                 }
                 match source.rewind() {
                     Ok(true) => {
-                        loops_left = loops_left.saturating_sub(1).max(-1);
+                        if let Repeat::Times(n) = &mut passes_left {
+                            *n -= 1;
+                        }
                         continue;
                     }
                     Ok(false) => {
@@ -466,17 +509,17 @@ fn sleep_until(deadline: Option<Instant>, stop: &AtomicBool) -> bool {
     }
 }
 
-/// Runs the network on each frame's input into its logits; on a live source keeps only the
-/// newest waiting frame. Returns a network error.
+/// Runs the network on each frame's input into its logits; with `drop_stale` (a live source)
+/// keeps only the newest waiting frame. Returns a network error.
 fn inference_loop(
     backend: &mut dyn Backend,
     mut work: RingReceiver<Frame>,
     mut done: RingSender<Frame>,
-    live: bool,
+    drop_stale: bool,
 ) -> Option<BackendError> {
     let mut error = None;
     'frames: while let Some(mut frame) = work.pop() {
-        if live {
+        if drop_stale {
             while let Some(newer) = work.try_pop() {
                 if frame.status == FrameStatus::Ok {
                     frame.status = FrameStatus::Dropped;

@@ -8,10 +8,11 @@
 //! `(value - mean) / std` per channel, written straight into the backend's input buffer.
 
 use crate::frame::Rgb8Image;
+use crate::named::Named;
 use crate::resample::{LinearTap, TwoRowCache, linear_taps};
 
 /// Order of the colour planes the network expects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ChannelOrder {
     /// Plane 0 = red (mmseg configs with `to_rgb=True`, like SeMask's).
@@ -21,14 +22,23 @@ pub enum ChannelOrder {
     Bgr,
 }
 
-impl ChannelOrder {
-    pub fn name(self) -> &'static str {
+impl Named for ChannelOrder {
+    const WHAT: &'static str = "channel order";
+    const ALL: &'static [Self] = &[ChannelOrder::Rgb, ChannelOrder::Bgr];
+    fn name(self) -> &'static str {
         match self {
             ChannelOrder::Rgb => "rgb",
             ChannelOrder::Bgr => "bgr",
         }
     }
+    fn help(self) -> &'static str {
+        match self {
+            ChannelOrder::Rgb => "plane 0 is red (mmseg configs with to_rgb=True, like SeMask's)",
+            ChannelOrder::Bgr => "plane 0 is blue (to_rgb=False)",
+        }
+    }
 }
+crate::impl_named_text!(ChannelOrder);
 
 /// ImageNet mean, RGB, 0-255 scale (SeMask's Cityscapes config).
 pub const IMAGENET_MEAN: [f32; 3] = [123.675, 116.28, 103.53];

@@ -47,6 +47,7 @@ use serde::Deserialize;
 use crate::backend::BackendKind;
 use crate::backend::tensorrt::Int8Mode;
 use crate::calibration::Precision;
+use crate::named::{self, Named};
 use crate::postprocess::Upsample;
 
 /// The shipped profiles, compiled in: (file name, text).
@@ -168,12 +169,12 @@ impl Profile {
             bad(format!("{key} = {value:?} is not allowed; use one of {}", choices.join(", ")))
         };
         let mut backends = Vec::new();
+        // A ladder names real backends; "auto" (which means "follow the ladder") is not one.
+        let rungs: Vec<&str> = BackendKind::names().into_iter().filter(|&n| n != "auto").collect();
         for name in &raw.inference.backends {
-            let kind = match name.as_str() {
-                "tensorrt" => BackendKind::TensorRt,
-                "cuda" => BackendKind::Cuda,
-                "cpu" => BackendKind::Cpu,
-                other => return Err(allowed("inference.backends", other, &["tensorrt", "cuda", "cpu"])),
+            let kind = match named::parse::<BackendKind>(name) {
+                Ok(kind) if kind != BackendKind::Auto => kind,
+                _ => return Err(allowed("inference.backends", name, &rungs)),
             };
             if backends.contains(&kind) {
                 return Err(bad(format!("inference.backends lists {name} twice")));
@@ -183,14 +184,10 @@ impl Profile {
         if backends.is_empty() {
             return Err(bad("inference.backends is empty; list at least \"cpu\"".into()));
         }
-        let precision = raw.inference.precision.parse::<Precision>().map_err(|_| {
-            allowed("inference.precision", &raw.inference.precision, &["fp32", "fp16", "int8"])
-        })?;
-        let upsample = match raw.inference.upsample.as_str() {
-            "fast" => Upsample::Fast,
-            "exact" => Upsample::Exact,
-            other => return Err(allowed("inference.upsample", other, &["fast", "exact"])),
-        };
+        let precision = named::parse::<Precision>(&raw.inference.precision)
+            .map_err(|e| allowed("inference.precision", &e.given, &e.allowed))?;
+        let upsample = named::parse::<Upsample>(&raw.inference.upsample)
+            .map_err(|e| allowed("inference.upsample", &e.given, &e.allowed))?;
         if raw.inference.threads > 256 {
             return Err(bad(format!(
                 "inference.threads = {} is not allowed; use 0 (all cores) to 256",
@@ -211,7 +208,7 @@ impl Profile {
         };
         let int8 = match raw.tensorrt.int8.as_deref() {
             None => Int8Mode::Qdq,
-            Some(text) => text.parse().map_err(|_| allowed("tensorrt.int8", text, &["qdq", "calibrated"]))?,
+            Some(text) => named::parse(text).map_err(|e| allowed("tensorrt.int8", text, &e.allowed))?,
         };
         if raw.tensorrt.optimization_level.is_some_and(|l| l > 5) {
             return Err(bad("tensorrt.optimization_level must be 0 to 5".into()));
@@ -228,7 +225,7 @@ impl Profile {
             }
         }
         if let Some(rate) = raw.camera.rate {
-            crate::limits::check_fps(rate, "camera.rate").map_err(bad)?;
+            crate::limits::check_fps(rate, "camera.rate").map_err(|e| bad(e.to_string()))?;
         }
         let camera_pixel_format = match raw.camera.pixel_format.as_deref() {
             None => None,

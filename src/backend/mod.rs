@@ -18,29 +18,31 @@ pub mod tensorrt;
 pub mod tract;
 pub mod tract_ops;
 
-use std::fmt;
-
 use crate::calibration::{Artifact, Precision};
 use crate::model::{MetadataOverrides, OnnxModel};
+use crate::named::Named;
 
 /// Which engine runs the network. The names match `--backend`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
-    /// The best available: TensorRT, then CUDA, then CPU.
+    /// The best available: the device profile's ladder (TensorRT, then CUDA, then CPU).
     Auto,
     /// tract on the CPU (always built).
     Cpu,
-    /// tract-cuda on an NVIDIA GPU (cargo feature `cuda`; not built yet).
+    /// tract-cuda on an NVIDIA GPU (cargo feature `cuda`).
     Cuda,
-    /// TensorRT (cargo feature `tensorrt`; not built yet).
-    #[value(name = "tensorrt")]
+    /// TensorRT (cargo feature `tensorrt`).
     #[serde(rename = "tensorrt")]
     TensorRt,
 }
 
-impl BackendKind {
-    pub fn name(self) -> &'static str {
+impl Named for BackendKind {
+    const WHAT: &'static str = "backend";
+    // The real backends fastest first, as a ladder lists them.
+    const ALL: &'static [Self] =
+        &[BackendKind::Auto, BackendKind::TensorRt, BackendKind::Cuda, BackendKind::Cpu];
+    fn name(self) -> &'static str {
         match self {
             BackendKind::Auto => "auto",
             BackendKind::Cpu => "cpu",
@@ -48,13 +50,16 @@ impl BackendKind {
             BackendKind::TensorRt => "tensorrt",
         }
     }
-}
-
-impl fmt::Display for BackendKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+    fn help(self) -> &'static str {
+        match self {
+            BackendKind::Auto => "the first backend of the device profile's ladder that starts here",
+            BackendKind::Cpu => "tract on the CPU (always built)",
+            BackendKind::Cuda => "tract-cuda on an NVIDIA GPU (cargo feature cuda)",
+            BackendKind::TensorRt => "TensorRT on an NVIDIA GPU or Jetson (cargo feature tensorrt)",
+        }
     }
 }
+crate::impl_named_text!(BackendKind);
 
 /// How to build a backend.
 #[derive(Debug, Clone, PartialEq)]

@@ -14,7 +14,8 @@ use semask_edge::backend::{self, BackendError, BackendKind};
 use semask_edge::calibration::Precision;
 use semask_edge::files::InputRole;
 use semask_edge::model::MetadataOverrides;
-use semask_edge::pipeline::{self, FrameEvent, SetupError};
+use semask_edge::named::Named;
+use semask_edge::pipeline::{self, FrameEvent, Repeat, SetupError};
 use semask_edge::postprocess::Upsample;
 use semask_edge::sink::{NullSink, Sink};
 use semask_edge::timing::{LatencyStats, LatencySummary, Stage, StageTimings};
@@ -56,16 +57,16 @@ pub struct BenchArgs {
     pub warmup: u64,
 
     /// Label upsampling (LIST of fast, exact) [default: the device profile's].
-    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = super::choice::<Upsample>())]
     pub upsample: Vec<Upsample>,
 
     /// Backends (LIST).
-    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "auto")]
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "auto", value_parser = super::choice::<BackendKind>())]
     pub backend: Vec<BackendKind>,
 
     /// Precisions (LIST of fp32, fp16, int8): int8 runs the model's int8 form, fp16 needs
     /// TensorRT. A backend that cannot run a precision is skipped with a warning.
-    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "fp32")]
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "fp32", value_parser = super::choice::<Precision>())]
     pub precision: Vec<Precision>,
 
     #[command(flatten)]
@@ -264,8 +265,8 @@ fn pipeline_run(
 ) -> anyhow::Result<RunReport> {
     let (mut source, mut options) = args.source.open(Some("synth://"), ctx)?;
     // Short inputs are replayed until enough frames went through.
-    if options.extra_loops == 0 {
-        options.extra_loops = -1;
+    if options.repeat == Repeat::Times(0) {
+        options.repeat = Repeat::Forever;
     }
     options.max_frames = Some(args.warmup + args.frames);
     let inference = super::InferenceArgs {

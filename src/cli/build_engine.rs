@@ -35,7 +35,7 @@ pub struct BuildEngineArgs {
 
     /// Precision: fp32; fp16; int8 (the model's Q/DQ form, or with --trt-int8 calibrated its
     /// calibration cache) [default: the device profile's].
-    #[arg(long, value_name = "fp32|fp16|int8")]
+    #[arg(long, value_name = "PRECISION", value_parser = super::choice::<Precision>())]
     pub precision: Option<Precision>,
 
     #[command(flatten)]

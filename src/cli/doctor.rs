@@ -11,6 +11,7 @@ use clap::Args;
 use serde::Serialize;
 
 use semask_edge::backend::{self, BackendKind};
+use semask_edge::named::Named;
 use semask_edge::profile::{Profile, Sysroot, detect};
 
 pub const LONG_ABOUT: &str = "\

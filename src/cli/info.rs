@@ -10,6 +10,7 @@ use semask_edge::backend::{self, tract};
 use semask_edge::calibration::{Artifact, Precision};
 use semask_edge::model::classes::CITYSCAPES_LABEL_IDS;
 use semask_edge::model::{OnnxModel, Provenance, Setting};
+use semask_edge::named::Named;
 
 use super::ModelArgs;
 
@@ -20,7 +21,7 @@ pub struct InfoArgs {
 
     /// Describe the model's form for this precision: int8, its int8 form (model.qop.onnx);
     /// fp16, its fp16 graph (model.fp16.onnx).
-    #[arg(long, value_name = "fp32|fp16|int8", default_value = "fp32")]
+    #[arg(long, value_name = "PRECISION", default_value = "fp32", value_parser = super::choice::<Precision>())]
     pub precision: Precision,
 
     #[command(flatten)]

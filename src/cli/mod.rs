@@ -26,7 +26,8 @@ use semask_edge::files::{InputFiles, InputRole};
 use semask_edge::frame::Size;
 use semask_edge::limits::{DEFAULT_MAX_PIXELS, FPS_RANGE, Limits, MAX_SIDE};
 use semask_edge::model::{ClassTable, MetadataOverrides, OnnxModel, SegmentationMetadata};
-use semask_edge::pipeline::{PipelineOptions, RunSummary, Segmenter, SegmenterOptions};
+use semask_edge::named::Named;
+use semask_edge::pipeline::{Pacing, PipelineOptions, Repeat, RunSummary, Segmenter, SegmenterOptions};
 use semask_edge::postprocess::Upsample;
 use semask_edge::preprocess::ChannelOrder;
 use semask_edge::profile::{Profile, Sysroot, detect};
@@ -149,7 +150,7 @@ pub struct ModelArgs {
     pub classes: Option<PathBuf>,
 
     /// Plane order the network expects (default: the model's semask.channel_order, else rgb).
-    #[arg(long, value_name = "ORDER")]
+    #[arg(long, value_name = "ORDER", value_parser = choice::<ChannelOrder>())]
     pub channel_order: Option<ChannelOrder>,
 }
 
@@ -259,10 +260,11 @@ pub struct SourceArgs {
     #[arg(long, value_name = "FPS", value_parser = parse_fps, allow_negative_numbers = true)]
     pub input_rate: Option<f64>,
 
-    /// Replay the input N more times after the first (-1 = forever). Files and synth only.
-    #[arg(long, value_name = "N", default_value_t = 0, allow_negative_numbers = true,
-          value_parser = clap::value_parser!(i64).range(-1..))]
-    pub input_loop: i64,
+    /// Replay the input N more times after the first, or `forever` (-1 also means forever).
+    /// Files and synth only.
+    #[arg(long, value_name = "N|forever", default_value = "0", allow_negative_numbers = true,
+          value_parser = parse_repeat)]
+    pub input_loop: Repeat,
 
     /// Replay a file at its frame rate and behave as a live source: when the pipeline falls
     /// behind, stale frames are dropped and counted, as with a camera.
@@ -311,10 +313,14 @@ impl SourceArgs {
         } else {
             None
         };
+        let pacing = match (info.live, pace_fps) {
+            (true, _) => Pacing::Live,
+            (false, Some(fps)) => Pacing::Realtime { fps },
+            (false, None) => Pacing::Lossless,
+        };
         let options = PipelineOptions {
-            live: info.live || self.realtime,
-            pace_fps: if info.live { None } else { pace_fps },
-            extra_loops: self.input_loop,
+            pacing,
+            repeat: self.input_loop,
             mixed_sizes: self.mixed_sizes,
             ..Default::default()
         };
@@ -325,9 +331,8 @@ impl SourceArgs {
 /// How the network runs and how labels are made (`run`).
 #[derive(Debug, Clone, Args)]
 pub struct InferenceArgs {
-    /// Inference backend: auto (TensorRT, then CUDA, then CPU; each skip logged with -v), cpu,
-    /// tensorrt, cuda.
-    #[arg(long, value_name = "NAME", default_value = "auto")]
+    /// Inference backend (with auto, each backend skipped is logged with -v).
+    #[arg(long, value_name = "NAME", default_value = "auto", value_parser = choice::<BackendKind>())]
     pub backend: BackendKind,
 
     /// Threads for the CPU backend, 0..256 (0 = all cores) [default: the device profile's].
@@ -338,7 +343,7 @@ pub struct InferenceArgs {
     /// CPU, model.qdq.onnx or the calibration cache in TensorRT; from `semask-train quantize`,
     /// next to --model or in calibration/<model stem>/; the built-in model has them); fp16
     /// (TensorRT only) [default: the device profile's: fp32 on a CPU, int8 on an Orin].
-    #[arg(long, value_name = "fp32|fp16|int8")]
+    #[arg(long, value_name = "PRECISION", value_parser = choice::<Precision>())]
     pub precision: Option<Precision>,
 
     #[command(flatten)]
@@ -404,10 +409,8 @@ pub struct TensorRtArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=3))]
     pub dla_core: Option<u32>,
 
-    /// Where TensorRT int8 gets its scales: qdq, the model's Q/DQ form (model.qdq.onnx; every
-    /// TensorRT); calibrated, the fp32 model with calib.cache, recalibrated from tensors/ when the
-    /// cache is for another TensorRT version (TensorRT 8.5-10.x) [default: the profile's, qdq].
-    #[arg(long, value_name = "MODE")]
+    /// Where TensorRT int8 gets its scales [default: the profile's, qdq].
+    #[arg(long, value_name = "MODE", value_parser = choice::<Int8Mode>())]
     pub trt_int8: Option<Int8Mode>,
 
     /// Let TensorRT run LayerNorm, Softmax and GELU in fp16/int8 too (by default they are kept
@@ -483,6 +486,25 @@ pub fn print_summary(out: &mut impl Write, summary: &RunSummary) -> std::io::Res
 }
 
 /// `--input-size 1024x512` (WxH, [`Size`]) → `(512, 1024)`, the `(height, width)` of the network.
+/// clap's parser for one of the library's closed choices ([`Named`]): its names are the possible
+/// values (listed in `--help` with each one's help line; clap suggests the closest for a typo).
+pub fn choice<T: Named + Send + Sync>() -> impl clap::builder::TypedValueParser<Value = T> {
+    use clap::builder::TypedValueParser;
+    let values = T::ALL.iter().map(|v| clap::builder::PossibleValue::new(v.name()).help(v.help()));
+    clap::builder::PossibleValuesParser::new(values).try_map(|name| semask_edge::named::parse::<T>(&name))
+}
+
+/// `--input-loop`: `N` more passes, or `forever` (or -1).
+fn parse_repeat(text: &str) -> Result<Repeat, String> {
+    match text {
+        "forever" | "-1" => Ok(Repeat::Forever),
+        n => n
+            .parse::<u64>()
+            .map(Repeat::Times)
+            .map_err(|_| format!("{text:?} is not a number of passes; give N >= 0 or forever")),
+    }
+}
+
 pub fn parse_size(text: &str) -> Result<(usize, usize), String> {
     text.parse::<Size>().map(Size::hw).map_err(|e| e.to_string())
 }

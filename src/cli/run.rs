@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
-use semask_edge::pipeline::{self, FrameEvent};
+use semask_edge::named::Named;
+use semask_edge::pipeline::{self, FrameEvent, Pacing};
 use semask_edge::postprocess::Upsample;
 use semask_edge::sink::images::{LabelIds, PngDirSink, PngKind};
 use semask_edge::sink::stats::StatsSink;
@@ -74,13 +75,12 @@ pub struct RunArgs {
     pub stats: Option<PathBuf>,
 
     /// Values of the label PNGs.
-    #[arg(long, value_name = "IDS", default_value = "train")]
+    #[arg(long, value_name = "IDS", default_value = "train", value_parser = super::choice::<LabelIds>())]
     pub label_ids: LabelIds,
 
-    /// How labels reach the frame size: exact = bilinear upsampling of the logits, then argmax
-    /// (the official evaluation); fast = argmax at 1/4 resolution, then nearest upsampling
-    /// [default: the device profile's: exact on a CPU, fast on an Orin Nano].
-    #[arg(long, value_name = "MODE")]
+    /// How labels reach the frame size [default: the device profile's: exact on a CPU, fast on
+    /// an Orin Nano].
+    #[arg(long, value_name = "MODE", value_parser = super::choice::<Upsample>())]
     pub upsample: Option<Upsample>,
 
     /// Weight of the class colour in overlays, 0..1.
@@ -170,17 +170,21 @@ pub fn run(args: RunArgs, ctx: &super::Context) -> anyhow::Result<ExitCode> {
         info.kind,
         info.frame_count.map_or("?".into(), |n| n.to_string()),
         info.nominal_fps.map_or("no frame rate".into(), |f| format!("{f:.2} fps")),
-        if pipeline_options.live { "live: stale frames are dropped" } else { "lossless replay" }
+        match pipeline_options.pacing {
+            Pacing::Lossless => "lossless replay".to_string(),
+            Pacing::Live => "live: stale frames are dropped".to_string(),
+            Pacing::Realtime { fps } => format!("replayed live at {fps:.2} fps: stale frames are dropped"),
+        }
     );
     for sink in &sinks {
         log::info!("output {}", sink.describe());
     }
 
     super::install_ctrlc_handler();
-    let frames_per_loop = info.frame_count.filter(|_| pipeline_options.extra_loops >= 0);
-    let expected = frames_per_loop
-        .map(|n| n * (pipeline_options.extra_loops as u64 + 1))
-        .map(|n| args.frames.map_or(n, |max| n.min(max)));
+    let expected = match info.frame_count.and_then(|n| pipeline_options.repeat.total_frames(n)) {
+        Some(n) => Some(args.frames.map_or(n, |max| n.min(max))),
+        None => args.frames,
+    };
     let progress = progress_bar(expected, args.quiet);
     let total = expected.map_or(String::new(), |n| format!("/{n}"));
     let quiet = args.quiet;

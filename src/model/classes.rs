@@ -5,56 +5,79 @@ use std::path::Path;
 
 use super::ModelError;
 
-/// The 19 Cityscapes evaluation classes, in train-id order.
-pub const CITYSCAPES_CLASSES: [&str; 19] = [
-    "road",
-    "sidewalk",
-    "building",
-    "wall",
-    "fence",
-    "pole",
-    "traffic light",
-    "traffic sign",
-    "vegetation",
-    "terrain",
-    "sky",
-    "person",
-    "rider",
-    "car",
-    "truck",
-    "bus",
-    "train",
-    "motorcycle",
-    "bicycle",
+/// One Cityscapes evaluation class; its train id is its index in [`CITYSCAPES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CityscapesClass {
+    pub name: &'static str,
+    /// The official colour (`cityscapesscripts.helpers.labels`).
+    pub color: [u8; 3],
+    /// The label id, as in `gtFine/*_labelIds.png`: what `cityscapesscripts` expects in
+    /// prediction files.
+    pub label_id: u8,
+}
+
+const fn class(name: &'static str, color: [u8; 3], label_id: u8) -> CityscapesClass {
+    CityscapesClass { name, color, label_id }
+}
+
+/// The 19 Cityscapes evaluation classes, in train-id order: the one table of their names,
+/// colours and label ids.
+pub const CITYSCAPES: [CityscapesClass; 19] = [
+    class("road", [128, 64, 128], 7),
+    class("sidewalk", [244, 35, 232], 8),
+    class("building", [70, 70, 70], 11),
+    class("wall", [102, 102, 156], 12),
+    class("fence", [190, 153, 153], 13),
+    class("pole", [153, 153, 153], 17),
+    class("traffic light", [250, 170, 30], 19),
+    class("traffic sign", [220, 220, 0], 20),
+    class("vegetation", [107, 142, 35], 21),
+    class("terrain", [152, 251, 152], 22),
+    class("sky", [70, 130, 180], 23),
+    class("person", [220, 20, 60], 24),
+    class("rider", [255, 0, 0], 25),
+    class("car", [0, 0, 142], 26),
+    class("truck", [0, 0, 70], 27),
+    class("bus", [0, 60, 100], 28),
+    class("train", [0, 80, 100], 31),
+    class("motorcycle", [0, 0, 230], 32),
+    class("bicycle", [119, 11, 32], 33),
 ];
 
-/// The official colour of each Cityscapes train id (`cityscapesscripts.helpers.labels`).
-pub const CITYSCAPES_PALETTE: [[u8; 3]; 19] = [
-    [128, 64, 128],
-    [244, 35, 232],
-    [70, 70, 70],
-    [102, 102, 156],
-    [190, 153, 153],
-    [153, 153, 153],
-    [250, 170, 30],
-    [220, 220, 0],
-    [107, 142, 35],
-    [152, 251, 152],
-    [70, 130, 180],
-    [220, 20, 60],
-    [255, 0, 0],
-    [0, 0, 142],
-    [0, 0, 70],
-    [0, 60, 100],
-    [0, 80, 100],
-    [0, 0, 230],
-    [119, 11, 32],
-];
+/// Train ids by name, for code that draws or checks given classes (`synth://`, tests); each is
+/// checked against [`CITYSCAPES`].
+pub mod train_id {
+    pub const ROAD: u8 = 0;
+    pub const SIDEWALK: u8 = 1;
+    pub const BUILDING: u8 = 2;
+    pub const WALL: u8 = 3;
+    pub const FENCE: u8 = 4;
+    pub const POLE: u8 = 5;
+    pub const TRAFFIC_LIGHT: u8 = 6;
+    pub const TRAFFIC_SIGN: u8 = 7;
+    pub const VEGETATION: u8 = 8;
+    pub const TERRAIN: u8 = 9;
+    pub const SKY: u8 = 10;
+    pub const PERSON: u8 = 11;
+    pub const RIDER: u8 = 12;
+    pub const CAR: u8 = 13;
+    pub const TRUCK: u8 = 14;
+    pub const BUS: u8 = 15;
+    pub const TRAIN: u8 = 16;
+    pub const MOTORCYCLE: u8 = 17;
+    pub const BICYCLE: u8 = 18;
+}
 
-/// The Cityscapes label id (as in `gtFine/*_labelIds.png`) of each train id; what
-/// `cityscapesscripts` expects in prediction files.
-pub const CITYSCAPES_LABEL_IDS: [u8; 19] =
-    [7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33];
+/// The label id of each train id (a lookup table made from [`CITYSCAPES`]).
+pub const CITYSCAPES_LABEL_IDS: [u8; 19] = {
+    let mut ids = [0; 19];
+    let mut i = 0;
+    while i < ids.len() {
+        ids[i] = CITYSCAPES[i].label_id;
+        i += 1;
+    }
+    ids
+};
 
 /// Class names and colours, index = class index of the logits channel.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -81,25 +104,29 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
     }
 }
 
+/// Why names and colours do not make a class table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClassTableError {
+    #[error("the class list is empty")]
+    Empty,
+    #[error("{0} classes do not fit 8-bit label maps (at most {MAX_CLASSES})")]
+    TooMany(usize),
+    #[error("{names} class names but {colors} palette colours; give one colour per class")]
+    PaletteLength { names: usize, colors: usize },
+}
+
 impl ClassTable {
     /// A table from names and colours, which must have the same, non-zero length of at most
     /// [`MAX_CLASSES`].
-    pub fn new(names: Vec<String>, palette: Vec<[u8; 3]>) -> Result<ClassTable, String> {
+    pub fn new(names: Vec<String>, palette: Vec<[u8; 3]>) -> Result<ClassTable, ClassTableError> {
         if names.is_empty() {
-            return Err("the class list is empty".into());
+            return Err(ClassTableError::Empty);
         }
         if names.len() > MAX_CLASSES {
-            return Err(format!(
-                "{} classes do not fit 8-bit label maps (at most {MAX_CLASSES})",
-                names.len()
-            ));
+            return Err(ClassTableError::TooMany(names.len()));
         }
         if names.len() != palette.len() {
-            return Err(format!(
-                "{} class names but {} palette colours; give one colour per class",
-                names.len(),
-                palette.len()
-            ));
+            return Err(ClassTableError::PaletteLength { names: names.len(), colors: palette.len() });
         }
         Ok(ClassTable { names, palette })
     }
@@ -107,15 +134,15 @@ impl ClassTable {
     /// The 19 Cityscapes classes with their official colours.
     pub fn cityscapes() -> ClassTable {
         ClassTable {
-            names: CITYSCAPES_CLASSES.iter().map(|s| s.to_string()).collect(),
-            palette: CITYSCAPES_PALETTE.to_vec(),
+            names: CITYSCAPES.iter().map(|c| c.name.to_string()).collect(),
+            palette: CITYSCAPES.iter().map(|c| c.color).collect(),
         }
     }
 
     /// The table of a model with `count` classes and no names of its own: Cityscapes' 19, else
     /// [`ClassTable::generic`].
     pub fn for_count(count: usize) -> ClassTable {
-        if count == CITYSCAPES_CLASSES.len() { ClassTable::cityscapes() } else { ClassTable::generic(count) }
+        if count == CITYSCAPES.len() { ClassTable::cityscapes() } else { ClassTable::generic(count) }
     }
 
     /// `count` classes named `class_0`, `class_1`… with [`generated_palette`] colours.
@@ -128,9 +155,9 @@ impl ClassTable {
 
     /// Names only: the Cityscapes colours when the names are the Cityscapes classes, generated
     /// colours otherwise.
-    pub fn from_names(names: Vec<String>) -> Result<ClassTable, String> {
+    pub fn from_names(names: Vec<String>) -> Result<ClassTable, ClassTableError> {
         let palette = if is_cityscapes_names(&names) {
-            CITYSCAPES_PALETTE.to_vec()
+            CITYSCAPES.iter().map(|c| c.color).collect()
         } else {
             generated_palette(names.len())
         };
@@ -184,7 +211,7 @@ impl ClassTable {
                     ClassTable::new(names, palette)
                 }
             }
-            .map_err(bad)
+            .map_err(|e| bad(e.to_string()))
         } else {
             let names = text
                 .lines()
@@ -192,7 +219,7 @@ impl ClassTable {
                 .filter(|l| !l.is_empty() && !l.starts_with('#'))
                 .map(str::to_string)
                 .collect();
-            ClassTable::from_names(names).map_err(bad)
+            ClassTable::from_names(names).map_err(|e| bad(e.to_string()))
         }
     }
 
@@ -220,8 +247,8 @@ impl ClassTable {
 }
 
 fn is_cityscapes_names(names: &[String]) -> bool {
-    names.len() == CITYSCAPES_CLASSES.len()
-        && names.iter().zip(CITYSCAPES_CLASSES).all(|(a, b)| a.trim().eq_ignore_ascii_case(b))
+    names.len() == CITYSCAPES.len()
+        && names.iter().zip(CITYSCAPES).all(|(a, b)| a.trim().eq_ignore_ascii_case(b.name))
 }
 
 /// Distinct, deterministic colours for `count` classes: the PASCAL VOC bit-interleaved colour
@@ -253,6 +280,36 @@ mod tests {
         assert!(t.is_cityscapes());
         assert_eq!(t.palette()[13], [0, 0, 142]); // car
         assert_eq!(CITYSCAPES_LABEL_IDS[13], 26);
+    }
+
+    #[test]
+    fn train_id_names_match_the_table() {
+        use train_id::*;
+        let named = [
+            (ROAD, "road"),
+            (SIDEWALK, "sidewalk"),
+            (BUILDING, "building"),
+            (WALL, "wall"),
+            (FENCE, "fence"),
+            (POLE, "pole"),
+            (TRAFFIC_LIGHT, "traffic light"),
+            (TRAFFIC_SIGN, "traffic sign"),
+            (VEGETATION, "vegetation"),
+            (TERRAIN, "terrain"),
+            (SKY, "sky"),
+            (PERSON, "person"),
+            (RIDER, "rider"),
+            (CAR, "car"),
+            (TRUCK, "truck"),
+            (BUS, "bus"),
+            (TRAIN, "train"),
+            (MOTORCYCLE, "motorcycle"),
+            (BICYCLE, "bicycle"),
+        ];
+        assert_eq!(named.len(), CITYSCAPES.len());
+        for (id, name) in named {
+            assert_eq!(CITYSCAPES[id as usize].name, name);
+        }
         assert!(!ClassTable::generic(19).is_cityscapes());
     }
 

@@ -21,6 +21,8 @@ use std::fmt;
 use serde::de::DeserializeOwned;
 
 use super::classes::ClassTable;
+use crate::named;
+use crate::named::Named;
 use crate::preprocess::{ChannelOrder, IMAGENET_MEAN, IMAGENET_STD};
 
 pub const KEY_CLASSES: &str = "semask.classes";
@@ -31,6 +33,54 @@ pub const KEY_LOGITS: &str = "semask.logits";
 pub const KEY_CHANNEL_ORDER: &str = "semask.channel_order";
 /// In an int8 artifact: SHA-256 of the fp32 model it was made from (`semask-train quantize`).
 pub const KEY_FP32_SHA256: &str = "semask.fp32_sha256";
+/// Informational keys written by `semask-train export` ([`ExportProvenance`]).
+pub const KEY_ARCH: &str = "semask.arch";
+pub const KEY_INPUT_SIZE: &str = "semask.input_size";
+pub const KEY_WEIGHTS: &str = "semask.weights";
+pub const KEY_TRAINING_DATA: &str = "semask.training_data";
+pub const KEY_GIT_REVISION: &str = "semask.git_revision";
+pub const KEY_EXPORTED_BY: &str = "semask.exported_by";
+/// In an int8 artifact: how it was quantized (informational).
+pub const KEY_QUANTIZATION: &str = "semask.quantization";
+
+/// Where an exported model came from: `semask-train export` writes it, `semask-edge info`
+/// prints it, and an int8 artifact without a hash is matched to its fp32 model by it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportProvenance {
+    /// The architecture, as JSON.
+    pub arch: String,
+    /// The network input size.
+    pub input_size: crate::frame::Size,
+    /// The checkpoint the weights came from.
+    pub weights: String,
+    /// What the weights were trained on.
+    pub training_data: String,
+    /// The source revision of the exporter.
+    pub git_revision: String,
+    /// The exporting program and version.
+    pub exported_by: String,
+}
+
+impl ExportProvenance {
+    /// The keys that identify the weights and recipe (all but the exporter's name).
+    pub const IDENTITY_KEYS: [&'static str; 5] =
+        [KEY_ARCH, KEY_INPUT_SIZE, KEY_WEIGHTS, KEY_TRAINING_DATA, KEY_GIT_REVISION];
+
+    /// The `metadata_props` entries.
+    pub fn to_props(&self) -> Vec<(String, String)> {
+        [
+            (KEY_ARCH, self.arch.clone()),
+            (KEY_INPUT_SIZE, self.input_size.to_string()),
+            (KEY_WEIGHTS, self.weights.clone()),
+            (KEY_TRAINING_DATA, self.training_data.clone()),
+            (KEY_GIT_REVISION, self.git_revision.clone()),
+            (KEY_EXPORTED_BY, self.exported_by.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
 
 /// Accepted per-channel std values (0-255 scale): below this a normalised pixel overflows
 /// toward infinity.
@@ -135,13 +185,10 @@ impl SegmentationMetadata {
         let channel_order = match (overrides.channel_order, props.get(KEY_CHANNEL_ORDER)) {
             (Some(order), _) => Setting::new(order, Provenance::Flag),
             (None, Some(text)) => {
-                let order = match text.trim().trim_matches('"').to_ascii_lowercase().as_str() {
-                    "rgb" => ChannelOrder::Rgb,
-                    "bgr" => ChannelOrder::Bgr,
-                    other => {
-                        return Err(err(KEY_CHANNEL_ORDER, format!("is {other:?}; use rgb or bgr")));
-                    }
-                };
+                let name = text.trim().trim_matches('"').to_ascii_lowercase();
+                let order = named::parse::<ChannelOrder>(&name).map_err(|e| {
+                    err(KEY_CHANNEL_ORDER, format!("is {:?}; use {}", e.given, e.allowed.join(" or ")))
+                })?;
                 Setting::new(order, Provenance::Metadata)
             }
             (None, None) => Setting::new(ChannelOrder::Rgb, Provenance::Default),
@@ -181,9 +228,9 @@ impl SegmentationMetadata {
                 let names: Vec<String> = parse_json(KEY_CLASSES, text, "a JSON list of names")?;
                 let table = match palette {
                     Some(palette) => {
-                        ClassTable::new(names, palette).map_err(|reason| err(KEY_PALETTE, reason))
+                        ClassTable::new(names, palette).map_err(|e| err(KEY_PALETTE, e.to_string()))
                     }
-                    None => ClassTable::from_names(names).map_err(|reason| err(KEY_CLASSES, reason)),
+                    None => ClassTable::from_names(names).map_err(|e| err(KEY_CLASSES, e.to_string())),
                 }?;
                 Some(Setting::new(table, Provenance::Metadata))
             }
@@ -202,6 +249,39 @@ impl SegmentationMetadata {
             palette_only,
             all_props: props.clone(),
         })
+    }
+
+    /// What a model trained with the SeMask recipe declares: `classes`, its logits output, and
+    /// ImageNet normalisation of RGB input (the defaults, written out so that no reader guesses).
+    pub fn of_export(classes: ClassTable, logits_output: &str) -> SegmentationMetadata {
+        SegmentationMetadata {
+            classes: Some(Setting::new(classes, Provenance::Default)),
+            mean: Setting::new(IMAGENET_MEAN, Provenance::Default),
+            std: Setting::new(IMAGENET_STD, Provenance::Default),
+            channel_order: Setting::new(ChannelOrder::Rgb, Provenance::Default),
+            logits_output: Setting::new(logits_output.to_string(), Provenance::Default),
+            palette_only: None,
+            all_props: BTreeMap::new(),
+        }
+    }
+
+    /// The `metadata_props` entries that [`Self::from_props`] reads back to these values (the
+    /// class table only once settled): how an exporter writes them.
+    pub fn to_props(&self) -> Vec<(String, String)> {
+        // Lists of strings and numbers: serialising them cannot fail.
+        fn json(value: &impl serde::Serialize) -> String {
+            serde_json::to_string(value).expect("lists of strings and numbers serialise")
+        }
+        let mut props = Vec::new();
+        if let Some(classes) = &self.classes {
+            props.push((KEY_CLASSES.to_string(), json(&classes.value.names())));
+            props.push((KEY_PALETTE.to_string(), json(&classes.value.palette())));
+        }
+        props.push((KEY_MEAN.to_string(), json(&self.mean.value)));
+        props.push((KEY_STD.to_string(), json(&self.std.value)));
+        props.push((KEY_LOGITS.to_string(), self.logits_output.value.clone()));
+        props.push((KEY_CHANNEL_ORDER.to_string(), self.channel_order.value.name().to_string()));
+        props
     }
 
     /// Settles the class table once the logits channel count `num_classes` is known: a model
@@ -253,7 +333,7 @@ impl SegmentationMetadata {
                     Some(palette) => ClassTable::new(names, palette).map_err(|reason| {
                         err(KEY_PALETTE, format!("does not fit the model's {num_classes} classes: {reason}"))
                     })?,
-                    None => ClassTable::from_names(names).map_err(|reason| err(KEY_CLASSES, reason))?,
+                    None => ClassTable::from_names(names).map_err(|e| err(KEY_CLASSES, e.to_string()))?,
                 };
                 self.classes = Some(Setting::new(table, Provenance::Default));
             }
@@ -308,6 +388,52 @@ mod tests {
 
     fn outputs() -> Vec<String> {
         vec!["logits".into(), "logits_up".into(), "sem_logits".into()]
+    }
+
+    #[test]
+    fn to_props_reads_back_to_the_same_values() {
+        let classes = ClassTable::new(
+            vec!["sky".into(), "road".into(), "other".into()],
+            vec![[1, 2, 3], [4, 5, 6], [7, 8, 9]],
+        )
+        .unwrap();
+        let written = SegmentationMetadata {
+            classes: Some(Setting::new(classes, Provenance::Flag)),
+            mean: Setting::new([1.5, 2.25, 100.0], Provenance::Flag),
+            std: Setting::new([0.5, 60.125, 3.0], Provenance::Default),
+            channel_order: Setting::new(ChannelOrder::Bgr, Provenance::Flag),
+            logits_output: Setting::new("logits_up".into(), Provenance::Flag),
+            palette_only: None,
+            all_props: BTreeMap::new(),
+        };
+        let props: BTreeMap<String, String> = written.to_props().into_iter().collect();
+        let read = SegmentationMetadata::from_props(&props, &outputs(), &Default::default()).unwrap();
+        assert_eq!(read.classes.as_ref().map(|c| &c.value), written.classes.as_ref().map(|c| &c.value));
+        assert_eq!(read.mean.value, written.mean.value);
+        assert_eq!(read.std.value, written.std.value);
+        assert_eq!(read.channel_order.value, written.channel_order.value);
+        assert_eq!(read.logits_output.value, written.logits_output.value);
+        for setting in [read.mean.from, read.std.from, read.channel_order.from, read.logits_output.from] {
+            assert_eq!(setting, Provenance::Metadata);
+        }
+        assert_eq!(read.all_props, props);
+    }
+
+    #[test]
+    fn export_provenance_writes_every_identity_key() {
+        let provenance = ExportProvenance {
+            arch: "{}".into(),
+            input_size: "512x256".parse().unwrap(),
+            weights: "w".into(),
+            training_data: "d".into(),
+            git_revision: "r".into(),
+            exported_by: "e".into(),
+        };
+        let props: BTreeMap<String, String> = provenance.to_props().into_iter().collect();
+        for key in ExportProvenance::IDENTITY_KEYS {
+            assert!(props.contains_key(key), "{key}");
+        }
+        assert_eq!(props[KEY_INPUT_SIZE], "512x256");
     }
 
     #[test]

@@ -443,11 +443,6 @@ fn check_external_data(graph: &pb::GraphProto, dir: Option<&Path>) -> Result<(),
     Ok(())
 }
 
-/// Export metadata that says which weights and recipe a model came from; an int8 artifact
-/// carries its fp32 model's.
-const PROVENANCE_KEYS: [&str; 5] =
-    ["semask.arch", "semask.input_size", "semask.weights", "semask.training_data", "semask.git_revision"];
-
 /// Checks that `int8`, an artifact found beside `fp32` (not given explicitly), was made from it:
 /// same input, same classes, and the same model by hash (`semask.fp32_sha256`, written by
 /// `semask-train quantize`) or, for older artifacts, by the export metadata both carry.
@@ -474,7 +469,8 @@ pub fn check_int8_artifact(fp32: &OnnxModel, fp32_bytes: &[u8], int8: &OnnxModel
         return Ok(());
     }
     let mut compared = 0;
-    for key in PROVENANCE_KEYS {
+    // An int8 artifact carries its fp32 model's export provenance.
+    for key in metadata::ExportProvenance::IDENTITY_KEYS {
         match (prop(fp32, key), prop(int8, key)) {
             (Some(a), Some(b)) if a != b => {
                 return Err(foreign(format!("its {key} is {b:?}, the model's {a:?}")));

@@ -18,10 +18,11 @@ pub mod overlay;
 
 use crate::frame::{Frame, LabelMap, Rgb8Image};
 use crate::model::ClassTable;
+use crate::named::Named;
 use crate::resample::{LinearTap, TwoRowCache, linear_taps, nearest_indices};
 
 /// How the label map reaches the frame size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Upsample {
     /// Argmax at logits resolution, then nearest upsampling of the labels (fast, for live use).
@@ -30,14 +31,23 @@ pub enum Upsample {
     Exact,
 }
 
-impl Upsample {
-    pub fn name(self) -> &'static str {
+impl Named for Upsample {
+    const WHAT: &'static str = "upsampling mode";
+    const ALL: &'static [Self] = &[Upsample::Fast, Upsample::Exact];
+    fn name(self) -> &'static str {
         match self {
             Upsample::Fast => "fast",
             Upsample::Exact => "exact",
         }
     }
+    fn help(self) -> &'static str {
+        match self {
+            Upsample::Fast => "argmax at logits resolution, then nearest upsampling of the labels (live use)",
+            Upsample::Exact => "bilinear upsampling of the logits, then argmax (the official evaluation)",
+        }
+    }
 }
+crate::impl_named_text!(Upsample);
 
 /// Which derived images the outputs of a run need besides the label map.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -13,10 +13,11 @@ use crate::files::write_atomically;
 use crate::frame::Frame;
 use crate::model::ClassTable;
 use crate::model::classes::CITYSCAPES_LABEL_IDS;
+use crate::named::Named;
 use crate::postprocess::Needs;
 
 /// Which values a label PNG holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LabelIds {
     /// The model's class index (Cityscapes train ids 0..18 for a Cityscapes model).
@@ -26,6 +27,26 @@ pub enum LabelIds {
     /// evaluates them. Needs a model with the 19 Cityscapes classes.
     Cityscapes,
 }
+
+impl Named for LabelIds {
+    const WHAT: &'static str = "label id set";
+    const ALL: &'static [Self] = &[LabelIds::Train, LabelIds::Cityscapes];
+    fn name(self) -> &'static str {
+        match self {
+            LabelIds::Train => "train",
+            LabelIds::Cityscapes => "cityscapes",
+        }
+    }
+    fn help(self) -> &'static str {
+        match self {
+            LabelIds::Train => "the model's class index (Cityscapes train ids 0..18 for a Cityscapes model)",
+            LabelIds::Cityscapes => {
+                "Cityscapes label ids (7 road, 8 sidewalk...), as cityscapesscripts evaluates them; needs the 19 Cityscapes classes"
+            }
+        }
+    }
+}
+crate::impl_named_text!(LabelIds);
 
 /// What a PNG directory receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -135,7 +135,7 @@ impl Source for ImageSource {
         let bad = |reason: String| SourceError::BadFrame { index, name: path.display().to_string(), reason };
         read_input(path, self.limits.max_encoded_bytes(), &mut self.bytes)
             .map_err(|e| bad(format!("cannot read: {e}")))?;
-        decode_into(&self.bytes, &mut frame.image, &self.limits).map_err(bad)?;
+        decode_into(&self.bytes, &mut frame.image, &self.limits).map_err(|e| bad(e.to_string()))?;
         frame.timings.add(Stage::Decode, start.elapsed());
         Ok(Captured::Frame)
     }
@@ -150,44 +150,63 @@ impl Source for ImageSource {
     }
 }
 
+/// Why an encoded image was not decoded.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("not a PNG or JPEG image (unrecognised content)")]
+    Unrecognised,
+    #[error("{0} images are not supported; convert to PNG or JPEG")]
+    Unsupported(String),
+    #[error("truncated JPEG (no end-of-image marker after the last scan)")]
+    TruncatedJpeg,
+    /// The declared size is over the pixel or side limits.
+    #[error(transparent)]
+    OverLimits(#[from] crate::limits::LimitError),
+    #[error("the image needs more memory than --max-pixels {max_pixels} allows ({reason})")]
+    OverMemory { max_pixels: u64, reason: String },
+    #[error("cannot decode: {0}")]
+    Corrupt(String),
+    #[error("the image decoder failed on this file ({0})")]
+    DecoderPanicked(String),
+}
+
 /// Decodes a PNG or JPEG (recognised by content, not name) into `out` as RGB8, reusing its
 /// allocation. Grey, alpha and 16-bit images are converted (alpha dropped). The size the header
 /// declares is checked against `limits` before anything is allocated, and a panic inside the
 /// decoders is an error for this image.
-pub fn decode_into(bytes: &[u8], out: &mut Rgb8Image, limits: &Limits) -> Result<(), String> {
+pub fn decode_into(bytes: &[u8], out: &mut Rgb8Image, limits: &Limits) -> Result<(), DecodeError> {
     crate::guard::catch_panic(|| decode_checked(bytes, out, limits))
-        .unwrap_or_else(|panic| Err(format!("the image decoder failed on this file ({panic})")))
+        .unwrap_or_else(|panic| Err(DecodeError::DecoderPanicked(panic.to_string())))
 }
 
-fn decode_checked(bytes: &[u8], out: &mut Rgb8Image, limits: &Limits) -> Result<(), String> {
+fn decode_checked(bytes: &[u8], out: &mut Rgb8Image, limits: &Limits) -> Result<(), DecodeError> {
     use image::ImageDecoder;
+    let corrupt = |e: image::ImageError| DecodeError::Corrupt(e.to_string());
     let mut reader = image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|e| format!("cannot read: {e}"))?;
+        .map_err(|e| DecodeError::Corrupt(e.to_string()))?;
     reader.limits(limits.image_limits());
     match reader.format() {
         Some(image::ImageFormat::Png) => {}
         // The JPEG decoder fills a truncated scan with grey instead of failing: catch it here.
         Some(image::ImageFormat::Jpeg) => check_jpeg_is_complete(bytes)?,
-        Some(other) => return Err(format!("{other:?} images are not supported; convert to PNG or JPEG")),
-        None => return Err("not a PNG or JPEG image (unrecognised content)".into()),
+        Some(other) => return Err(DecodeError::Unsupported(format!("{other:?}"))),
+        None => return Err(DecodeError::Unrecognised),
     }
     let decoder = reader.into_decoder().map_err(|e| match e {
         image::ImageError::Limits(_) => {
-            format!("the image needs more memory than --max-pixels {} allows ({e})", limits.max_pixels)
+            DecodeError::OverMemory { max_pixels: limits.max_pixels, reason: e.to_string() }
         }
-        e => format!("cannot decode: {e}"),
+        e => corrupt(e),
     })?;
     let (width, height) = decoder.dimensions();
     limits.check_frame(width as u64, height as u64)?;
     let (width, height) = (width as usize, height as usize);
     if decoder.color_type() == image::ColorType::Rgb8 {
         out.reset(width, height);
-        decoder.read_image(&mut out.data).map_err(|e| format!("cannot decode: {e}"))?;
+        decoder.read_image(&mut out.data).map_err(corrupt)?;
     } else {
-        let rgb = image::DynamicImage::from_decoder(decoder)
-            .map_err(|e| format!("cannot decode: {e}"))?
-            .into_rgb8();
+        let rgb = image::DynamicImage::from_decoder(decoder).map_err(corrupt)?.into_rgb8();
         out.reset(width, height);
         out.data.copy_from_slice(rgb.as_raw());
     }
@@ -198,13 +217,13 @@ fn decode_checked(bytes: &[u8], out: &mut Rgb8Image, limits: &Limits) -> Result<
 ///
 /// Inside entropy-coded data every 0xFF byte is followed by 0x00 or a restart marker, so the
 /// first `FF D9` after the last start-of-scan (`FF DA`) is the real end of image.
-pub fn check_jpeg_is_complete(bytes: &[u8]) -> Result<(), String> {
+pub fn check_jpeg_is_complete(bytes: &[u8]) -> Result<(), DecodeError> {
     let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
     let complete = match last_scan {
         Some(at) => bytes[at..].windows(2).any(|w| w == [0xFF, 0xD9]),
         None => false,
     };
-    if complete { Ok(()) } else { Err("truncated JPEG (no end-of-image marker after the last scan)".into()) }
+    if complete { Ok(()) } else { Err(DecodeError::TruncatedJpeg) }
 }
 
 fn stem(path: &Path) -> String {
@@ -386,7 +405,7 @@ mod tests {
         let mut out = Rgb8Image::default();
         decode_into(&jpeg, &mut out, &Limits::default()).unwrap();
         let err = decode_into(&jpeg[..jpeg.len() - 40], &mut out, &Limits::default()).unwrap_err();
-        assert!(err.contains("truncated JPEG"), "{err}");
+        assert_eq!(err, DecodeError::TruncatedJpeg);
     }
 
     #[test]

@@ -280,7 +280,7 @@ impl Source for MjpegSource {
         }
         self.next += 1;
         frame.begin_numbered(index);
-        decode_into(&self.jpeg, &mut frame.image, &self.limits).map_err(bad)?;
+        decode_into(&self.jpeg, &mut frame.image, &self.limits).map_err(|e| bad(e.to_string()))?;
         frame.timings.add(Stage::Decode, start.elapsed());
         Ok(Captured::Frame)
     }

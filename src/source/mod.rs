@@ -164,7 +164,7 @@ pub fn open(input: Option<&str>, options: &SourceOptions) -> Result<Box<dyn Sour
     let unsupported =
         |reason: &str| SourceError::Unsupported { input: uri.to_string(), reason: reason.to_string() };
     if let Some(rate) = options.rate {
-        crate::limits::check_fps(rate, "--input-rate").map_err(|e| unsupported(&e))?;
+        crate::limits::check_fps(rate, "--input-rate").map_err(|e| unsupported(&e.to_string()))?;
     }
     match &uri {
         #[cfg(feature = "camera")]
@@ -174,11 +174,11 @@ pub fn open(input: Option<&str>, options: &SourceOptions) -> Result<Box<dyn Sour
             "this build has no camera support: rebuild with the `camera` feature (default), which needs libclang-dev",
         )),
         SourceUri::Synth(query) => {
-            let config = synth::SynthConfig::parse(query).map_err(|reason| unsupported(&reason))?;
+            let config = synth::SynthConfig::parse(query).map_err(|e| unsupported(&e.to_string()))?;
             options
                 .limits
                 .check_frame(config.width as u64, config.height as u64)
-                .map_err(|e| unsupported(&e))?;
+                .map_err(|e| unsupported(&e.to_string()))?;
             Ok(Box::new(synth::SynthSource::new(config)))
         }
         SourceUri::Path(path) if !path.exists() && path.to_string_lossy().contains(['*', '?', '[']) => {

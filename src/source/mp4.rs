@@ -279,7 +279,7 @@ fn nominal_fps(samples: u64, timescale: u32, duration: u64) -> Option<f64> {
 /// checking its size against `limits`.
 fn yuv_to_rgb(yuv: &DecodedYUV<'_>, out: &mut Rgb8Image, limits: &Limits) -> Result<(), String> {
     let (w, h) = yuv.dimensions();
-    limits.check_frame(w as u64, h as u64)?;
+    limits.check_frame(w as u64, h as u64).map_err(|e| e.to_string())?;
     out.reset(w, h);
     yuv.write_rgb8(&mut out.data);
     Ok(())

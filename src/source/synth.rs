@@ -21,27 +21,8 @@ use super::{Captured, Source, SourceError, SourceInfo};
 use crate::frame::{Frame, LabelMap, Rgb8Image};
 use crate::timing::Stage;
 
-/// Cityscapes train ids used by the generator.
-mod class {
-    pub const ROAD: u8 = 0;
-    pub const SIDEWALK: u8 = 1;
-    pub const BUILDING: u8 = 2;
-    pub const WALL: u8 = 3;
-    pub const FENCE: u8 = 4;
-    pub const POLE: u8 = 5;
-    pub const TRAFFIC_LIGHT: u8 = 6;
-    pub const TRAFFIC_SIGN: u8 = 7;
-    pub const VEGETATION: u8 = 8;
-    pub const TERRAIN: u8 = 9;
-    pub const SKY: u8 = 10;
-    pub const PERSON: u8 = 11;
-    pub const RIDER: u8 = 12;
-    pub const CAR: u8 = 13;
-    pub const TRUCK: u8 = 14;
-    pub const BUS: u8 = 15;
-    pub const MOTORCYCLE: u8 = 17;
-    pub const BICYCLE: u8 = 18;
-}
+// Cityscapes train ids: the generator labels every pixel with one.
+use crate::model::classes::train_id as class;
 
 /// Parameters of a synthetic drive.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -62,13 +43,29 @@ impl Default for SynthConfig {
     }
 }
 
+/// A `synth://` query that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SynthUriError {
+    #[error("{0:?} is not key=value")]
+    NotKeyValue(String),
+    #[error("{key}={value:?}: expected {expected}")]
+    BadValue { key: String, value: String, expected: String },
+    #[error("unknown parameter {0:?}; use seed, frames, size, fps, speed")]
+    UnknownParameter(String),
+}
+
 impl SynthConfig {
     /// Parses the query part of a `synth://` URI (`seed=3&frames=300&size=1024x512&fps=30`).
-    pub fn parse(query: &str) -> Result<SynthConfig, String> {
+    pub fn parse(query: &str) -> Result<SynthConfig, SynthUriError> {
         let mut config = SynthConfig::default();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').ok_or_else(|| format!("{pair:?} is not key=value"))?;
-            let bad = |what: &str| format!("{key}={value:?}: expected {what}");
+            let (key, value) =
+                pair.split_once('=').ok_or_else(|| SynthUriError::NotKeyValue(pair.to_string()))?;
+            let bad = |expected: &str| SynthUriError::BadValue {
+                key: key.to_string(),
+                value: value.to_string(),
+                expected: expected.to_string(),
+            };
             match key {
                 "seed" => config.seed = value.parse().map_err(|_| bad("an integer"))?,
                 "frames" => {
@@ -84,7 +81,10 @@ impl SynthConfig {
                 }
                 "fps" => {
                     let fps = value.parse().map_err(|_| bad("a frame rate"))?;
-                    config.fps = crate::limits::check_fps(fps, &format!("fps={value}"))?;
+                    let range = crate::limits::FPS_RANGE;
+                    config.fps = crate::limits::check_fps(fps, "fps").map_err(|_| {
+                        bad(&format!("a frame rate between {} and {} fps", range.start(), range.end()))
+                    })?;
                 }
                 "speed" => {
                     config.speed_mps = value.parse().map_err(|_| bad("a speed in m/s"))?;
@@ -92,7 +92,7 @@ impl SynthConfig {
                         return Err(bad("a speed between 0 and 100 m/s"));
                     }
                 }
-                _ => return Err(format!("unknown parameter {key:?}; use seed, frames, size, fps, speed")),
+                _ => return Err(SynthUriError::UnknownParameter(key.to_string())),
             }
         }
         Ok(config)

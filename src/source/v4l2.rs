@@ -314,7 +314,7 @@ impl Source for V4l2Source {
         let bytes = &data[..(meta.bytesused as usize).min(data.len())];
         let (w, h, stride) = (self.mode.width as usize, self.mode.height as usize, self.mode.stride as usize);
         let result = match &self.mode.fourcc {
-            b"MJPG" => decode_into(bytes, &mut frame.image, &self.options.limits),
+            b"MJPG" => decode_into(bytes, &mut frame.image, &self.options.limits).map_err(|e| e.to_string()),
             b"YUYV" => yuyv_to_rgb(bytes, w, h, stride, &mut frame.image),
             b"NV12" => nv12_to_rgb(bytes, w, h, stride, &mut frame.image),
             other => Err(format!("unexpected pixel format {}", String::from_utf8_lossy(other))),

@@ -10,6 +10,7 @@ use clap::Args;
 
 use semask_edge::files::write_atomically;
 use semask_edge::frame::Size;
+use semask_edge::named::Named;
 use semask_edge::preprocess::PreprocSpec;
 use semask_edge::sink::Sink;
 use semask_edge::sink::images::{LabelIds, PngDirSink, PngKind};
@@ -26,7 +27,7 @@ use crate::ArchArgs;
 #[derive(Debug, Clone, Args)]
 pub struct DataArgs {
     /// Dataset.
-    #[arg(long, value_name = "KIND", default_value = "synth")]
+    #[arg(long, value_name = "KIND", default_value = "synth", value_parser = choice::<DatasetKind>())]
     pub dataset: DatasetKind,
 
     /// Cityscapes root (holding leftImg8bit/ and gtFine/).
@@ -40,6 +41,14 @@ pub struct DataArgs {
     /// Frames per synthetic drive (taken every 15 frames of the drive).
     #[arg(long, value_name = "N", default_value_t = 50)]
     pub synth_frames: usize,
+}
+
+/// clap's parser for one of the libraries' closed choices ([`Named`]): its names are the possible
+/// values, listed in `--help` with each one's help line (as in `semask-edge`'s CLI).
+pub fn choice<T: Named + Send + Sync>() -> impl clap::builder::TypedValueParser<Value = T> {
+    use clap::builder::TypedValueParser;
+    let values = T::ALL.iter().map(|v| clap::builder::PossibleValue::new(v.name()).help(v.help()));
+    clap::builder::PossibleValuesParser::new(values).try_map(|name| semask_edge::named::parse::<T>(&name))
 }
 
 /// `512x256` → `(512, 256)`: a size (WxH, [`Size`], like every size), as `(width, height)`.

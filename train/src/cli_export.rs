@@ -7,10 +7,8 @@ use clap::Args;
 
 use semask_edge::calibration::Precision;
 use semask_edge::model::ClassTable;
-use semask_edge::model::metadata::{
-    KEY_CHANNEL_ORDER, KEY_CLASSES, KEY_FP32_SHA256, KEY_LOGITS, KEY_MEAN, KEY_PALETTE, KEY_STD,
-};
-use semask_edge::preprocess::{IMAGENET_MEAN, IMAGENET_STD};
+use semask_edge::model::SegmentationMetadata;
+use semask_edge::model::metadata::{ExportProvenance, KEY_FP32_SHA256};
 use semask_train::model::SeMaskFpn;
 use semask_train::onnx::export::{ExportOptions, LOGITS, export};
 use semask_train::onnx::graph::write_model;
@@ -77,7 +75,7 @@ fn convert(onnx: &std::path::Path, args: &ExportArgs) -> anyhow::Result<()> {
     inputs.add(onnx, semask_edge::files::InputRole::Model);
     inputs.check_output(&args.out, "--out")?;
     let fp32 = semask_train::onnx::graph::read_model(onnx)?;
-    let mut fp16 = semask_train::onnx::fp16::to_fp16(&fp32).map_err(anyhow::Error::msg)?;
+    let mut fp16 = semask_train::onnx::fp16::to_fp16(&fp32)?;
     let sha = semask_edge::model::sha256_hex(&fs_err::read(onnx)?);
     fp16.metadata_props.retain(|e| e.key != KEY_FP32_SHA256);
     fp16.metadata_props
@@ -89,7 +87,7 @@ fn convert(onnx: &std::path::Path, args: &ExportArgs) -> anyhow::Result<()> {
 
 /// fp32 or fp16 (int8 forms come from `semask-train quantize`).
 fn parse_export_precision(text: &str) -> Result<Precision, String> {
-    match text.parse::<Precision>()? {
+    match text.parse::<Precision>().map_err(|e| e.to_string())? {
         Precision::Int8 => {
             Err("int8 forms are written by `semask-train quantize`; export fp32 or fp16".into())
         }
@@ -131,20 +129,16 @@ pub fn run(args: ExportArgs, device: burn::tensor::Device) -> anyhow::Result<()>
     });
     let classes = ClassTable::for_count(arch.num_classes);
     let (height, width) = args.input_size;
-    let metadata = vec![
-        (KEY_CLASSES.to_string(), serde_json::to_string(classes.names())?),
-        (KEY_PALETTE.to_string(), serde_json::to_string(classes.palette())?),
-        (KEY_MEAN.to_string(), serde_json::to_string(&IMAGENET_MEAN)?),
-        (KEY_STD.to_string(), serde_json::to_string(&IMAGENET_STD)?),
-        (KEY_LOGITS.to_string(), LOGITS.to_string()),
-        (KEY_CHANNEL_ORDER.to_string(), "rgb".to_string()),
-        ("semask.arch".to_string(), serde_json::to_string(&arch)?),
-        ("semask.input_size".to_string(), semask_edge::frame::Size::from_hw((height, width)).to_string()),
-        ("semask.weights".to_string(), weights_name),
-        ("semask.training_data".to_string(), training_data),
-        ("semask.git_revision".to_string(), GIT_REVISION.to_string()),
-        ("semask.exported_by".to_string(), format!("semask-train {}", env!("CARGO_PKG_VERSION"))),
-    ];
+    let provenance = ExportProvenance {
+        arch: serde_json::to_string(&arch)?,
+        input_size: semask_edge::frame::Size::from_hw((height, width)),
+        weights: weights_name,
+        training_data,
+        git_revision: GIT_REVISION.to_string(),
+        exported_by: format!("semask-train {}", env!("CARGO_PKG_VERSION")),
+    };
+    let mut metadata = SegmentationMetadata::of_export(classes, LOGITS).to_props();
+    metadata.extend(provenance.to_props());
     let options = ExportOptions {
         height,
         width,
@@ -154,7 +148,7 @@ pub fn run(args: ExportArgs, device: burn::tensor::Device) -> anyhow::Result<()>
     };
     let mut proto = export(&model, &arch, &options);
     if args.precision == Precision::Fp16 {
-        proto = semask_train::onnx::fp16::to_fp16(&proto).map_err(anyhow::Error::msg)?;
+        proto = semask_train::onnx::fp16::to_fp16(&proto)?;
     }
     write_model(&args.out, &proto)?;
     let graph = proto.graph.as_ref().expect("export writes a graph");

@@ -14,7 +14,7 @@ use semask_edge::calibration::{
 use semask_edge::files::{InputFiles, InputRole, write_atomically};
 use semask_edge::frame::Frame;
 use semask_edge::model::OnnxModel;
-use semask_edge::model::metadata::KEY_FP32_SHA256;
+use semask_edge::model::metadata::{KEY_FP32_SHA256, KEY_QUANTIZATION};
 use semask_edge::pipeline::{Segmenter, SegmenterOptions};
 use semask_edge::preprocess::Preprocessor;
 use semask_edge::source::Captured;
@@ -173,7 +173,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     let fp32_sha256 = semask_edge::model::sha256_hex(&fs_err::read(&args.model)?);
     let metadata_note = |mut m: tract_onnx::pb::ModelProto, form: &str| {
         m.metadata_props.push(tract_onnx::pb::StringStringEntryProto {
-            key: "semask.quantization".into(),
+            key: KEY_QUANTIZATION.into(),
             value: format!(
                 "int8 {form}; {} calibration on {} frames of {calib}",
                 method.name(),
@@ -200,7 +200,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         dtype: "float32".into(),
         mean: spec.mean,
         std: spec.std,
-        channel_order: spec.channel_order.name().into(),
+        channel_order: spec.channel_order.to_string(),
         source: format!("{calib} (every {every} frames)"),
         files,
     };

@@ -446,7 +446,7 @@ pub fn save_checkpoint(
 ) -> anyhow::Result<()> {
     let base = run.checkpoint(iteration);
     let mut metadata = std::collections::BTreeMap::new();
-    metadata.insert("semask.arch".into(), serde_json::to_string(&config.arch)?);
+    metadata.insert(semask_edge::model::metadata::KEY_ARCH.into(), serde_json::to_string(&config.arch)?);
     metadata.insert("semask.iteration".into(), iteration.to_string());
     Checkpoint::from_model(model).write_safetensors(&base.with_extension("safetensors"), metadata)?;
     let optim_path = base.with_extension("optim");

@@ -88,16 +88,25 @@ pub enum Int8Mode {
     Calibrated,
 }
 
-impl std::str::FromStr for Int8Mode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "qdq" => Ok(Int8Mode::Qdq),
-            "calibrated" => Ok(Int8Mode::Calibrated),
-            other => Err(format!("{other:?} is not qdq or calibrated")),
+impl crate::named::Named for Int8Mode {
+    const WHAT: &'static str = "TensorRT int8 mode";
+    const ALL: &'static [Self] = &[Int8Mode::Qdq, Int8Mode::Calibrated];
+    fn name(self) -> &'static str {
+        match self {
+            Int8Mode::Qdq => "qdq",
+            Int8Mode::Calibrated => "calibrated",
+        }
+    }
+    fn help(self) -> &'static str {
+        match self {
+            Int8Mode::Qdq => "the model's Q/DQ form (model.qdq.onnx): explicit quantization, TensorRT 8.5+",
+            Int8Mode::Calibrated => {
+                "the fp32 model with calib.cache, recalibrated from tensors/ if needed (8.5-10.x)"
+            }
         }
     }
 }
+crate::impl_named_text!(Int8Mode);
 
 /// How TensorRT engines are built and where they are kept.
 #[derive(Debug, Clone, PartialEq)]

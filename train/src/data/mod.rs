@@ -11,11 +11,12 @@ use std::path::{Path, PathBuf};
 
 use semask_edge::frame::{LabelMap, Rgb8Image};
 use semask_edge::model::classes::CITYSCAPES_LABEL_IDS;
+use semask_edge::named::Named;
 use semask_edge::source::images::decode_into;
 use semask_edge::source::synth::{SynthConfig, SynthScene};
 
 /// Which data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DatasetKind {
     /// Procedural driving scenes of the runtime's `synth://` (exact labels, no download).
@@ -23,6 +24,26 @@ pub enum DatasetKind {
     /// A Cityscapes folder (`leftImg8bit/`, `gtFine/`).
     Cityscapes,
 }
+
+impl Named for DatasetKind {
+    const WHAT: &'static str = "dataset";
+    const ALL: &'static [Self] = &[DatasetKind::Synth, DatasetKind::Cityscapes];
+    fn name(self) -> &'static str {
+        match self {
+            DatasetKind::Synth => "synth",
+            DatasetKind::Cityscapes => "cityscapes",
+        }
+    }
+    fn help(self) -> &'static str {
+        match self {
+            DatasetKind::Synth => {
+                "procedural driving scenes of the runtime's synth:// (exact labels, no download)"
+            }
+            DatasetKind::Cityscapes => "a Cityscapes folder (leftImg8bit/, gtFine/)",
+        }
+    }
+}
+semask_edge::impl_named_text!(DatasetKind);
 
 /// What a training run trains and evaluates on, saved with the run so that `--resume`
 /// continues on the same data and crops.
@@ -183,7 +204,7 @@ impl Dataset for Cityscapes {
                 .map_err(|e| DataError::Read { path: path.to_path_buf(), reason: e.to_string() })
         };
         decode_into(&read(image)?, &mut out.image, &semask_edge::limits::Limits::default())
-            .map_err(|reason| DataError::Read { path: image.clone(), reason })?;
+            .map_err(|e| DataError::Read { path: image.clone(), reason: e.to_string() })?;
         let gray = image::load_from_memory(&read(labels)?)
             .map_err(|e| DataError::Read { path: labels.clone(), reason: e.to_string() })?
             .into_luma8();

@@ -50,15 +50,26 @@ enum Ty {
     F16,
 }
 
+/// Why a model has no fp16 form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Fp16Error {
+    #[error("the model has no graph")]
+    NoGraph,
+    #[error("fp16 export does not know operator {op} (node {node})")]
+    UnknownOperator { op: String, node: String },
+    #[error("initializer {0} has no float data")]
+    NoFloatData(String),
+}
+
 /// The fp16 form of `model` (see the module documentation).
-pub fn to_fp16(model: &pb::ModelProto) -> Result<pb::ModelProto, String> {
+pub fn to_fp16(model: &pb::ModelProto) -> Result<pb::ModelProto, Fp16Error> {
     let mut out = model.clone();
-    let graph = out.graph.as_mut().ok_or("the model has no graph")?;
+    let graph = out.graph.as_mut().ok_or(Fp16Error::NoGraph)?;
     let float = DataType::Float as i32;
     let want = |op: &str| if KEEP_FP32.contains(&op) { Ty::F32 } else { Ty::F16 };
     for node in &graph.node {
         if !FLOAT_OPS.contains(&node.op_type.as_str()) {
-            return Err(format!("fp16 export does not know operator {} (node {})", node.op_type, node.name));
+            return Err(Fp16Error::UnknownOperator { op: node.op_type.clone(), node: node.name.clone() });
         }
     }
 
@@ -79,8 +90,7 @@ pub fn to_fp16(model: &pb::ModelProto) -> Result<pb::ModelProto, String> {
         if !types.contains(&Ty::F16) {
             continue;
         }
-        let values =
-            f32_values(tensor).ok_or_else(|| format!("initializer {} has no float data", tensor.name))?;
+        let values = f32_values(tensor).ok_or_else(|| Fp16Error::NoFloatData(tensor.name.clone()))?;
         let halves: Vec<u8> = values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect();
         if types.contains(&Ty::F32) {
             let name = format!("{}/fp16", tensor.name);

@@ -6,6 +6,8 @@
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]     SECONDS per target (default 600); all targets by default
 #
+# FUZZ_JOBS=N runs N targets at a time (default 1; each libFuzzer process uses one core).
+#
 # Corpora start from seeds made from the test fixtures (target/fuzz/corpus/<target>/) and grow
 # there. An input that crashes, aborts, times out (30 s) or exceeds 2 GB is saved by libFuzzer
 # and copied to tests/fuzz/regressions/<target>/, which tests/fuzz_regressions.rs replays in
@@ -29,7 +31,7 @@ seed() {  # seed <target> <files...>
   for f in "$@"; do [ -f "$f" ] && cp "$f" "$dir/" || true; done
 }
 host=target/release/semask-edge
-[ -x "$host" ] || cargo build --release -p semask-edge --bin semask-edge
+[ -x "$host" ] || cargo build --release --workspace --bin semask-edge
 seeds=$(mktemp -d)
 trap 'rm -rf "$seeds"' EXIT
 "$host" record -i "synth://?frames=3&size=64x32" -o "$seeds/clip.mjpeg" >/dev/null
@@ -47,16 +49,15 @@ seed mp4 "$seeds/clip.mp4"
 seed image tests/fixtures/images/*.png tests/fixtures/images/*.jpg
 seed text targets/*.toml "$seeds"/*.txt "$seeds"/*.json "$seeds/calib.cache"
 
-: > "$work/summary.txt"
-for t in "${targets[@]}"; do
-  echo "=== $t: $seconds s"
-  artifacts=$work/artifacts/$t
+fuzz_one() {  # fuzz_one <target>: one libFuzzer run, its findings copied, its summary line written
+  local t=$1 artifacts=$work/artifacts/$1
   mkdir -p "$artifacts"
-  set +e
+  echo "=== $t: $seconds s"
   cargo +nightly fuzz run --fuzz-dir tests/fuzz "$t" "$work/corpus/$t" -- \
     -max_total_time="$seconds" -timeout=30 -rss_limit_mb=2048 -print_final_stats=1 \
-    -artifact_prefix="$artifacts/" 2>&1 | tee "$work/$t.log" | grep -E '^(#[0-9]+ +DONE|==|SUMMARY|INFO: Running)' || true
-  set -e
+    -artifact_prefix="$artifacts/" >"$work/$t.log" 2>&1 || true
+  grep -E '^(#[0-9]+ +DONE|==[0-9]+==|SUMMARY)' "$work/$t.log" || true
+  local runs found corpus
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/$t.log" | tail -n 1)
   found=$(find "$artifacts" -type f | wc -l)
   if [ "$found" -gt 0 ]; then
@@ -64,7 +65,17 @@ for t in "${targets[@]}"; do
     cp "$artifacts"/* "tests/fuzz/regressions/$t/"
   fi
   corpus=$(find "$work/corpus/$t" -type f | wc -l)
-  echo "$t: ${runs:-?} executions in $seconds s, corpus $corpus inputs, $found findings" | tee -a "$work/summary.txt"
+  echo "$t: ${runs:-?} executions in $seconds s, corpus $corpus inputs, $found findings" >"$work/$t.summary"
+}
+
+# Build once before running targets side by side.
+cargo +nightly fuzz build --fuzz-dir tests/fuzz >/dev/null
+jobs_max=${FUZZ_JOBS:-1}
+for t in "${targets[@]}"; do
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs_max" ]; do wait -n || true; done
+  fuzz_one "$t" &
 done
+wait
+for t in "${targets[@]}"; do cat "$work/$t.summary"; done >"$work/summary.txt"
 echo "--- summary"
 cat "$work/summary.txt"

@@ -14,9 +14,10 @@ arch=${1:-}
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 case "$arch" in
   amd64)
-    # The workspace's feature set, the one `cargo test --release --workspace` built: after the
-    # tests this links nothing new (`-p semask-edge` alone would rebuild every dependency).
-    cargo build --release --workspace --bins
+    # With the workspace's feature set, as `cargo test --release --workspace` built it: after the
+    # tests this rebuilds nothing (`-p semask-edge` resolves other features and rebuilds every
+    # dependency; `--bins` would rebuild burn for semask-train, whose test build unified more).
+    cargo build --release --workspace --bin semask-edge
     binary=target/release/semask-edge
     strip_tool=strip
     ;;
@@ -31,7 +32,7 @@ case "$arch" in
     ;;
 esac
 host=target/release/semask-edge
-[ -x "$host" ] || cargo build --release --workspace --bins
+[ -x "$host" ] || cargo build --release --workspace --bin semask-edge
 
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT

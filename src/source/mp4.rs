@@ -80,7 +80,8 @@ impl Mp4Source {
         let size = meta.len();
         check_box_tree(&mut file, size).map_err(|e| unreadable(format!("not a readable MP4: {e}")))?;
         file.seek(SeekFrom::Start(0)).map_err(|e| unreadable(e.to_string()))?;
-        let header = catch_panic(|| mp4::Mp4Reader::read_header(std::io::BufReader::new(file), size))
+        let budget = ReadBudget::new(std::io::BufReader::new(file), 2 * size + (1 << 20));
+        let header = catch_panic(|| mp4::Mp4Reader::read_header(budget, size))
             .map_err(|panic| unreadable(format!("not a readable MP4: the demuxer failed on it ({panic})")))?;
         let reader = header.map_err(|e| {
             unreadable(format!(
@@ -289,6 +290,40 @@ fn yuv_to_rgb(yuv: &DecodedYUV<'_>, out: &mut Rgb8Image, limits: &Limits) -> Res
 const CONTAINER_BOXES: [&[u8; 4]; 11] =
     [b"moov", b"trak", b"mdia", b"minf", b"stbl", b"dinf", b"edts", b"udta", b"mvex", b"moof", b"traf"];
 
+/// A reader that fails once `left` bytes have been read: the `mp4` crate's header parser reads
+/// each byte of the index about once, but loops forever on some corrupt box sizes (a nested box
+/// of size 0 inside boxes that [`check_box_tree`] does not walk, like `meta` or `mp4a`).
+struct ReadBudget<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R> ReadBudget<R> {
+    fn new(inner: R, bytes: u64) -> Self {
+        ReadBudget { inner, left: bytes }
+    }
+}
+
+impl<R: Read> Read for ReadBudget<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the MP4 index reads far more than the file holds (corrupt box sizes)",
+            ));
+        }
+        let n = self.inner.read(buf)?;
+        self.left = self.left.saturating_sub(n as u64);
+        Ok(n)
+    }
+}
+
+impl<R: Seek> Seek for ReadBudget<R> {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        self.inner.seek(pos)
+    }
+}
+
 /// Walks the box tree of an MP4 file (headers only) and checks that every box lies inside its
 /// parent and the file, and is at least as long as its header; only a last top-level box of
 /// media data may run past the end (a truncated file). Depth is bounded.
@@ -309,7 +344,15 @@ fn check_box_tree(file: &mut (impl Read + Seek), len: u64) -> Result<(), String>
             let size32 = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as u64;
             let kind: [u8; 4] = [header[4], header[5], header[6], header[7]];
             let (size, header_len) = match size32 {
-                0 => (end - at, 8), // extends to the end of its parent
+                // "To the end of the file": only the last top-level box may say so. Inside a
+                // parent, the mp4 crate would read the same header forever.
+                0 if depth > 0 => {
+                    return Err(format!(
+                        "box {:?} at byte {at} has size 0, which only a last top-level box may have",
+                        String::from_utf8_lossy(&kind)
+                    ));
+                }
+                0 => (end - at, 8),
                 1 => {
                     if end - at < 16 {
                         return Err(format!("box {:?} at {at} is cut short", String::from_utf8_lossy(&kind)));
@@ -445,6 +488,30 @@ impl Source for Mp4Source {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_budget_ends_a_parser_that_loops() {
+        let mut reader = ReadBudget::new(std::io::Cursor::new(vec![7u8; 64]), 24);
+        let mut header = [0u8; 8];
+        for _ in 0..3 {
+            reader.read_exact(&mut header).unwrap();
+            reader.seek(SeekFrom::Start(0)).unwrap(); // the same header again, as a size-0 box does
+        }
+        let err = reader.read_exact(&mut header).unwrap_err();
+        assert!(err.to_string().contains("corrupt box sizes"), "{err}");
+    }
+
+    #[test]
+    fn a_nested_box_of_size_0_is_refused() {
+        // moov { trak of size 0 }: the mp4 crate would read the trak header forever.
+        let mut file = Vec::new();
+        file.extend_from_slice(&16u32.to_be_bytes());
+        file.extend_from_slice(b"moov");
+        file.extend_from_slice(&0u32.to_be_bytes());
+        file.extend_from_slice(b"trak");
+        let err = check_box_tree(&mut std::io::Cursor::new(&file), file.len() as u64).unwrap_err();
+        assert!(err.contains("size 0"), "{err}");
+    }
 
     #[test]
     fn sample_table_follows_chunk_runs() {

@@ -25,7 +25,7 @@ echo "frames,rss_kib,fds,threads,seconds" >"$out/samples.csv"
 start=$(date +%s)
 next=0
 while kill -0 "$pid" 2>/dev/null; do
-  done_frames=$(wc -l <"$out/stats.jsonl.partial" 2>/dev/null || echo 0)
+  done_frames=$(wc -l 2>/dev/null <"$out/stats.jsonl.partial" || echo 0)
   if [ "$done_frames" -ge "$next" ] && [ -r "/proc/$pid/status" ]; then
     rss=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
     threads=$(awk '/^Threads/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)

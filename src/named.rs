@@ -72,6 +72,7 @@ macro_rules! impl_named_text {
 mod tests {
     use super::*;
     use crate::backend::BackendKind;
+    use crate::backend::tensorrt::Int8Mode;
     use crate::calibration::Precision;
     use crate::postprocess::Upsample;
     use crate::preprocess::ChannelOrder;
@@ -100,6 +101,7 @@ mod tests {
         round_trip::<Upsample>();
         round_trip::<ChannelOrder>();
         round_trip::<LabelIds>();
+        round_trip::<Int8Mode>();
     }
 
     #[test]

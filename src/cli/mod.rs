@@ -485,7 +485,6 @@ pub fn print_summary(out: &mut impl Write, summary: &RunSummary) -> std::io::Res
     writeln!(out, "throughput   {:.2} frames/s", summary.throughput_fps())
 }
 
-/// `--input-size 1024x512` (WxH, [`Size`]) → `(512, 1024)`, the `(height, width)` of the network.
 /// clap's parser for one of the library's closed choices ([`Named`]): its names are the possible
 /// values (listed in `--help` with each one's help line; clap suggests the closest for a typo).
 pub fn choice<T: Named + Send + Sync>() -> impl clap::builder::TypedValueParser<Value = T> {
@@ -505,6 +504,7 @@ fn parse_repeat(text: &str) -> Result<Repeat, String> {
     }
 }
 
+/// `--input-size 1024x512` (WxH, [`Size`]) → `(512, 1024)`, the `(height, width)` of the network.
 pub fn parse_size(text: &str) -> Result<(usize, usize), String> {
     text.parse::<Size>().map(Size::hw).map_err(|e| e.to_string())
 }

@@ -21,8 +21,7 @@ use std::fmt;
 use serde::de::DeserializeOwned;
 
 use super::classes::ClassTable;
-use crate::named;
-use crate::named::Named;
+use crate::named::{self, Named};
 use crate::preprocess::{ChannelOrder, IMAGENET_MEAN, IMAGENET_STD};
 
 pub const KEY_CLASSES: &str = "semask.classes";

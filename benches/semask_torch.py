@@ -361,13 +361,14 @@ def export(out, arch, size, seed):
     print(f"wrote {out}: {arch} at {h}x{w}, {params:,} parameters, random init (seed {seed})")
 
 
-def serve(arch, size, batch, threads):
+def serve(arch, size, batch, threads, device):
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = SeMaskFPN(**ARCHS[arch])
+    device = torch.device(device)
+    model = SeMaskFPN(**ARCHS[arch]).to(device)
     h, w = size
-    x = torch.randn(batch, 3, h, w)
-    y = torch.randint(0, ARCHS[arch]["num_classes"], (batch, h, w))
+    x = torch.randn(batch, 3, h, w, device=device)
+    y = torch.randint(0, ARCHS[arch]["num_classes"], (batch, h, w), device=device)
     y[:, : h // 16] = 255  # some ignored pixels, as in real labels
     no_decay = ("absolute_pos_embed", "relative_position_bias_table", "norm")
     groups = [
@@ -384,6 +385,8 @@ def serve(arch, size, batch, threads):
         model.eval()
         with torch.no_grad():
             logits, sem = model(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize()  # the kernels are asynchronous: time them, not their launch
         return logits
 
     def train():
@@ -395,7 +398,9 @@ def serve(arch, size, batch, threads):
         optim.step()
         return loss.item()
 
-    print(json.dumps({"ready": True, "torch": torch.__version__, "threads": torch.get_num_threads()}), flush=True)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(json.dumps({"ready": True, "torch": torch.__version__, "threads": torch.get_num_threads(),
+                      "device": name}), flush=True)
     for line in sys.stdin:
         parts = line.split()
         if not parts:
@@ -427,6 +432,7 @@ def main():
     v.add_argument("--size", default="512x1024")
     v.add_argument("--batch", type=int, default=1)
     v.add_argument("--threads", type=int, default=2)
+    v.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     a = p.parse_args()
     if a.cmd == "check":
         check(a.fixtures)
@@ -435,7 +441,7 @@ def main():
     if a.cmd == "export":
         export(a.out, a.arch, (h, w), a.seed)
     else:
-        serve(a.arch, (h, w), a.batch, a.threads)
+        serve(a.arch, (h, w), a.batch, a.threads, a.device)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@
 #   - tests/parity.rs: official fixtures tiny and tiny2, raw and onnxruntime-optimised forms,
 #     logits within 1e-4 of PyTorch's;
 #   - tests/cli.rs but bench: the main job on the built-in model, labels against onnxruntime;
-#   - tests/streaming.rs' MP4 (ours, ffmpeg's with B-frames) and MJPEG replays;
+#   - tests/streaming.rs' MP4 (ours, ffmpeg's with B-frames) and MJPEG replays (with an identity
+#     model under emulation: they check decoding, order and counts, not the network);
 #   - cross-checks of this script: int8 and fp32 labels of the built-in model on 8 synth frames,
 #     with tract's SVE2 and its Orin-like NEON dot-product kernels (>= 99.5 % equal to x86-64's),
 #     and the pre/post-processing (an identity model: labels, colours and overlays

@@ -18,6 +18,28 @@ fn stats(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
+/// `-m MODEL` for the replay tests below when they run under emulation (the aarch64 tests),
+/// where the built-in network takes seconds per frame: they check the replay path (decoding,
+/// order, counts, outputs), which an identity model leaves whole. Natively: the built-in model.
+fn replay_model(dir: &Path) -> Vec<String> {
+    if !util::emulated() {
+        return Vec::new();
+    }
+    let path = dir.join("identity.onnx");
+    util::onnx::identity_model(&path, [1, 3, 64, 64].into_iter().map(util::onnx::dim).collect());
+    vec!["-m".into(), s(&path).into()]
+}
+
+/// `args` followed by `extra`.
+fn with(args: &[&str], extra: &[String]) -> Vec<String> {
+    args.iter().map(|a| a.to_string()).chain(extra.iter().cloned()).collect()
+}
+
+fn run_with(args: &[&str], extra: &[String]) -> std::process::Output {
+    let args = with(args, extra);
+    run_cli(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
 fn numbered(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{i:06}.png")).collect()
 }
@@ -100,7 +122,9 @@ fn mjpeg_recorded_by_us_replays_every_frame() {
     assert!(rec.status.success(), "{}", stderr(&rec));
     assert!(stdout(&rec).contains("12 frames recorded"), "{}", stdout(&rec));
     let (labels, stats_path) = (dir.path().join("labels"), dir.path().join("stats.jsonl"));
-    let out = run_cli(&["run", "-i", s(&mjpeg), "--labels", s(&labels), "--stats", s(&stats_path), "-q"]);
+    let model = replay_model(dir.path());
+    let out =
+        run_with(&["run", "-i", s(&mjpeg), "--labels", s(&labels), "--stats", s(&stats_path), "-q"], &model);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(files_in(&labels), numbered(12));
     let lines = stats(&stats_path);
@@ -119,18 +143,10 @@ fn mp4_written_by_ffmpeg_with_b_frames_replays_in_display_order() {
     ffmpeg_clip(&frames, &clip, &["-profile:v", "high", "-bf", "3", "-g", "10"]);
     let (overlay, stats_path) = (dir.path().join("overlay"), dir.path().join("stats.jsonl"));
     // alpha 0: the overlay is the decoded frame itself.
-    let out = run_cli(&[
-        "run",
-        "-i",
-        s(&clip),
-        "--overlay",
-        s(&overlay),
-        "--alpha",
-        "0",
-        "--stats",
-        s(&stats_path),
-        "-q",
-    ]);
+    let out = run_with(
+        &["run", "-i", s(&clip), "--overlay", s(&overlay), "--alpha", "0", "--stats", s(&stats_path), "-q"],
+        &replay_model(dir.path()),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(files_in(&overlay), numbered(24));
     assert_eq!(stats(&stats_path).len(), 24);
@@ -144,11 +160,13 @@ fn mp4_written_by_ffmpeg_with_b_frames_replays_in_display_order() {
 fn mp4_written_by_us_replays_every_frame_and_ffmpeg_reads_it() {
     let dir = tempfile::tempdir().unwrap();
     let video = dir.path().join("out.mp4");
-    let out = run_cli(&["run", "-i", "synth://?frames=15&size=321x161&fps=15", "-o", s(&video), "-q"]);
+    let model = replay_model(dir.path());
+    let out =
+        run_with(&["run", "-i", "synth://?frames=15&size=321x161&fps=15", "-o", s(&video), "-q"], &model);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!dir.path().join("out.mp4.partial").exists());
     let labels = dir.path().join("labels");
-    let replay = run_cli(&["run", "-i", s(&video), "--labels", s(&labels), "-q"]);
+    let replay = run_with(&["run", "-i", s(&video), "--labels", s(&labels), "-q"], &model);
     assert!(replay.status.success(), "{}", stderr(&replay));
     assert_eq!(files_in(&labels), numbered(15));
     // Odd sizes are padded to even for H.264.

@@ -47,7 +47,7 @@ pub fn write_npy_f32(path: &Path, shape: &[usize], values: &[f32]) {
 /// the test itself.
 pub fn semask_edge() -> Command {
     let binary = env!("CARGO_BIN_EXE_semask-edge");
-    match std::env::var("SEMASK_TEST_RUNNER").ok().filter(|r| !r.trim().is_empty()) {
+    match std::env::var("SEMASK_TEST_RUNNER").ok().filter(|_| emulated()) {
         Some(runner) => {
             let mut words = runner.split_whitespace();
             let mut command = Command::new(words.next().expect("not empty"));
@@ -56,6 +56,11 @@ pub fn semask_edge() -> Command {
         }
         None => Command::new(binary),
     }
+}
+
+/// Whether the tests run under emulation (`SEMASK_TEST_RUNNER`, see [`semask_edge`]).
+pub fn emulated() -> bool {
+    std::env::var("SEMASK_TEST_RUNNER").is_ok_and(|r| !r.trim().is_empty())
 }
 
 /// Runs the binary with `args`, returning its output.

@@ -17,6 +17,7 @@ use semask_edge::sink::images::{LabelIds, PngDirSink, PngKind};
 use semask_edge::source::synth::SynthConfig;
 use semask_train::data::augment::AugmentConfig;
 use semask_train::data::{Cityscapes, DataRecipe, Dataset, DatasetKind, Synth};
+use semask_train::device::{ComputeDevice, DeviceName};
 use semask_train::eval::{self, Labeller};
 use semask_train::model::SeMaskFpn;
 use semask_train::training::{self, RunDir, TrainConfig};
@@ -224,8 +225,9 @@ pub struct TrainArgs {
 
 /// `semask-train train`. `data_flags_given`: which of [`DATA_FLAGS`] were on the command line
 /// (a resumed run refuses to change its data).
-pub fn train(args: TrainArgs, data_flags_given: &[&str], device: burn::tensor::Device) -> anyhow::Result<()> {
-    let device = device.autodiff();
+pub fn train(args: TrainArgs, data_flags_given: &[&str], devices: &[ComputeDevice]) -> anyhow::Result<()> {
+    let autodiff: Vec<burn::tensor::Device> = devices.iter().map(|d| d.device.clone().autodiff()).collect();
+    let device = autodiff.first().ok_or_else(|| anyhow::anyhow!("--device names no device"))?.clone();
     let (mut config, start, model, optim) = match &args.resume {
         Some(dir) => {
             let (weights, optim_path, state) = training::latest_checkpoint(dir)?;
@@ -302,6 +304,15 @@ pub fn train(args: TrainArgs, data_flags_given: &[&str], device: burn::tensor::D
         // The poly schedule follows the new total from here on.
         config.iterations = total;
     }
+    if config.batch < devices.len() {
+        anyhow::bail!(
+            "--batch {} is smaller than the {} devices of --device: each device needs at least one image",
+            config.batch,
+            devices.len()
+        );
+    }
+    // The run records where it computes; a resumed run, where it resumed.
+    config.devices = devices.iter().map(|d| d.info.clone()).collect();
     let data = config.data.clone().expect("set above for new and resumed runs");
     let augment = AugmentConfig {
         scale: (data.scale.0.max(data.scale.1), data.scale.0.min(data.scale.1)),
@@ -339,7 +350,7 @@ pub fn train(args: TrainArgs, data_flags_given: &[&str], device: burn::tensor::D
         val_data.as_deref(),
         &run,
         start,
-        &device,
+        &autodiff,
         &STOP,
     )?;
     println!("run saved in {}", run.0.display());
@@ -407,7 +418,8 @@ pub struct EvalArgs {
     report: Option<PathBuf>,
 }
 
-pub fn eval(args: EvalArgs, device: burn::tensor::Device) -> anyhow::Result<()> {
+pub fn eval(args: EvalArgs, compute: ComputeDevice) -> anyhow::Result<()> {
+    let device = compute.device;
     let dataset = args.data.open(&args.split, &args.seeds)?;
     let mut labeller: Box<dyn Labeller + '_> = match (&args.weights, &args.onnx) {
         (Some(weights), _) => {
@@ -415,7 +427,15 @@ pub fn eval(args: EvalArgs, device: burn::tensor::Device) -> anyhow::Result<()> 
             let model = Checkpoint::read(weights)?.load_into(SeMaskFpn::new(&arch, &device), &device)?;
             Box::new(training::ModelLabeller::new(model, &imagenet_spec(), &device))
         }
-        (None, Some(onnx)) => Box::new(eval::onnx_labeller(onnx)?),
+        (None, Some(onnx)) => {
+            if compute.name != DeviceName::Cpu {
+                anyhow::bail!(
+                    "--onnx runs in the runtime (tract, on the CPU): drop --device, or evaluate the \
+                     checkpoint with --weights on the GPU"
+                );
+            }
+            Box::new(eval::onnx_labeller(onnx)?)
+        }
         (None, None) => unreachable!("clap requires --weights or --onnx"),
     };
     let classes = labeller.classes().clone();

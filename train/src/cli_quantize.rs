@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use prost::Message;
+use semask_train::device::ComputeDevice;
 
 use semask_edge::calibration::{
     CACHE_FILE, MANIFEST_FILE, QDQ_MODEL, QOP_MODEL, REPORT_FILE, TENSORS_DIR, TensorManifest,
@@ -90,7 +91,8 @@ pub struct QuantizeArgs {
     out: PathBuf,
 }
 
-pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
+/// `device`: where the calibration pass runs; `None` for tract on the CPU (`--device cpu`).
+pub fn run(args: QuantizeArgs, device: Option<ComputeDevice>) -> anyhow::Result<()> {
     // None of the artifacts may overwrite the model they are made from (`--out` its folder).
     let mut inputs = InputFiles::default();
     inputs.add(&args.model, InputRole::Model);
@@ -163,7 +165,14 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     let passes = if method == Method::MinMax { 1 } else { 2 };
     let progress = semask_edge::progress::bar(Some((inputs.len() * passes) as u64), "frames", true);
     progress.set_message(format!("calibration ({})", method.name()));
-    let quantized = quantize::quantize(&proto, &inputs, method, args.trt_version, &|| progress.inc(1))?;
+    let quantized = quantize::quantize(
+        &proto,
+        &inputs,
+        method,
+        args.trt_version,
+        device.as_ref().map(|d| &d.device),
+        &|| progress.inc(1),
+    )?;
     progress.finish_and_clear();
 
     // The artifacts.

@@ -14,6 +14,7 @@ use burn::tensor::{Tensor, TensorData};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use semask_train::arrays::{read_npy, write_npz};
+use semask_train::device::{self, ComputeDevice, DeviceList, DeviceName};
 use semask_train::model::{ArchConfig, SeMaskFpn, to_vec};
 use semask_train::weights::Checkpoint;
 
@@ -79,10 +80,11 @@ struct Cli {
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
 
-    /// Where the model computes: cpu (burn's flex backend), or cuda / cuda:N in builds with
-    /// the `cuda` feature.
-    #[arg(long, value_name = "DEVICE", default_value = "cpu", global = true, value_parser = semask_train::device)]
-    device: burn::tensor::Device,
+    /// Where the model computes: cpu (burn's flex backend), gpu or gpu:N (burn's wgpu backend:
+    /// Vulkan, Metal, DX12; `semask-train devices` lists the adapters), cuda:N (builds with the
+    /// `cuda` feature). `train` takes a list for data-parallel training: gpu:0,gpu:1.
+    #[arg(long, value_name = "DEVICE", default_value = "cpu", global = true)]
+    device: DeviceList,
 
     #[command(subcommand)]
     command: Command,
@@ -107,6 +109,8 @@ enum Command {
     /// TensorRT calibration cache, calibration tensors, and their accuracy against fp32.
     #[command(after_help = QUANTIZE_EXAMPLES)]
     Quantize(cli_quantize::QuantizeArgs),
+    /// The devices `--device` can name: the CPU and every GPU adapter (gpu:N), best first.
+    Devices,
 }
 
 /// Which architecture: a preset or a JSON file.
@@ -170,6 +174,44 @@ fn forward(args: ForwardArgs, device: burn::tensor::Device) -> anyhow::Result<()
     Ok(())
 }
 
+/// Opens the devices of `--device` and says which they are.
+fn open_devices(list: &DeviceList) -> anyhow::Result<Vec<ComputeDevice>> {
+    let devices = device::open(list)?;
+    for d in &devices {
+        if d.name == DeviceName::Cpu {
+            log::info!("computing on {}", d.info);
+        } else {
+            eprintln!("computing on {}", d.info);
+        }
+    }
+    Ok(devices)
+}
+
+/// The one device of a command that does not split its work.
+fn one_device(list: &DeviceList) -> anyhow::Result<ComputeDevice> {
+    list.single()?;
+    Ok(open_devices(list)?.remove(0))
+}
+
+fn list_devices() -> anyhow::Result<()> {
+    println!("{}", device::cpu().info);
+    let adapters = device::adapters();
+    for adapter in &adapters {
+        println!("{}", adapter.info);
+    }
+    if adapters.is_empty() {
+        if cfg!(feature = "gpu") {
+            println!(
+                "no GPU adapter (Vulkan, Metal, DX12): install the GPU's Vulkan driver (Debian: \
+                 mesa-vulkan-drivers, also for the software lavapipe device), check with `vulkaninfo --summary`"
+            );
+        } else {
+            println!("no GPUs: this semask-train was built without the gpu feature");
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
@@ -191,11 +233,16 @@ fn main() -> ExitCode {
         .format_timestamp(None)
         .init();
     let result = match cli.command {
-        Command::Forward(args) => forward(args, cli.device),
-        Command::Train(args) => cli::train(args, &data_flags_given, cli.device),
-        Command::Eval(args) => cli::eval(args, cli.device),
-        Command::Export(args) => cli_export::run(args, cli.device),
-        Command::Quantize(args) => cli_quantize::run(args),
+        Command::Forward(args) => one_device(&cli.device).and_then(|d| forward(args, d.device)),
+        Command::Train(args) => {
+            open_devices(&cli.device).and_then(|devices| cli::train(args, &data_flags_given, &devices))
+        }
+        Command::Eval(args) => one_device(&cli.device).and_then(|device| cli::eval(args, device)),
+        Command::Export(args) => one_device(&cli.device).and_then(|d| cli_export::run(args, d.device)),
+        // On the CPU the calibration runs in tract (any ONNX graph); elsewhere with burn.
+        Command::Quantize(args) => one_device(&cli.device)
+            .and_then(|d| cli_quantize::run(args, (d.name != DeviceName::Cpu).then_some(d))),
+        Command::Devices => list_devices(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,9 +11,10 @@ use std::time::Instant;
 
 use anyhow::Context;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamGroup, ParamId};
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer, MultiGradientsParams};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use semask_edge::guard::catch_panic;
 use semask_edge::model::ClassTable;
 
 use crate::data::Dataset;
@@ -44,6 +45,10 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     pub eval_every: usize,
     pub workers: usize,
+    /// The devices the run computes on (set by the command line; empty in runs written before
+    /// it was recorded). A resumed run records the devices it resumed on.
+    #[serde(default)]
+    pub devices: Vec<crate::device::DeviceInfo>,
     /// The data the run trains on (set by the command line; `None` in runs written before it
     /// was recorded, and for library callers that hand datasets to [`train`] themselves).
     #[serde(default)]
@@ -70,6 +75,7 @@ impl TrainConfig {
             checkpoint_every: 8000,
             eval_every: 8000,
             workers: 2,
+            devices: Vec::new(),
             data: None,
         }
     }
@@ -194,6 +200,9 @@ pub struct LogRow {
     /// Pixel accuracy of the batch (labelled pixels).
     pub accuracy: f64,
     pub seconds: f64,
+    /// Of `seconds`, the time spent waiting for the batch (data loading not hidden by the
+    /// loader's prefetching).
+    pub data_seconds: f64,
     pub val_miou: Option<f64>,
     pub val_accuracy: Option<f64>,
 }
@@ -272,32 +281,100 @@ pub struct StepStats {
 }
 
 /// One optimisation step on `batch` at learning rate `lr`: forward, loss, backward, AdamW update.
-/// `model` must live on an autodiff device.
+///
+/// `devices` (autodiff devices; the first holds `model` and the optimizer state) share the
+/// batch: each computes the gradients of its share ([`Batch::split`]) with the share's loss
+/// weighted by its fraction of the batch, and burn's multi-device optimizer step
+/// ([`ModuleOptimizer::step_multi`]) sums them, so N devices take the step one device would
+/// take on the whole batch. One device takes the same path, without a thread.
 pub fn train_step(
     model: SeMaskFpn,
     optim: &mut ModuleOptimizer,
     batch: &Batch,
     lr: f64,
     semantic_weight: f64,
+    devices: &[Device],
+) -> anyhow::Result<(SeMaskFpn, StepStats)> {
+    anyhow::ensure!(!devices.is_empty(), "a training step needs a device");
+    let shares = batch.split(devices.len());
+    let weight = |share: &Batch| share.size as f64 / batch.size as f64;
+    // A GPU runtime reports a lost device or exhausted memory by panicking: a step error.
+    let results: Vec<Result<ShareResult, String>> = if shares.len() == 1 {
+        vec![catch_panic(|| {
+            share_gradients(&model, &shares[0], weight(&shares[0]), semantic_weight, &devices[0])
+        })]
+    } else {
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = shares
+                .iter()
+                .zip(devices)
+                .map(|(share, device)| {
+                    let replica = model.clone();
+                    scope.spawn(move || {
+                        catch_panic(|| {
+                            let replica = replica.fork(device);
+                            share_gradients(&replica, share, weight(share), semantic_weight, device)
+                        })
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|worker| worker.join().unwrap_or_else(|_| Err("the worker thread died".into())))
+                .collect()
+        })
+    };
+    let mut grads = MultiGradientsParams::default();
+    let mut stats = StepStats { loss: 0.0, loss_decode: 0.0, loss_semantic: 0.0, accuracy: 0.0 };
+    let (mut correct, mut labelled) = (0.0, 0.0);
+    for (i, (result, device)) in results.into_iter().zip(devices).enumerate() {
+        let share = result
+            .map_err(|e| anyhow::anyhow!("the training step failed on device {} of --device: {e}", i + 1))?;
+        grads.grads.push((share.grads, device.clone()));
+        stats.loss += share.loss;
+        stats.loss_decode += share.loss_decode;
+        stats.loss_semantic += share.loss_semantic;
+        correct += share.correct;
+        labelled += share.labelled;
+    }
+    stats.accuracy = correct / labelled.max(1.0);
+    Ok((optim.step_multi(lr, model, grads), stats))
+}
+
+/// What one device computed for its share of a batch.
+struct ShareResult {
+    grads: GradientsParams,
+    /// Losses weighted by the share's fraction of the batch.
+    loss: f64,
+    loss_decode: f64,
+    loss_semantic: f64,
+    correct: f64,
+    labelled: f64,
+}
+
+/// Forward and backward of `model` (on `device`) on `share`, its loss scaled by `weight`.
+fn share_gradients(
+    model: &SeMaskFpn,
+    share: &Batch,
+    weight: f64,
+    semantic_weight: f64,
     device: &Device,
-) -> (SeMaskFpn, StepStats) {
+) -> ShareResult {
     let x = Tensor::<4>::from_data(
-        TensorData::new(batch.images.clone(), [batch.size, 3, batch.height, batch.width]),
+        TensorData::new(share.images.clone(), [share.size, 3, share.height, share.width]),
         device,
     );
-    let (labels, valid) = label_tensors(batch, device);
+    let (labels, valid) = label_tensors(share, device);
     let out = model.forward(x);
-    let predicted = resize(out.logits.clone().detach(), [batch.height, batch.width]).argmax(1).reshape([
-        batch.size,
-        batch.height,
-        batch.width,
+    let predicted = resize(out.logits.clone().detach(), [share.height, share.width]).argmax(1).reshape([
+        share.size,
+        share.height,
+        share.width,
     ]);
-    let loss_decode = cross_entropy(out.logits, &labels, &valid);
-    let loss_semantic = cross_entropy(out.sem_logits, &labels, &valid);
+    let loss_decode = cross_entropy(out.logits, &labels, &valid).mul_scalar(weight);
+    let loss_semantic = cross_entropy(out.sem_logits, &labels, &valid).mul_scalar(weight);
     let loss = loss_decode.clone().add(loss_semantic.clone().mul_scalar(semantic_weight));
-    let grads = GradientsParams::from_grads(loss.backward(), &model);
-    let model = optim.step(lr, model, grads);
-
+    let grads = GradientsParams::from_grads(loss.backward(), model);
     let scalar = |t: Tensor<1>| {
         t.into_data()
             .convert::<f64>()
@@ -307,16 +384,18 @@ pub fn train_step(
             .unwrap_or(f64::NAN)
     };
     let correct = predicted.equal(labels).float().mul(valid.clone()).sum();
-    let stats = StepStats {
+    ShareResult {
+        grads,
         loss: scalar(loss),
         loss_decode: scalar(loss_decode),
         loss_semantic: scalar(loss_semantic),
-        accuracy: scalar(correct) / scalar(valid.sum()).max(1.0),
-    };
-    (model, stats)
+        correct: scalar(correct),
+        labelled: scalar(valid.sum()),
+    }
 }
 
-/// Runs training from `start` (0, or a resumed iteration) to `config.iterations`.
+/// Runs training from `start` (0, or a resumed iteration) to `config.iterations` on `devices`
+/// (autodiff devices, see [`train_step`]; the first holds the model and evaluates).
 #[allow(clippy::too_many_arguments)]
 pub fn train(
     mut model: SeMaskFpn,
@@ -327,9 +406,10 @@ pub fn train(
     val_data: Option<&dyn Dataset>,
     run: &RunDir,
     start: usize,
-    device: &Device,
+    devices: &[Device],
     stop: &std::sync::atomic::AtomicBool,
 ) -> anyhow::Result<SeMaskFpn> {
+    let main_device = devices.first().ok_or_else(|| anyhow::anyhow!("training needs a device"))?;
     fs_err::create_dir_all(run.0.join("checkpoints"))?;
     write_json(&run.0.join("config.json"), &serde_json::to_value(config)?)?;
     let log_path = run.0.join("log.csv");
@@ -347,7 +427,10 @@ pub fn train(
             .with_context(|| format!("cannot write {}", log_path.display()))?,
     );
     if new_log {
-        writeln!(log, "iteration,lr,loss,loss_decode,loss_semantic,accuracy,seconds,val_miou,val_accuracy")?;
+        writeln!(
+            log,
+            "iteration,lr,loss,loss_decode,loss_semantic,accuracy,seconds,val_miou,val_accuracy,data_seconds"
+        )?;
     }
     let prefetch = 2 * config.workers.max(1);
     let mut loader = BatchLoader::new(
@@ -361,6 +444,7 @@ pub fn train(
     );
     let progress = semask_edge::progress::bar(Some((config.iterations - start) as u64), "it", true);
     let started = Instant::now();
+    let (mut waited, mut stepped) = (0.0, 0.0);
     for t in start..config.iterations {
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
             log::warn!("interrupted at iteration {t}: saving a checkpoint to resume from");
@@ -369,8 +453,10 @@ pub fn train(
         }
         let step_start = Instant::now();
         let batch = loader.next_batch(prefetch)?;
+        let data_seconds = step_start.elapsed().as_secs_f64();
         let lr = config.lr_at(t);
-        let (next, stats) = train_step(model, &mut optim, &batch, lr, config.semantic_weight, device);
+        let (next, stats) = train_step(model, &mut optim, &batch, lr, config.semantic_weight, devices)
+            .with_context(|| format!("iteration {}", t + 1))?;
         model = next;
         let mut row = LogRow {
             iteration: t + 1,
@@ -380,6 +466,7 @@ pub fn train(
             loss_semantic: stats.loss_semantic,
             accuracy: stats.accuracy,
             seconds: step_start.elapsed().as_secs_f64(),
+            data_seconds,
             val_miou: None,
             val_accuracy: None,
         };
@@ -394,7 +481,7 @@ pub fn train(
         if let Some(val) = val_data
             .filter(|_| config.eval_every > 0 && (done % config.eval_every == 0 || done == config.iterations))
         {
-            let mut labeller = ModelLabeller::new(model.valid(), &augment.spec, device);
+            let mut labeller = ModelLabeller::new(model.valid(), &augment.spec, main_device);
             let metrics = crate::eval::evaluate(&mut labeller, val, |_, _| Ok(()))?;
             row.val_miou = Some(metrics.miou);
             row.val_accuracy = Some(metrics.pixel_accuracy);
@@ -408,7 +495,7 @@ pub fn train(
         }
         writeln!(
             log,
-            "{},{:.6e},{:.5},{:.5},{:.5},{:.4},{:.3},{},{}",
+            "{},{:.6e},{:.5},{:.5},{:.5},{:.4},{:.3},{},{},{:.4}",
             row.iteration,
             row.lr,
             row.loss,
@@ -417,8 +504,11 @@ pub fn train(
             row.accuracy,
             row.seconds,
             row.val_miou.map_or(String::new(), |v| format!("{v:.5}")),
-            row.val_accuracy.map_or(String::new(), |v| format!("{v:.5}"))
+            row.val_accuracy.map_or(String::new(), |v| format!("{v:.5}")),
+            row.data_seconds
         )?;
+        waited += row.data_seconds;
+        stepped += row.seconds;
         log.flush()?;
         progress.set_message(format!("loss {:.3} acc {:.3} lr {:.2e}", row.loss, row.accuracy, lr));
         progress.inc(1);
@@ -428,9 +518,10 @@ pub fn train(
     }
     progress.finish_and_clear();
     log::info!(
-        "trained {} iterations in {:.1} s",
+        "trained {} iterations in {:.1} s; {:.1} % of the step time waiting for data (log.csv: data_seconds)",
         config.iterations.saturating_sub(start),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        100.0 * waited / stepped.max(f64::MIN_POSITIVE)
     );
     Ok(model)
 }
@@ -548,8 +639,10 @@ mod tests {
             labels: (0..32 * 32).map(|i| (i % 19) as u8).collect(),
         };
         let mut optim = optimizer(&config);
+        let devices = [device.clone()];
         let (model, _) =
-            train_step(SeMaskFpn::new(&config.arch, &device), &mut optim, &batch, 1e-4, 0.4, &device);
+            train_step(SeMaskFpn::new(&config.arch, &device), &mut optim, &batch, 1e-4, 0.4, &devices)
+                .unwrap();
         let states = optim.to_record().len();
         assert!(states > 0);
         let dir = tempfile::tempdir().unwrap();
@@ -570,7 +663,7 @@ mod tests {
             saved.iter().filter(|(name, id)| !name.contains(".running_") && restored.get(*name) != Some(id));
         assert_eq!(differing.count(), 0);
         let mut resumed = optimizer(&config).load(&optim_path).unwrap();
-        let _ = train_step(loaded, &mut resumed, &batch, 1e-4, 0.4, &device);
+        let _ = train_step(loaded, &mut resumed, &batch, 1e-4, 0.4, &devices).unwrap();
         // Every moment was found and updated in place: no second set keyed by fresh ids.
         assert_eq!(resumed.to_record().len(), states);
     }

@@ -271,5 +271,7 @@ fn devices_this_build_lacks_are_explained() {
     };
     #[cfg(not(feature = "cuda"))]
     assert_clear_error(&eval("cuda:1"), &["built without CUDA", "--features cuda"]);
-    assert_clear_error(&eval("gpu"), &["unknown device", "cpu, cuda or cuda:N"]);
+    #[cfg(not(feature = "gpu"))]
+    assert_clear_error(&eval("gpu:1"), &["built without the gpu feature", "--device cpu"]);
+    assert_clear_error(&eval("tpu"), &["unknown device \"tpu\"", "cpu, gpu, gpu:N"]);
 }

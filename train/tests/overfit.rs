@@ -1,9 +1,11 @@
 //! The tiny SeMask config, trained with the real loss, optimizer and schedule, fits 8 synthetic
-//! frames: pixel accuracy >= 90 % on them within a bounded number of steps on the CPU.
+//! frames: pixel accuracy >= 90 % on them within a bounded number of steps, on the CPU and on a
+//! GPU (burn's wgpu backend; CI: Mesa's software Vulkan device).
 
 use std::sync::Arc;
 
 use burn::module::Module;
+use burn::tensor::Device;
 use std::sync::atomic::AtomicBool;
 
 use semask_edge::preprocess::PreprocSpec;
@@ -15,6 +17,17 @@ use semask_train::training::{self, RunDir, TrainConfig};
 
 #[test]
 fn tiny_model_overfits_eight_synthetic_frames() {
+    overfit(&semask_train::cpu());
+}
+
+#[cfg(feature = "gpu")]
+#[test]
+fn tiny_model_overfits_eight_synthetic_frames_on_the_gpu() {
+    let gpu = semask_train::device::open_one(semask_train::device::DeviceName::Gpu(0));
+    overfit(&gpu.unwrap_or_else(|e| panic!("{e}")).device);
+}
+
+fn overfit(device: &Device) {
     let (w, h) = (128, 64);
     let data =
         Arc::new(Synth::new(SynthConfig { width: w, height: h, ..Default::default() }, vec![3], 8, 20));
@@ -41,7 +54,7 @@ fn tiny_model_overfits_eight_synthetic_frames() {
         workers: 1,
         ..TrainConfig::official(ArchConfig::tiny())
     };
-    let device = semask_train::cpu().autodiff();
+    let device = device.clone().autodiff();
     let model = SeMaskFpn::new(&config.arch, &device);
     let dir = tempfile::tempdir().unwrap();
     let stop = AtomicBool::new(false);
@@ -54,7 +67,7 @@ fn tiny_model_overfits_eight_synthetic_frames() {
         None,
         &RunDir(dir.path().to_path_buf()),
         0,
-        &device,
+        std::slice::from_ref(&device),
         &stop,
     )
     .unwrap();

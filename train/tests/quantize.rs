@@ -241,3 +241,13 @@ fn quantize_refuses_bad_input_clearly() {
     );
     assert_eq!(std::fs::read(&inside).unwrap(), std::fs::read(&model).unwrap());
 }
+
+/// `--device gpu` calibrates with burn evaluating the exported graph node by node; here that
+/// evaluator runs on the CPU (flex) against tract over every node output of the built-in model
+/// (on a GPU: gpu.rs).
+#[test]
+fn calibration_on_a_burn_device_sees_what_tract_sees() {
+    let (worst, name) = util::compare_calibration_taps(&semask_train::cpu());
+    eprintln!("burn (flex) vs tract: worst node output difference {worst:.2e} ({name})");
+    assert!(worst <= 1e-4, "{name} differs by {worst:e} of its largest value");
+}

@@ -27,6 +27,31 @@ pub struct Batch {
     pub labels: Vec<u8>,
 }
 
+impl Batch {
+    /// The batch cut into `parts` consecutive shares whose sizes differ by at most one (the
+    /// first ones take the remainder), for data-parallel steps. Fewer shares than `parts` when
+    /// the batch is smaller; never an empty one.
+    pub fn split(&self, parts: usize) -> Vec<Batch> {
+        let parts = parts.clamp(1, self.size.max(1));
+        let (pixels, mut start) = (self.height * self.width, 0);
+        (0..parts)
+            .map(|i| {
+                let size = self.size / parts + usize::from(i < self.size % parts);
+                let range = start..start + size;
+                start += size;
+                Batch {
+                    iteration: self.iteration,
+                    size,
+                    height: self.height,
+                    width: self.width,
+                    images: self.images[range.start * 3 * pixels..range.end * 3 * pixels].to_vec(),
+                    labels: self.labels[range.start * pixels..range.end * pixels].to_vec(),
+                }
+            })
+            .collect()
+    }
+}
+
 /// The dataset index of item `j` of the batch for `iteration`.
 pub fn sample_index(len: usize, batch: usize, seed: u64, iteration: usize, j: usize) -> (u64, usize) {
     let per_epoch = (len / batch).max(1);
@@ -204,5 +229,27 @@ mod tests {
         assert!(!failed.is_empty(), "no batch held sample 3: {results:?}");
         assert!(failed.iter().all(|e| e.contains("poison")), "{failed:?}");
         assert!(results.iter().filter(|r| r.is_ok()).count() >= 4, "{results:?}");
+    }
+
+    #[test]
+    fn split_shares_cover_the_batch_in_order() {
+        let (h, w) = (2, 3);
+        for (size, parts, expected) in
+            [(8, 2, vec![4, 4]), (7, 3, vec![3, 2, 2]), (2, 3, vec![1, 1]), (1, 1, vec![1]), (5, 1, vec![5])]
+        {
+            let batch = Batch {
+                iteration: 9,
+                size,
+                height: h,
+                width: w,
+                images: (0..size * 3 * h * w).map(|v| v as f32).collect(),
+                labels: (0..size * h * w).map(|v| v as u8).collect(),
+            };
+            let shares = batch.split(parts);
+            assert_eq!(shares.iter().map(|b| b.size).collect::<Vec<_>>(), expected);
+            assert!(shares.iter().all(|b| b.iteration == 9 && b.height == h && b.width == w));
+            assert_eq!(shares.iter().flat_map(|b| b.images.clone()).collect::<Vec<_>>(), batch.images);
+            assert_eq!(shares.iter().flat_map(|b| b.labels.clone()).collect::<Vec<_>>(), batch.labels);
+        }
     }
 }

@@ -3,24 +3,63 @@
 //! the parameter-free semantic branch that sums the upsampled stage priors.
 
 use burn::module::Module;
-use burn::tensor::Tensor;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, activation::relu};
+use burn::tensor::{Tensor, TensorData};
 
 use super::Taps;
 use super::layers::{BatchNorm2d, Conv2d, ConvInit, Dropout};
 
 /// Bilinear resize with half-pixel centres (`align_corners=False`).
+///
+/// burn's GPU backends (cubecl: wgpu, CUDA) have no backward for bilinear interpolation (burn
+/// 0.22: "Bilinear interpolation backward is not supported by JIT backend"), and a training
+/// step needs one for every upsampling of the decoder and the loss. Where gradients flow on
+/// such a device the resize is computed as [`resize_by_products`], the same weights as two
+/// matrix products, whose backward every backend has; elsewhere with burn's own kernel.
 pub fn resize(x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
     let [_, _, h, w] = x.dims();
     if [h, w] == size {
         return x;
     }
+    let device = x.device();
+    if device.is_autodiff() && device.clone().inner() != crate::cpu() {
+        return resize_by_products(x, size);
+    }
     interpolate(
         x,
         InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(false).with_output_size(size),
     )
+}
+
+/// [`resize`] as `A_h · x · A_wᵀ`, where `A` holds PyTorch's bilinear weights (half-pixel
+/// centres, sources clamped at 0 and at the last row or column): two products per image.
+pub fn resize_by_products(x: Tensor<4>, [out_h, out_w]: [usize; 2]) -> Tensor<4> {
+    let [b, c, h, w] = x.dims();
+    let device = x.device();
+    let rows = Tensor::<2>::from_data(TensorData::new(bilinear_weights(h, out_h), [out_h, h]), &device);
+    let cols = Tensor::<2>::from_data(TensorData::new(bilinear_weights(w, out_w), [out_w, w]), &device);
+    let x = x.reshape([b * c, h, w]);
+    let x = rows.unsqueeze_dim::<3>(0).expand([b * c, out_h, h]).matmul(x);
+    let x = x.matmul(cols.transpose().unsqueeze_dim::<3>(0).expand([b * c, w, out_w]));
+    x.reshape([b, c, out_h, out_w])
+}
+
+/// Row-major `[out, len]`: output `o` of a bilinear resize from `len` to `out` samples, as
+/// PyTorch's `upsample_bilinear2d` with `align_corners=False` weights its two sources.
+pub fn bilinear_weights(len: usize, out: usize) -> Vec<f32> {
+    let mut a = vec![0.0f32; out * len];
+    let scale = len as f64 / out as f64;
+    for o in 0..out {
+        let src = ((o as f64 + 0.5) * scale - 0.5).max(0.0);
+        let i0 = (src.floor() as usize).min(len - 1);
+        let i1 = (i0 + 1).min(len - 1);
+        let l1 = (src - i0 as f64) as f32;
+        a[o * len + i0] += 1.0 - l1;
+        a[o * len + i1] += l1;
+    }
+    a
 }
 
 /// x2 bilinear upsampling (mmseg's `Upsample(scale_factor=2)`).
@@ -125,5 +164,52 @@ impl BranchFpnHead {
             });
         }
         (logits, sem_logits.expect("four levels"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random(shape: [usize; 4], device: &Device) -> Tensor<4> {
+        let n: usize = shape.iter().product();
+        let values: Vec<f32> = (0..n).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect();
+        Tensor::from_data(TensorData::new(values, shape), device)
+    }
+
+    fn values(t: Tensor<4>) -> Vec<f32> {
+        t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).fold(0.0, |m, (x, y)| m.max((x - y).abs()))
+    }
+
+    /// The product form computes burn's (PyTorch's) bilinear resize, values and gradients, for
+    /// up- and downsampling, odd sizes, and x4 as the loss uses it.
+    #[test]
+    fn resize_by_products_is_bilinear_resize_with_its_gradient() {
+        let device = crate::cpu().autodiff();
+        for (from, to) in [([3, 5], [12, 20]), ([7, 9], [14, 18]), ([16, 16], [5, 7]), ([4, 6], [4, 13])] {
+            let shape = [2, 3, from[0], from[1]];
+            let weights = random([2, 3, to[0], to[1]], &device);
+            let x = random(shape, &device).require_grad();
+            let direct = interpolate(
+                x.clone(),
+                InterpolateOptions::new(InterpolateMode::Bilinear)
+                    .with_align_corners(false)
+                    .with_output_size(to),
+            );
+            let grads = direct.clone().mul(weights.clone()).sum().backward();
+            let direct_grad = x.grad(&grads).unwrap();
+            let x2 = random(shape, &device).require_grad();
+            let products = resize_by_products(x2.clone(), to);
+            let grads = products.clone().mul(weights).sum().backward();
+            let products_grad = x2.grad(&grads).unwrap();
+            let diff = max_diff(&values(direct.inner()), &values(products.inner()));
+            assert!(diff < 1e-5, "{from:?} -> {to:?}: values differ by {diff}");
+            let diff = max_diff(&values(direct_grad), &values(products_grad));
+            assert!(diff < 1e-5, "{from:?} -> {to:?}: gradients differ by {diff}");
+        }
     }
 }

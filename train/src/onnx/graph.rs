@@ -146,6 +146,23 @@ pub fn f32_values(tensor: &pb::TensorProto) -> Option<Vec<f32>> {
     Some(tensor.float_data.clone())
 }
 
+/// The values of an int64 initializer (raw data or `int64_data`), or `None` for other types.
+pub fn i64_values(tensor: &pb::TensorProto) -> Option<Vec<i64>> {
+    if tensor.data_type != DataType::Int64 as i32 {
+        return None;
+    }
+    if !tensor.raw_data.is_empty() {
+        return Some(
+            tensor
+                .raw_data
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+                .collect(),
+        );
+    }
+    Some(tensor.int64_data.clone())
+}
+
 /// A float tensor's value info with a static shape.
 pub fn value_info_f32(name: &str, dims: &[usize]) -> pb::ValueInfoProto {
     value_info(name, DataType::Float, dims)

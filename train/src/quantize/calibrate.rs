@@ -1,5 +1,5 @@
-//! Activation ranges from calibration frames: the fp32 model runs in tract with every float
-//! tensor of the graph as an output; each tensor's `|x|` is summarised by its maximum and a
+//! Activation ranges from calibration frames: the fp32 model runs with every float tensor of
+//! the graph observed ([`Tap`]: tract on the CPU, or burn on a GPU); each tensor's `|x|` is summarised by its maximum and a
 //! 2048-bin histogram, from which a method picks the clipping threshold `amax` (scale =
 //! `amax / 127`).
 
@@ -37,6 +37,16 @@ impl Method {
     }
 }
 
+/// Runs a model and hands over chosen tensors' values: [`TensorTap`] in tract on the CPU,
+/// [`super::device_tap::DeviceTap`] with burn on a GPU.
+pub trait Tap {
+    /// The observed tensors, in the order `run` reports them.
+    fn names(&self) -> &[String];
+    /// Runs `input`; calls `visit(i, values)` for each observed float tensor `names()[i]`
+    /// (tensors of other types are skipped).
+    fn run(&self, input: &[f32], visit: &mut dyn FnMut(usize, &[f32])) -> anyhow::Result<()>;
+}
+
 /// Runs an ONNX model in tract with chosen tensors as outputs.
 pub struct TensorTap {
     plan: Arc<TypedSimplePlan>,
@@ -66,9 +76,24 @@ impl TensorTap {
     }
 
     /// The tapped tensors for one input.
-    pub fn run(&self, input: &[f32]) -> anyhow::Result<TVec<TValue>> {
+    pub fn run_plan(&self, input: &[f32]) -> anyhow::Result<TVec<TValue>> {
         let tensor = Tensor::from_shape(&self.input_shape, input)?;
         self.plan.run(tvec!(tensor.into()))
+    }
+}
+
+impl Tap for TensorTap {
+    fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    fn run(&self, input: &[f32], visit: &mut dyn FnMut(usize, &[f32])) -> anyhow::Result<()> {
+        for (i, value) in self.run_plan(input)?.iter().enumerate() {
+            if let Ok(values) = f32s(value) {
+                visit(i, values);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -107,21 +132,20 @@ pub fn activation_names(graph: &pb::GraphProto) -> Vec<String> {
 /// and returns `amax` per tensor name for `method`. Non-float tensors are skipped. `on_step`
 /// is called after each frame of each pass.
 pub fn calibrate(
-    tap: &TensorTap,
+    tap: &dyn Tap,
     inputs: &[Vec<f32>],
     method: Method,
     on_step: &dyn Fn(),
 ) -> anyhow::Result<HashMap<String, f32>> {
-    let n = tap.names.len();
+    let n = tap.names().len();
     let mut stats: Vec<Option<Stats>> = vec![None; n];
     // Pass 1: maxima.
     for input in inputs {
-        for (i, value) in tap.run(input)?.iter().enumerate() {
-            let Ok(values) = f32s(value) else { continue };
+        tap.run(input, &mut |i, values| {
             let m = values.iter().fold(0f32, |m, v| m.max(v.abs()));
             let s = stats[i].get_or_insert(Stats { amax: 0.0, histogram: Vec::new(), range: 0.0 });
             s.amax = s.amax.max(m);
-        }
+        })?;
         on_step();
     }
     if method != Method::MinMax {
@@ -131,22 +155,19 @@ pub fn calibrate(
             s.histogram = vec![0; BINS];
         }
         for input in inputs {
-            for (i, value) in tap.run(input)?.iter().enumerate() {
-                let (Ok(values), Some(s)) = (f32s(value), stats[i].as_mut()) else { continue };
-                if s.range <= 0.0 {
-                    continue;
-                }
+            tap.run(input, &mut |i, values| {
+                let Some(s) = stats[i].as_mut().filter(|s| s.range > 0.0) else { return };
                 let per_bin = BINS as f32 / s.range;
                 for v in values {
                     let b = ((v.abs() * per_bin) as usize).min(BINS - 1);
                     s.histogram[b] += 1;
                 }
-            }
+            })?;
             on_step();
         }
     }
     Ok(tap
-        .names
+        .names()
         .iter()
         .zip(stats)
         .filter_map(|(name, s)| {

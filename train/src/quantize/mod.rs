@@ -5,6 +5,7 @@
 //! [`semask_edge::calibration`].
 
 pub mod calibrate;
+pub mod device_tap;
 pub mod rewrite;
 
 use std::collections::HashMap;
@@ -42,11 +43,14 @@ impl Quantized {
 }
 
 /// Calibrates `model` on `inputs` (pre-processed network inputs) and builds every artifact.
+/// The calibration pass runs in tract on the CPU, or with burn on `device` when given (a GPU;
+/// graphs written by `semask-train export` only, see [`device_tap`]).
 pub fn quantize(
     model: &pb::ModelProto,
     inputs: &[Vec<f32>],
     method: Method,
     trt_version: u32,
+    device: Option<&burn::tensor::Device>,
     on_step: &dyn Fn(),
 ) -> anyhow::Result<Quantized> {
     let graph = model.graph.as_ref().ok_or_else(|| anyhow::anyhow!("the model has no graph"))?;
@@ -55,8 +59,11 @@ pub fn quantize(
         anyhow::bail!("the model has no MatMul, Conv or Gemm with constant weights: nothing to quantize");
     }
     let names = calibrate::activation_names(graph);
-    let tap = calibrate::TensorTap::new(model, &names)?;
-    let amax = calibrate::calibrate(&tap, inputs, method, on_step)?;
+    let tap: Box<dyn calibrate::Tap> = match device {
+        None => Box::new(calibrate::TensorTap::new(model, &names)?),
+        Some(device) => Box::new(device_tap::DeviceTap::new(model, &names, device)?),
+    };
+    let amax = calibrate::calibrate(tap.as_ref(), inputs, method, on_step)?;
     for t in &targets {
         if !amax.contains_key(&t.activation) {
             anyhow::bail!("no float statistics for {}, the input of a quantized product", t.activation);

@@ -97,3 +97,90 @@ pub fn write_fake_cityscapes(
     }
     names
 }
+
+/// `model` with dropout and drop-path off (batch statistics stay on): a training step that
+/// depends only on the weights and the batch, for comparing devices.
+pub fn without_dropout(model: semask_train::model::SeMaskFpn) -> semask_train::model::SeMaskFpn {
+    use burn::module::{Flag, Module, ModuleMapper, Param};
+    struct Off(Vec<String>);
+    impl ModuleMapper for Off {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.0.push(name.into());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.0.pop();
+        }
+        fn map_flag(&mut self, flag: Param<Flag>) -> Param<Flag> {
+            if self.0.iter().any(|name| name.contains("drop")) { flag.with_value(false) } else { flag }
+        }
+    }
+    model.map(&mut Off(Vec::new()))
+}
+
+/// A batch of `size` synthetic driving frames at `width`x`height` (normalised, train ids).
+pub fn synth_batch(size: usize, width: usize, height: usize) -> semask_train::data::loader::Batch {
+    use semask_train::data::Dataset;
+    let data = semask_train::data::Synth::new(
+        SynthConfig { width, height, ..Default::default() },
+        vec![5],
+        size,
+        20,
+    );
+    let spec = semask_edge::preprocess::PreprocSpec::imagenet(width, height);
+    let mut sample = semask_train::data::Sample::default();
+    let (mut images, mut labels) = (Vec::new(), Vec::new());
+    let mut input = vec![0.0; spec.input_len()];
+    for i in 0..size {
+        data.get(i, &mut sample).unwrap();
+        semask_edge::preprocess::Preprocessor::new(spec).run(&sample.image, &mut input);
+        images.extend_from_slice(&input);
+        labels.extend_from_slice(&sample.labels.data);
+    }
+    semask_train::data::loader::Batch { iteration: 0, size, height, width, images, labels }
+}
+
+/// Each parameter's value by official name (the checkpoint's float tensors).
+pub fn parameters(model: &semask_train::model::SeMaskFpn) -> std::collections::BTreeMap<String, Vec<f32>> {
+    use semask_train::weights::{Checkpoint, RawData};
+    Checkpoint::from_model(model)
+        .tensors
+        .into_iter()
+        .filter_map(|(name, t)| match t.data {
+            RawData::F32(values) if !name.contains(".running_") => Some((name, values)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The calibration pass's two engines on the built-in model (SeMask tiny at 512x256) and one
+/// synthetic frame: tract, and burn on `device` evaluating the graph node by node. Returns the
+/// largest difference over every node output, relative to the output's largest value (at
+/// least 1), and the tensor where it is.
+pub fn compare_calibration_taps(device: &burn::tensor::Device) -> (f32, String) {
+    use semask_train::quantize::calibrate::{Tap, TensorTap, activation_names};
+    use semask_train::quantize::device_tap::DeviceTap;
+    let proto = semask_train::onnx::graph::read_model(
+        &workspace_root().join("calibration/semask-tiny-synth/model.onnx"),
+    )
+    .unwrap();
+    let names = activation_names(proto.graph.as_ref().unwrap());
+    let input = synth_batch(1, 512, 256).images;
+    let collect = |tap: &dyn Tap| {
+        let mut values: Vec<Option<Vec<f32>>> = vec![None; names.len()];
+        tap.run(&input, &mut |i, v| values[i] = Some(v.to_vec())).unwrap();
+        values
+    };
+    let reference = collect(&TensorTap::new(&proto, &names).unwrap());
+    let ours = collect(&DeviceTap::new(&proto, &names, device).unwrap());
+    let mut worst = (0.0f32, String::new());
+    for ((name, r), o) in names.iter().zip(&reference).zip(&ours) {
+        let (Some(r), Some(o)) = (r, o) else { panic!("{name}: observed by one engine only") };
+        assert_eq!(r.len(), o.len(), "{name}: sizes");
+        let scale = r.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        let diff = r.iter().zip(o).fold(0.0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+        if diff > worst.0 {
+            worst = (diff, name.clone());
+        }
+    }
+    worst
+}

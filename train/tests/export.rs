@@ -57,6 +57,11 @@ fn check(case: &str) {
         assert!(!ops.contains_key(banned), "{case}: the export contains {banned} nodes: {ops:?}");
     }
     assert_eq!(ops.get("LayerNormalization"), Some(&28), "{case}: {ops:?}");
+    // Only the operators the exporter declares (what the GPU calibration pass and the fp16
+    // conversion handle).
+    for op in ops.keys() {
+        assert!(semask_train::onnx::export::OPERATORS.contains(op), "{case}: undeclared operator {op}");
+    }
 
     // onnxruntime, after onnx.checker.
     let ort_dir = dir.path().join("ort");

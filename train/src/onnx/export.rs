@@ -47,6 +47,27 @@ pub struct ExportOptions {
     pub metadata: Vec<(String, String)>,
 }
 
+/// Every operator [`export`] writes (a test checks the exports). The GPU calibration pass
+/// ([`crate::quantize::device_tap`]) runs exactly these; the fp16 conversion types them.
+pub const OPERATORS: [&str; 16] = [
+    "Add",
+    "Concat",
+    "Conv",
+    "Div",
+    "Erf",
+    "LayerNormalization",
+    "MatMul",
+    "Mul",
+    "Pad",
+    "Relu",
+    "Reshape",
+    "Resize",
+    "Slice",
+    "Softmax",
+    "Split",
+    "Transpose",
+];
+
 /// The ONNX model of `model` (in eval mode) for `options`' input size.
 pub fn export(model: &SeMaskFpn, arch: &ArchConfig, options: &ExportOptions) -> pb::ModelProto {
     let (height, width) = (options.height, options.width);

@@ -18,31 +18,10 @@ use super::graph::{attr_int, f32_values};
 /// Operators that compute in fp32 inside the fp16 graph.
 pub const KEEP_FP32: [&str; 2] = ["LayerNormalization", "Softmax"];
 
-/// Operators whose float outputs take the type of their float inputs (everything the exporter
-/// writes). Anything else is refused rather than typed wrongly.
-const FLOAT_OPS: [&str; 21] = [
-    "Add",
-    "Concat",
-    "Conv",
-    "Div",
-    "Erf",
-    "LayerNormalization",
-    "MatMul",
-    "Mul",
-    "Pad",
-    "Relu",
-    "Reshape",
-    "Resize",
-    "Slice",
-    "Softmax",
-    "Split",
-    "Sub",
-    "Transpose",
-    "Sigmoid",
-    "Gemm",
-    "Identity",
-    "Flatten",
-];
+/// Operators whose float outputs take the type of their float inputs: everything the exporter
+/// writes ([`super::export::OPERATORS`]) and these. Anything else is refused rather than typed
+/// wrongly.
+const OTHER_FLOAT_OPS: [&str; 5] = ["Sub", "Sigmoid", "Gemm", "Identity", "Flatten"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Ty {
@@ -68,7 +47,8 @@ pub fn to_fp16(model: &pb::ModelProto) -> Result<pb::ModelProto, Fp16Error> {
     let float = DataType::Float as i32;
     let want = |op: &str| if KEEP_FP32.contains(&op) { Ty::F32 } else { Ty::F16 };
     for node in &graph.node {
-        if !FLOAT_OPS.contains(&node.op_type.as_str()) {
+        let op = node.op_type.as_str();
+        if !super::export::OPERATORS.contains(&op) && !OTHER_FLOAT_OPS.contains(&op) {
             return Err(Fp16Error::UnknownOperator { op: node.op_type.clone(), node: node.name.clone() });
         }
     }

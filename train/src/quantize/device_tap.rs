@@ -2,9 +2,8 @@
 //! graph evaluated node by node with burn tensors, every node output read back for the
 //! statistics, as [`super::calibrate::TensorTap`] does in tract on the CPU.
 //!
-//! It runs the operators `semask-train export` writes (static shapes, opset 17): Add, Concat,
-//! Conv, Div, Erf, LayerNormalization, MatMul, Mul, Pad (constant), Relu, Reshape, Resize
-//! (bilinear, half-pixel), Slice, Softmax, Split, Transpose. Any other graph (the raw
+//! It runs the operators `semask-train export` writes ([`OPERATORS`]; static shapes, opset 17;
+//! Pad with zeros, Resize bilinear with half-pixel centres). Any other graph (the raw
 //! `torch.onnx.export` of the official code, for one) is refused with the operator named: it
 //! calibrates in tract with `--device cpu`. Tensors of rank up to [`RANK`] are held as burn
 //! tensors of that rank with leading axes of 1, which keeps ONNX's broadcasting (trailing axes
@@ -20,6 +19,7 @@ use tract_onnx::pb;
 
 use super::calibrate::Tap;
 use crate::model::decoder::resize;
+use crate::onnx::export::OPERATORS;
 use crate::onnx::graph::{f32_values, i64_values};
 
 /// The rank every tensor is held at.
@@ -116,30 +116,11 @@ pub struct DeviceTap {
     names: Vec<String>,
 }
 
-const SUPPORTED: [&str; 16] = [
-    "Add",
-    "Concat",
-    "Conv",
-    "Div",
-    "Erf",
-    "LayerNormalization",
-    "MatMul",
-    "Mul",
-    "Pad",
-    "Relu",
-    "Reshape",
-    "Resize",
-    "Slice",
-    "Softmax",
-    "Split",
-    "Transpose",
-];
-
 impl DeviceTap {
     /// `names`: the node outputs to observe, in order (as [`super::calibrate::activation_names`]).
     pub fn new(proto: &pb::ModelProto, names: &[String], device: &Device) -> anyhow::Result<DeviceTap> {
         let graph = proto.graph.as_ref().ok_or_else(|| anyhow::anyhow!("the model has no graph"))?;
-        if let Some(node) = graph.node.iter().find(|n| !SUPPORTED.contains(&n.op_type.as_str())) {
+        if let Some(node) = graph.node.iter().find(|n| !OPERATORS.contains(&n.op_type.as_str())) {
             anyhow::bail!(
                 "the graph has a {} node ({}), which the calibration on a GPU does not run (it runs \
                  the operators `semask-train export` writes): calibrate with --device cpu",

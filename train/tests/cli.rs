@@ -6,38 +6,7 @@ mod util;
 
 use std::path::Path;
 
-use util::{assert_clear_error, fixture, run_train};
-
-/// A short training run of the tiny config on small synthetic crops.
-fn train_args<'a>(run_flag: &'a str, run: &'a str, iterations: &'a str) -> Vec<&'a str> {
-    vec![
-        "train",
-        "--arch",
-        "tiny",
-        run_flag,
-        run,
-        "--iterations",
-        iterations,
-        "--batch",
-        "2",
-        "--crop",
-        "128x64",
-        "--synth-size",
-        "256x128",
-        "--synth-frames",
-        "4",
-        "--train-seeds",
-        "0..2",
-        "--warmup",
-        "2",
-        "--checkpoint-every",
-        "2",
-        "--eval-every",
-        "0",
-        "--workers",
-        "1",
-    ]
-}
+use util::{assert_clear_error, fixture, run_train, train_args};
 
 fn log_iterations(run: &Path) -> Vec<usize> {
     std::fs::read_to_string(run.join("log.csv"))

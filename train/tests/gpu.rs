@@ -10,43 +10,16 @@ use burn::tensor::Device;
 use semask_train::device::{DeviceName, open_one};
 
 mod util;
-use util::{assert_clear_error, run_train, stderr};
+use util::{assert_clear_error, run_train, stderr, train_args};
 
 /// The first GPU adapter (lavapipe in CI).
 fn gpu() -> Device {
     open_one(DeviceName::Gpu(0)).unwrap_or_else(|e| panic!("{e}")).device
 }
 
-fn train_args<'a>(run_flag: &'a str, run: &'a str, iterations: &'a str, device: &'a str) -> Vec<&'a str> {
-    vec![
-        "--device",
-        device,
-        "train",
-        run_flag,
-        run,
-        "--arch",
-        "tiny",
-        "--iterations",
-        iterations,
-        "--batch",
-        "2",
-        "--crop",
-        "64x64",
-        "--synth-size",
-        "128x64",
-        "--synth-frames",
-        "4",
-        "--train-seeds",
-        "0..2",
-        "--warmup",
-        "2",
-        "--checkpoint-every",
-        "2",
-        "--eval-every",
-        "0",
-        "--workers",
-        "1",
-    ]
+/// [`util::train_args`] on `device`.
+fn train_on<'a>(device: &'a str, run_flag: &'a str, run: &'a str, iterations: &'a str) -> Vec<&'a str> {
+    [vec!["--device", device], train_args(run_flag, run, iterations)].concat()
 }
 
 /// A run started on the CPU resumes on the GPU (and records it), and its checkpoint evaluates
@@ -56,7 +29,7 @@ fn checkpoints_move_between_cpu_and_gpu() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let run_s = run.to_str().unwrap();
-    let out = run_train(&train_args("--out", run_s, "2", "cpu"));
+    let out = run_train(&train_on("cpu", "--out", run_s, "2"));
     assert!(out.status.success(), "{}", stderr(&out));
     let out =
         run_train(&[&["--device", "gpu"][..], &["train", "--resume", run_s, "--iterations", "4"]].concat());
@@ -103,7 +76,7 @@ fn ctrl_c_on_the_gpu_saves_a_checkpoint() {
     let run = dir.path().join("run");
     let run_s = run.to_str().unwrap();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_semask-train"))
-        .args(train_args("--out", run_s, "100000", "gpu"))
+        .args(train_on("gpu", "--out", run_s, "100000"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -161,9 +134,9 @@ fn device_errors_are_one_clear_line() {
     assert_clear_error(&eval("gpu:0,gpu", None), &["lists gpu:0 twice"]);
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let mut args = train_args("--out", run.to_str().unwrap(), "2", "cpu,gpu");
-    assert_eq!(args[9], "--batch");
-    args[10] = "1";
+    let mut args = train_on("cpu,gpu", "--out", run.to_str().unwrap(), "2");
+    let batch = args.iter().position(|a| *a == "--batch").unwrap();
+    args[batch + 1] = "1";
     assert_clear_error(&run_train(&args), &["--batch 1", "2 devices"]);
 }
 

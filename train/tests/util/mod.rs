@@ -30,6 +30,37 @@ pub fn eval_tiny_on_cityscapes(root: &Path, extra: &[&str]) -> Output {
     run_train(&args)
 }
 
+/// A short training run of the tiny config on small synthetic crops.
+pub fn train_args<'a>(run_flag: &'a str, run: &'a str, iterations: &'a str) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--arch",
+        "tiny",
+        run_flag,
+        run,
+        "--iterations",
+        iterations,
+        "--batch",
+        "2",
+        "--crop",
+        "128x64",
+        "--synth-size",
+        "256x128",
+        "--synth-frames",
+        "4",
+        "--train-seeds",
+        "0..2",
+        "--warmup",
+        "2",
+        "--checkpoint-every",
+        "2",
+        "--eval-every",
+        "0",
+        "--workers",
+        "1",
+    ]
+}
+
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }

@@ -259,20 +259,21 @@ mod gpu {
             // the first of its type.
             let mut rank = [0usize; 4];
             for info in infos {
-                let (slot, kind_name) = match info.device_type {
-                    wgpu::DeviceType::DiscreteGpu => (0, "discrete"),
-                    wgpu::DeviceType::IntegratedGpu => (1, "integrated"),
-                    wgpu::DeviceType::VirtualGpu => (2, "virtual"),
-                    wgpu::DeviceType::Cpu => (3, "software"),
+                // The slot is also the order of preference.
+                let slot = match info.device_type {
+                    wgpu::DeviceType::DiscreteGpu => 0,
+                    wgpu::DeviceType::IntegratedGpu => 1,
+                    wgpu::DeviceType::VirtualGpu => 2,
+                    wgpu::DeviceType::Cpu => 3,
                     wgpu::DeviceType::Other => continue,
                 };
                 let index = rank[slot];
                 rank[slot] += 1;
-                let kind = match slot {
-                    0 => DeviceKind::DiscreteGpu(index),
-                    1 => DeviceKind::IntegratedGpu(index),
-                    2 => DeviceKind::VirtualGpu(index),
-                    _ if index == 0 => DeviceKind::Cpu,
+                let (kind, kind_name) = match info.device_type {
+                    wgpu::DeviceType::DiscreteGpu => (DeviceKind::DiscreteGpu(index), "discrete"),
+                    wgpu::DeviceType::IntegratedGpu => (DeviceKind::IntegratedGpu(index), "integrated"),
+                    wgpu::DeviceType::VirtualGpu => (DeviceKind::VirtualGpu(index), "virtual"),
+                    wgpu::DeviceType::Cpu if index == 0 => (DeviceKind::Cpu, "software"),
                     _ => continue,
                 };
                 let api = match backend {

@@ -296,14 +296,13 @@ pub fn train_step(
     devices: &[Device],
 ) -> anyhow::Result<(SeMaskFpn, StepStats)> {
     anyhow::ensure!(!devices.is_empty(), "a training step needs a device");
-    let shares = batch.split(devices.len());
     let weight = |share: &Batch| share.size as f64 / batch.size as f64;
     // A GPU runtime reports a lost device or exhausted memory by panicking: a step error.
-    let results: Vec<Result<ShareResult, String>> = if shares.len() == 1 {
-        vec![catch_panic(|| {
-            share_gradients(&model, &shares[0], weight(&shares[0]), semantic_weight, &devices[0])
-        })]
+    let results: Vec<Result<ShareResult, String>> = if let [device] = devices {
+        // The whole batch is the one share: no copy, no thread.
+        vec![catch_panic(|| share_gradients(&model, batch, 1.0, semantic_weight, device))]
     } else {
+        let shares = batch.split(devices.len());
         std::thread::scope(|scope| {
             let workers: Vec<_> = shares
                 .iter()

@@ -49,6 +49,12 @@ impl Value {
         Value { tensor, shape }
     }
 
+    /// Every index of every axis (the leading ones included): what slicing narrows.
+    fn full_ranges(&self) -> [std::ops::Range<usize>; RANK] {
+        let dims = Value::padded(&self.shape);
+        std::array::from_fn(|i| 0..dims[i])
+    }
+
     fn reshape(self, shape: Vec<usize>) -> Value {
         Value { tensor: self.tensor.reshape(Value::padded(&shape)), shape }
     }
@@ -114,6 +120,8 @@ pub struct DeviceTap {
     floats: HashMap<String, Value>,
     ints: HashMap<String, Vec<i64>>,
     names: Vec<String>,
+    /// Position in `names` of each observed tensor.
+    wanted: HashMap<String, usize>,
 }
 
 impl DeviceTap {
@@ -160,13 +168,13 @@ impl DeviceTap {
             floats,
             ints,
             names: names.to_vec(),
+            wanted: names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect(),
         })
     }
 
     /// Runs the graph on `input`; `visit(i, values)` for each observed tensor `names[i]`.
     fn run_graph(&self, input: &[f32], visit: &mut dyn FnMut(usize, &[f32])) -> anyhow::Result<()> {
-        let wanted: HashMap<&str, usize> =
-            self.names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+        let wanted = &self.wanted;
         let mut values: HashMap<String, Value> = HashMap::new();
         let input = Value::from_values(input.to_vec(), self.input_shape.clone(), &self.device);
         if let Some(&i) = wanted.get(self.input_name.as_str()) {
@@ -295,11 +303,8 @@ impl DeviceTap {
                 if let Some(steps) = node.input.get(4).filter(|n| !n.is_empty()) {
                     anyhow::ensure!(self.int(steps)?.iter().all(|&s| s == 1), "steps other than 1");
                 }
-                let mut ranges: [std::ops::Range<usize>; RANK] = std::array::from_fn(|_| 0..1);
+                let mut ranges = x.full_ranges();
                 let lead = RANK - x.shape.len();
-                for (i, &d) in x.shape.iter().enumerate() {
-                    ranges[lead + i] = 0..d;
-                }
                 let mut shape = x.shape.clone();
                 for ((&start, &end), &axis) in starts.iter().zip(ends).zip(&axes) {
                     let a = x.axis(axis)?;
@@ -326,9 +331,8 @@ impl DeviceTap {
                 Ok(sizes
                     .iter()
                     .map(|&size| {
-                        let dims = Value::padded(&x.shape);
-                        let ranges: [std::ops::Range<usize>; RANK] =
-                            std::array::from_fn(|i| if i == a { start..start + size } else { 0..dims[i] });
+                        let mut ranges = x.full_ranges();
+                        ranges[a] = start..start + size;
                         start += size;
                         let mut shape = x.shape.clone();
                         shape[a - lead] = size;

@@ -1,15 +1,33 @@
-//! The training crate's command line on a GPU (`--device gpu`: burn's wgpu backend):
-//! checkpoints moving between the CPU and the GPU, Ctrl-C, device errors and listing, and the
-//! quantizer's calibration pass on the GPU. Parity with the official fixtures on the GPU is in
-//! parity.rs, one training step against the CPU and data-parallel steps in training_step.rs,
-//! the overfit run in overfit.rs. CI runs these on Mesa's software Vulkan device
-//! (lavapipe: Debian's mesa-vulkan-drivers, installed by `scripts/prerequisites.sh --tests`).
+//! Everything the training crate does on a GPU (`--device gpu`: burn's wgpu backend), in one
+//! test binary: burn compiles its kernels once per process (on CI's software Vulkan device,
+//! lavapipe, about a minute of compiling through LLVM), so the GPU tests share one process and
+//! start as few `semask-train --device gpu` processes as they can.
+//!
+//! - parity with the official fixtures, with the CPU's bounds ([`util::parity`]);
+//! - one training step against the CPU, and data-parallel over the CPU and the GPU
+//!   ([`util::step`]);
+//! - the overfit run, to the CPU's accuracy bar ([`util::overfit`]);
+//! - the quantizer's calibration pass against tract;
+//! - the command line: a run moving between devices, Ctrl-C, device errors and listing.
+//!
+//! CI runs these on lavapipe (Debian's mesa-vulkan-drivers, installed by
+//! `scripts/prerequisites.sh --tests`).
 #![cfg(feature = "gpu")]
 
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
 use burn::tensor::Device;
+use semask_edge::preprocess::PreprocSpec;
+use semask_edge::source::synth::SynthConfig;
+use semask_train::data::{Dataset, Synth};
 use semask_train::device::{DeviceName, open_one};
+use semask_train::model::{ArchConfig, SeMaskFpn};
+use semask_train::training::{self, ModelLabeller};
+use semask_train::weights::Checkpoint;
 
 mod util;
+use util::step::{check_data_parallel, cpu, gradients, worst_relative_difference};
 use util::{assert_clear_error, run_train, stderr, train_args};
 
 /// The first GPU adapter (lavapipe in CI).
@@ -17,22 +35,90 @@ fn gpu() -> Device {
     open_one(DeviceName::Gpu(0)).unwrap_or_else(|e| panic!("{e}")).device
 }
 
-/// [`util::train_args`] on `device`.
-fn train_on<'a>(device: &'a str, run_flag: &'a str, run: &'a str, iterations: &'a str) -> Vec<&'a str> {
-    [vec!["--device", device], train_args(run_flag, run, iterations)].concat()
+#[test]
+fn tiny_matches_the_official_model_on_the_gpu() {
+    // Measured on lavapipe: logits within 9.7e-6, taps within 1.6e-6 of their magnitude.
+    util::parity::check_against_official("tiny", "tiny.safetensors", &gpu());
 }
 
-/// A run started on the CPU resumes on the GPU (and records it), and its checkpoint evaluates
-/// the same on both.
 #[test]
-fn checkpoints_move_between_cpu_and_gpu() {
+fn tiny2_matches_the_official_model_on_the_gpu() {
+    // Measured on lavapipe: logits within 1.7e-5.
+    util::parity::check_against_official("tiny2", "tiny2.safetensors", &gpu());
+}
+
+#[test]
+fn one_training_step_on_the_gpu_matches_the_cpu() {
+    let batch = util::synth_batch(2, 128, 64);
+    let (loss_cpu, grads_cpu) = gradients(&[cpu()], &batch);
+    let (loss_gpu, grads_gpu) = gradients(&[gpu().autodiff()], &batch);
+    let (worst, name) = worst_relative_difference(&grads_cpu, &grads_gpu);
+    eprintln!("loss cpu {loss_cpu:.6} gpu {loss_gpu:.6}; worst gradient difference {worst:.2e} ({name})");
+    assert!((loss_cpu - loss_gpu).abs() <= 1e-5 * loss_cpu.abs(), "loss cpu {loss_cpu} gpu {loss_gpu}");
+    // Measured on lavapipe: 1.05e-3, on the `gamma` of a SeMask block, whose gradient is a sum
+    // over every pixel and channel of its branch with much cancellation: the devices sum in
+    // other orders. Five times that leaves room for other GPUs' orders.
+    assert!(worst <= 5e-3, "gradient of {name} differs by {worst:e} of its largest value");
+}
+
+#[test]
+fn data_parallel_step_over_cpu_and_gpu_averages_the_shares() {
+    // One share on the GPU: its rounding, as in the test above (lavapipe: 5.4e-4).
+    check_data_parallel(&[cpu(), gpu().autodiff()], 5e-3);
+}
+
+#[test]
+fn tiny_model_overfits_synthetic_frames_on_the_gpu() {
+    util::overfit::check(&gpu(), util::overfit::Run::SHORT);
+}
+
+/// The quantizer's calibration pass on the GPU observes what tract observes on the CPU.
+#[test]
+fn calibration_on_the_gpu_sees_what_tract_sees() {
+    let (worst, name) = util::compare_calibration_taps(&gpu());
+    eprintln!("burn (gpu) vs tract: worst node output difference {worst:.2e} ({name})");
+    assert!(worst <= 1e-4, "{name} differs by {worst:e} of its largest value");
+}
+
+/// mIoU of the tiny model with `weights` on `device`, on two synthetic frames.
+fn miou(weights: &std::path::Path, device: &Device) -> f64 {
+    let checkpoint = Checkpoint::read(weights).unwrap();
+    let model = checkpoint.load_into(SeMaskFpn::new(&ArchConfig::tiny(), device), device).unwrap();
+    let data =
+        Arc::new(Synth::new(SynthConfig { width: 128, height: 64, ..Default::default() }, vec![3], 2, 20));
+    let mut labeller = ModelLabeller::new(model, &PreprocSpec::imagenet(0, 0), device);
+    semask_train::eval::evaluate(&mut labeller, data.as_ref() as &dyn Dataset, |_, _| Ok(())).unwrap().miou
+}
+
+/// A run started on the CPU resumes on the GPU (and `config.json` records it); Ctrl-C there
+/// saves a checkpoint, which evaluates the same on both devices and from which the run resumes
+/// on the CPU. One GPU process: each compiles the kernels anew.
+#[test]
+fn a_run_moves_between_cpu_and_gpu_and_stops_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let run_s = run.to_str().unwrap();
-    let out = run_train(&train_on("cpu", "--out", run_s, "2"));
+    let out = run_train(&[vec!["--device", "cpu"], train_args("--out", run_s, "2")].concat());
     assert!(out.status.success(), "{}", stderr(&out));
-    let out =
-        run_train(&[&["--device", "gpu"][..], &["train", "--resume", run_s, "--iterations", "4"]].concat());
+
+    let child = Command::new(env!("CARGO_BIN_EXE_semask-train"))
+        .args(["--device", "gpu", "train", "--resume", run_s, "--iterations", "100000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupted once two iterations on the GPU are logged (log.csv: a header, then a row per
+    // iteration).
+    let log = run.join("log.csv");
+    let rows = || std::fs::read_to_string(&log).map_or(0, |l| l.lines().count().saturating_sub(1));
+    let started = std::time::Instant::now();
+    while rows() < 4 {
+        assert!(started.elapsed().as_secs() < 300, "no GPU iteration logged in 5 minutes");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("computing on gpu:0"), "{}", stderr(&out));
     let config: serde_json::Value =
@@ -42,65 +128,18 @@ fn checkpoints_move_between_cpu_and_gpu() {
     for key in ["name", "kind", "driver", "backend"] {
         assert!(device[key].as_str().is_some_and(|v| !v.is_empty()), "{key} in {config}");
     }
-    let log = std::fs::read_to_string(run.join("log.csv")).unwrap();
-    assert_eq!(log.lines().count(), 5, "{log}");
 
-    let weights = run.join("checkpoints/iter_4.safetensors");
-    let miou = |device: &str| -> f64 {
-        let out = run_train(&[
-            "--device",
-            device,
-            "eval",
-            "--arch",
-            "tiny",
-            "--weights",
-            weights.to_str().unwrap(),
-            "--synth-size",
-            "128x64",
-            "--synth-frames",
-            "2",
-        ]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let line = text.lines().find(|l| l.starts_with("mIoU")).unwrap_or_else(|| panic!("{text}"));
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
-    };
-    let (on_cpu, on_gpu) = (miou("cpu"), miou("gpu"));
+    let (weights, _, state) = training::latest_checkpoint(&run).unwrap();
+    assert!(state.iteration >= 4, "Ctrl-C saved iteration {}", state.iteration);
+    let (on_cpu, on_gpu) = (miou(&weights, &semask_train::cpu()), miou(&weights, &gpu()));
     assert!((on_cpu - on_gpu).abs() <= 1e-3, "mIoU cpu {on_cpu} gpu {on_gpu}");
-}
 
-/// Ctrl-C during a GPU run saves a checkpoint, and the run resumes from it.
-#[test]
-fn ctrl_c_on_the_gpu_saves_a_checkpoint() {
-    let dir = tempfile::tempdir().unwrap();
-    let run = dir.path().join("run");
-    let run_s = run.to_str().unwrap();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_semask-train"))
-        .args(train_on("gpu", "--out", run_s, "100000"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Interrupt once the first iteration is logged.
-    let log = run.join("log.csv");
-    let started = std::time::Instant::now();
-    while std::fs::read_to_string(&log).map_or(0, |l| l.lines().count()) < 2 {
-        assert!(started.elapsed().as_secs() < 300, "no iteration logged in 5 minutes");
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    let status = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    let out = child.wait_with_output().unwrap();
+    let total = (state.iteration + 1).to_string();
+    let out = run_train(&["--device", "cpu", "train", "--resume", run_s, "--iterations", &total]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let latest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("latest.json")).unwrap()).unwrap();
-    let at = latest["iteration"].as_u64().unwrap();
-    assert!(at >= 1, "{latest}");
-    let total = (at + 1).to_string();
-    let out = run_train(&["train", "--resume", run_s, "--iterations", &total]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let rows_after = rows();
+    assert_eq!(rows_after, state.iteration + 1, "log.csv rows after resuming to {total}");
 }
-
 /// Lines of stderr but Mesa's own complaint about XDG_RUNTIME_DIR (printed by its window-system
 /// code whenever a Vulkan instance is made without a desktop session).
 fn our_lines(out: &std::process::Output) -> usize {
@@ -134,7 +173,7 @@ fn device_errors_are_one_clear_line() {
     assert_clear_error(&eval("gpu:0,gpu", None), &["lists gpu:0 twice"]);
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let mut args = train_on("cpu,gpu", "--out", run.to_str().unwrap(), "2");
+    let mut args = [vec!["--device", "cpu,gpu"], train_args("--out", run.to_str().unwrap(), "2")].concat();
     let batch = args.iter().position(|a| *a == "--batch").unwrap();
     args[batch + 1] = "1";
     assert_clear_error(&run_train(&args), &["--batch 1", "2 devices"]);
@@ -147,12 +186,4 @@ fn devices_lists_the_cpu_and_the_gpus() {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(text.lines().next().is_some_and(|l| l.starts_with("cpu: ")), "{text}");
     assert!(text.lines().any(|l| l.starts_with("gpu:0: ")), "{text}");
-}
-
-/// The quantizer's calibration pass on the GPU observes what tract observes on the CPU.
-#[test]
-fn calibration_on_the_gpu_sees_what_tract_sees() {
-    let (worst, name) = util::compare_calibration_taps(&gpu());
-    eprintln!("burn (gpu) vs tract: worst node output difference {worst:.2e} ({name})");
-    assert!(worst <= 1e-4, "{name} differs by {worst:e} of its largest value");
 }

@@ -10,6 +10,10 @@ use semask_edge::frame::{LabelMap, Rgb8Image};
 use semask_edge::model::classes::CITYSCAPES_LABEL_IDS;
 use semask_edge::source::synth::{SynthConfig, SynthScene};
 
+pub mod overfit;
+pub mod parity;
+pub mod step;
+
 #[path = "../../../tests/util/reference.rs"]
 mod reference;
 #[allow(unused_imports)] // not every test binary uses every helper

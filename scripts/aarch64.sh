@@ -21,7 +21,7 @@
 #   - tests/cli.rs but bench: the main job on the built-in model, labels against onnxruntime;
 #   - tests/streaming.rs' MP4 (ours, ffmpeg's with B-frames) and MJPEG replays (with an identity
 #     model under emulation: they check decoding, order and counts, not the network);
-#   - cross-checks of this script: int8 and fp32 labels of the built-in model on 8 synth frames,
+#   - cross-checks of this script: int8 and fp32 labels of the built-in model on 4 synth frames,
 #     with tract's SVE2 and its Orin-like NEON dot-product kernels (>= 99.5 % equal to x86-64's),
 #     and the pre/post-processing (an identity model: labels, colours and overlays
 #     byte-identical to x86-64's, for both upsampling modes).
@@ -51,15 +51,15 @@ cross_check() {
   echo "--- aarch64 binary"
   $RUNNER "$BIN" --version
   $RUNNER "$BIN" doctor --json
-  # The built-in model, fp32 and int8, on 8 synthetic frames: once with the kernels tract picks
-  # for qemu's CPU (it reports SVE2 and dot product), once with an Orin's Cortex-A78AE set
-  # (NEON with fp16 and dot product, no SVE).
+  # The built-in model, fp32 and int8, on 4 synthetic frames (half a million labels): once with
+  # the kernels tract picks for qemu's CPU (it reports SVE2 and dot product), once with an
+  # Orin's Cortex-A78AE set (NEON with fp16 and dot product, no SVE).
   for precision in fp32 int8; do
-    "$host" run --target cpu --precision "$precision" -i "synth://?frames=8&size=512x256" \
+    "$host" run --target cpu --precision "$precision" -i "synth://?frames=4&size=512x256" \
       --labels "$work/x86-$precision" -q >/dev/null
     for isa in "" "+fp16,+dotprod,-sve2"; do
       TRACT_CPU_ISA="$isa" $RUNNER "$BIN" run --target cpu --precision "$precision" \
-        -i "synth://?frames=8&size=512x256" --labels "$work/arm-$precision$isa" -q >/dev/null
+        -i "synth://?frames=4&size=512x256" --labels "$work/arm-$precision$isa" -q >/dev/null
       echo -n "$precision labels, aarch64 (tract ISA ${isa:-as detected}) vs x86-64: "
       "$python" tests/reference/compare_labels.py "$work/x86-$precision" "$work/arm-$precision$isa" 0.995
     done

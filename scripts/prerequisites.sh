@@ -3,8 +3,7 @@
 #
 # Installs the system packages the build needs, when missing: libclang-dev (bindgen, for the
 # V4L2 camera bindings) and nasm (openh264's SIMD). With --tests also ffmpeg (the tests make
-# clips with a writer other than ours) and a Vulkan driver (mesa-vulkan-drivers: lavapipe, the
-# software device the training crate's GPU tests run on where no GPU is); other scripts name their own extra packages (the
+# clips with a writer other than ours); other scripts name their own extra packages (the
 # aarch64 cross toolchain). The README's two set-up commands start with this, so a fresh
 # Debian/Ubuntu machine needs nothing else; elsewhere it says what to install.
 set -euo pipefail
@@ -12,15 +11,14 @@ set -euo pipefail
 packages=(libclang-dev nasm)
 tests=""
 if [ "${1:-}" = "--tests" ]; then
-  packages+=(ffmpeg mesa-vulkan-drivers libvulkan1)
+  packages+=(ffmpeg)
   tests=1
   shift
 fi
 packages+=("$@")
 
 if ! command -v dpkg-query >/dev/null; then
-  # Not Debian: check the tools; libclang cannot be checked by name (bindgen says if it is
-  # missing), nor can a Vulkan driver (the GPU tests say: no adapter found, and what to install).
+  # Not Debian: check the tools; libclang cannot be checked by name, bindgen says if it is missing.
   for tool in nasm ${tests:+ffmpeg}; do
     command -v "$tool" >/dev/null || { echo "missing $tool: install it (and libclang), then run this again" >&2; exit 1; }
   done

@@ -112,8 +112,10 @@ fn a_run_moves_between_cpu_and_gpu_and_stops_on_ctrl_c() {
     let log = run.join("log.csv");
     let rows = || std::fs::read_to_string(&log).map_or(0, |l| l.lines().count().saturating_sub(1));
     let started = std::time::Instant::now();
+    // A hang guard, not a speed bound: with Mesa's shader cache cold and the other GPU tests
+    // compiling on the same two cores, lavapipe took over 5 minutes to the first GPU step.
     while rows() < 4 {
-        assert!(started.elapsed().as_secs() < 300, "no GPU iteration logged in 5 minutes");
+        assert!(started.elapsed().as_secs() < 1200, "no GPU iteration logged in 20 minutes");
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();

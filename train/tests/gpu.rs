@@ -16,15 +16,11 @@
 #![cfg(feature = "gpu")]
 
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 
 use burn::tensor::Device;
-use semask_edge::preprocess::PreprocSpec;
-use semask_edge::source::synth::SynthConfig;
-use semask_train::data::{Dataset, Synth};
 use semask_train::device::{DeviceName, open_one};
 use semask_train::model::{ArchConfig, SeMaskFpn};
-use semask_train::training::{self, ModelLabeller};
+use semask_train::training;
 use semask_train::weights::Checkpoint;
 
 mod util;
@@ -85,10 +81,7 @@ fn calibration_on_the_gpu_sees_what_tract_sees() {
 fn miou(weights: &std::path::Path, device: &Device) -> f64 {
     let checkpoint = Checkpoint::read(weights).unwrap();
     let model = checkpoint.load_into(SeMaskFpn::new(&ArchConfig::tiny(), device), device).unwrap();
-    let data =
-        Arc::new(Synth::new(SynthConfig { width: 128, height: 64, ..Default::default() }, vec![3], 2, 20));
-    let mut labeller = ModelLabeller::new(model, &PreprocSpec::imagenet(0, 0), device);
-    semask_train::eval::evaluate(&mut labeller, data.as_ref() as &dyn Dataset, |_, _| Ok(())).unwrap().miou
+    util::overfit::evaluate(model, device, util::overfit::frames(2).as_ref()).miou
 }
 
 /// A run started on the CPU resumes on the GPU (and `config.json` records it); Ctrl-C there
@@ -140,9 +133,9 @@ fn a_run_moves_between_cpu_and_gpu_and_stops_on_ctrl_c() {
     let total = (state.iteration + 1).to_string();
     let out = run_train(&["--device", "cpu", "train", "--resume", run_s, "--iterations", &total]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let rows_after = rows();
-    assert_eq!(rows_after, state.iteration + 1, "log.csv rows after resuming to {total}");
+    assert_eq!(rows(), state.iteration + 1, "log.csv rows after resuming to {total}");
 }
+
 /// Lines of stderr but Mesa's own complaint about XDG_RUNTIME_DIR (printed by its window-system
 /// code whenever a Vulkan instance is made without a desktop session).
 fn our_lines(out: &std::process::Output) -> usize {

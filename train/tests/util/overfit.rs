@@ -10,11 +10,27 @@ use semask_edge::preprocess::PreprocSpec;
 use semask_edge::source::synth::SynthConfig;
 use semask_train::data::augment::AugmentConfig;
 use semask_train::data::{Dataset, Synth};
+use semask_train::eval::Metrics;
 use semask_train::model::{ArchConfig, SeMaskFpn};
 use semask_train::training::{self, RunDir, TrainConfig};
 
 /// The accuracy every run must reach on the frames it trained on.
 pub const PIXEL_ACCURACY_BAR: f64 = 0.9;
+
+/// The frames' size (width, height).
+pub const SIZE: (usize, usize) = (128, 64);
+
+/// `frames` synthetic driving frames at [`SIZE`], always the same ones.
+pub fn frames(frames: usize) -> Arc<Synth> {
+    let (width, height) = SIZE;
+    Arc::new(Synth::new(SynthConfig { width, height, ..Default::default() }, vec![3], frames, 20))
+}
+
+/// `model` (in eval mode) on `device`, evaluated on `data` at full resolution.
+pub fn evaluate(model: SeMaskFpn, device: &Device, data: &dyn Dataset) -> Metrics {
+    let mut labeller = training::ModelLabeller::new(model, &PreprocSpec::imagenet(0, 0), device);
+    semask_train::eval::evaluate(&mut labeller, data, |_, _| Ok(())).unwrap()
+}
 
 /// How long a run trains: the whole batch is every frame, at 128x64.
 #[derive(Clone, Copy, Debug)]
@@ -35,14 +51,8 @@ impl Run {
 /// Trains `run` on `device` and asserts the pixel accuracy bar on the training frames.
 /// `OVERFIT_ITERATIONS` overrides the step count (for finding how many a change needs).
 pub fn check(device: &Device, run: Run) {
-    let (w, h) = (128, 64);
-    let data = Arc::new(Synth::new(
-        SynthConfig { width: w, height: h, ..Default::default() },
-        vec![3],
-        run.frames,
-        20,
-    ));
-    let spec = PreprocSpec::imagenet(0, 0);
+    let (w, h) = SIZE;
+    let data = frames(run.frames);
     let augment = AugmentConfig {
         scale: (w, h),
         ratio_range: (1.0, 1.0),
@@ -50,7 +60,7 @@ pub fn check(device: &Device, run: Run) {
         cat_max_ratio: 1.0,
         flip_prob: 0.0,
         photometric: false,
-        spec,
+        spec: PreprocSpec::imagenet(0, 0),
     };
     let iterations =
         std::env::var("OVERFIT_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(run.iterations);
@@ -83,9 +93,7 @@ pub fn check(device: &Device, run: Run) {
         &stop,
     )
     .unwrap();
-    let mut labeller = training::ModelLabeller::new(model.valid(), &spec, &device);
-    let metrics =
-        semask_train::eval::evaluate(&mut labeller, data.as_ref() as &dyn Dataset, |_, _| Ok(())).unwrap();
+    let metrics = evaluate(model.valid(), &device, data.as_ref());
     eprintln!(
         "{} frames, {iterations} steps: pixel accuracy {:.4}, mIoU {:.4}",
         run.frames, metrics.pixel_accuracy, metrics.miou

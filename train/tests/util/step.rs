@@ -55,6 +55,7 @@ pub fn worst_relative_difference(
     worst
 }
 
+/// The CPU, recording gradients.
 pub fn cpu() -> Device {
     semask_train::cpu().autodiff()
 }

@@ -139,7 +139,7 @@ impl Subject {
                 );
                 let out = self.eval_model.forward(x);
                 std::hint::black_box((out.logits.into_data(), out.sem_logits.into_data()));
-                start.elapsed().as_secs_f64() * 1e3
+                self.progress("forward", start)
             })
             .collect()
     }
@@ -154,9 +154,18 @@ impl Subject {
                     .unwrap_or_else(|e| panic!("{}: {e:#}", self.label));
                 std::hint::black_box(stats);
                 self.train_model = Some(model);
-                start.elapsed().as_secs_f64() * 1e3
+                self.progress("train step", start)
             })
             .collect()
+    }
+
+    /// The run's time in ms, also said on stderr as it ends: on a slow device (lavapipe: the
+    /// first SeMask-T 512x1024 step compiles and autotunes for many minutes) the table comes
+    /// only at the end, and without these lines the bench looks hung.
+    fn progress(&self, what: &str, start: Instant) -> f64 {
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        eprintln!("  {} {what}: {ms:.0} ms", self.label);
+        ms
     }
 }
 

@@ -84,9 +84,7 @@ cross_check() {
 run_tests() {
   install
   export SEMASK_TEST_RUNNER="$RUNNER"
-  # No separate `build`: the integration tests build the binary themselves, with the features
-  # the tests' dev-dependencies switch on; a `cargo build` first would compile half the
-  # dependency tree a second time with other features (7 minutes measured).
+  build
   # bench's test is about timing and plotting, not numbers, and takes minutes under qemu.
   cargo test --release --target "$TARGET" -p semask-edge --lib --test parity --test cli -- \
     --skip bench_reports_every_run_as_json_and_svg

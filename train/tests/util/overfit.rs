@@ -26,9 +26,14 @@ pub fn frames(frames: usize) -> Arc<Synth> {
     Arc::new(Synth::new(SynthConfig { width, height, ..Default::default() }, vec![3], frames, 20))
 }
 
+/// How the frames are normalised, in training and in evaluation alike.
+fn preproc() -> PreprocSpec {
+    PreprocSpec::imagenet(0, 0)
+}
+
 /// `model` (in eval mode) on `device`, evaluated on `data` at full resolution.
 pub fn evaluate(model: SeMaskFpn, device: &Device, data: &dyn Dataset) -> Metrics {
-    let mut labeller = training::ModelLabeller::new(model, &PreprocSpec::imagenet(0, 0), device);
+    let mut labeller = training::ModelLabeller::new(model, &preproc(), device);
     semask_train::eval::evaluate(&mut labeller, data, |_, _| Ok(())).unwrap()
 }
 
@@ -60,7 +65,7 @@ pub fn check(device: &Device, run: Run) {
         cat_max_ratio: 1.0,
         flip_prob: 0.0,
         photometric: false,
-        spec: PreprocSpec::imagenet(0, 0),
+        spec: preproc(),
     };
     let iterations =
         std::env::var("OVERFIT_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(run.iterations);

@@ -11,7 +11,7 @@ set -euo pipefail
 packages=(libclang-dev nasm)
 tests=""
 if [ "${1:-}" = "--tests" ]; then
-  packages+=(ffmpeg)
+  packages+=(ffmpeg chromium)
   tests=1
   shift
 fi

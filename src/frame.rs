@@ -82,6 +82,12 @@ impl Rgb8Image {
         self.data.resize(width * height * 3, 0);
     }
 
+    /// Becomes a copy of `other`, keeping the allocation when it is large enough.
+    pub fn copy_from(&mut self, other: &Rgb8Image) {
+        self.reset(other.width, other.height);
+        self.data.copy_from_slice(&other.data);
+    }
+
     pub fn pixel(&self, x: usize, y: usize) -> [u8; 3] {
         let i = (y * self.width + x) * 3;
         [self.data[i], self.data[i + 1], self.data[i + 2]]
@@ -127,6 +133,17 @@ pub enum FrameStatus {
     Failed,
     /// A live source delivered a newer frame before this one was processed.
     Dropped,
+}
+
+impl FrameStatus {
+    /// The name statistics give it.
+    pub fn name(self) -> &'static str {
+        match self {
+            FrameStatus::Ok => "ok",
+            FrameStatus::Failed => "failed",
+            FrameStatus::Dropped => "dropped",
+        }
+    }
 }
 
 /// One frame and everything computed from it.

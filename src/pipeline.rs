@@ -359,6 +359,15 @@ pub enum FrameEvent<'a> {
     Dropped(&'a Frame),
 }
 
+impl<'a> FrameEvent<'a> {
+    /// The frame, whatever became of it (its `status` says what).
+    pub fn frame(&self) -> &'a Frame {
+        match self {
+            FrameEvent::Written(f) | FrameEvent::Failed(f) | FrameEvent::Dropped(f) => f,
+        }
+    }
+}
+
 /// Runs `source` through `segmenter` into `sinks` until the source ends, `stop` is set (the run
 /// then finishes the frames in flight and closes the outputs), or a stage fails. `observe` sees
 /// every frame, on the output thread, after its outputs are written.

@@ -1,6 +1,6 @@
 //! `semask-edge record`: save a camera (or any input) to an MJPEG stream file that `run`, `bench`
 //! and ffmpeg can replay. MJPEG cameras are recorded as they deliver (no re-encoding); other
-//! inputs are encoded to JPEG (quality 92).
+//! inputs are encoded to JPEG ([`semask_edge::sink::jpeg`]).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -10,7 +10,6 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use image::ImageEncoder;
 
 use semask_edge::files::{InputFiles, InputRole, PartialFile};
 use semask_edge::frame::Frame;
@@ -149,13 +148,7 @@ fn record_decoded(source: &mut dyn Source, limit: u64, out: &mut impl Write) -> 
             }
             Err(e) => return Err(e.into()),
         }
-        jpeg.clear();
-        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 92).write_image(
-            &frame.image.data,
-            frame.image.width as u32,
-            frame.image.height as u32,
-            image::ExtendedColorType::Rgb8,
-        )?;
+        semask_edge::sink::jpeg::encode(&frame.image, &mut jpeg)?;
         out.write_all(&jpeg)?;
         counts.written += 1;
     }

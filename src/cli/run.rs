@@ -10,12 +10,10 @@ use clap::Args;
 use semask_edge::named::Named;
 use semask_edge::pipeline::{self, FrameEvent, Pacing};
 use semask_edge::postprocess::Upsample;
-use semask_edge::sink::images::{LabelIds, PngDirSink, PngKind};
-use semask_edge::sink::stats::StatsSink;
-use semask_edge::sink::video::VideoSink;
-use semask_edge::sink::{NullSink, Sink};
+use semask_edge::sink::images::{LabelIds, PngKind};
+use semask_edge::sink::{self, NullSink, Sink, SinkOptions, SinkUri, WrittenPath};
 
-use super::{InferenceArgs, ModelArgs, STOP, SourceArgs, given_paths, parse_unit, print_summary};
+use super::{InferenceArgs, ModelArgs, STOP, SourceArgs, parse_unit, print_summary};
 
 pub const LONG_ABOUT: &str = "\
 Segment frames from an input (images, video, camera, synthetic scenes); write label maps,
@@ -29,6 +27,8 @@ the input file stem, or the frame's index (%06d) for videos, cameras and synth:/
   --color    the class colour of every pixel.
   --overlay  the class colours blended over the image (--alpha).
   --stats    one JSON line per frame: stage times, end-to-end latency, drops.
+-o OUTPUT (several allowed) writes overlays to a video (.mp4, .mjpeg), a PNG directory (DIR/),
+statistics (.jsonl), or a live browser view (http://HOST:PORT: open it in a browser).
 
 Capture, inference and output run on three threads. Files are replayed losslessly; cameras
 (and --realtime replays) drop stale frames when the network falls behind, and count them.
@@ -40,6 +40,7 @@ Examples:
   semask-edge run -m model.onnx -i leftImg8bit/val --labels pred --label-ids cityscapes
   semask-edge run -m model.onnx -i street.jpg --color out --upsample fast
   semask-edge run -m model.onnx -i drive.mp4 -o overlay.mp4 --labels out/ --stats drive.jsonl
+  semask-edge run -m model.onnx -i drive.mp4 --realtime -o http://:8080   # watch at http://localhost:8080/
   semask-edge run -m model.onnx -i v4l2:///dev/video0 --input-width 1280 --input-height 720 -o live.mp4";
 
 #[derive(Debug, Args)]
@@ -65,10 +66,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub overlay: Option<PathBuf>,
 
-    /// Write the overlays as a video: FILE.mp4 (H.264) or FILE.mjpeg, at the input's frame
-    /// rate (--input-rate, else 30, for inputs without one).
-    #[arg(long, short = 'o', value_name = "FILE")]
-    pub output: Option<PathBuf>,
+    /// Write the overlays to OUTPUT; give -o several times for several outputs. OUTPUT is
+    /// FILE.mp4 (H.264) or FILE.mjpeg (a video at the input's frame rate: --input-rate, else
+    /// 30, for inputs without one), DIR/ (one overlay PNG per frame), FILE.jsonl (as --stats),
+    /// http://HOST:PORT (a live view in a browser; http://:8080 serves on localhost, 0.0.0.0
+    /// on every network) or null:// (nothing).
+    #[arg(long, short = 'o', value_name = "OUTPUT")]
+    pub output: Vec<String>,
 
     /// Write one JSON line of timings per frame into FILE.
     #[arg(long, value_name = "FILE.jsonl")]
@@ -101,17 +105,31 @@ pub fn run(args: RunArgs, ctx: &super::Context) -> anyhow::Result<ExitCode> {
     let (mut source, mut pipeline_options) = args.source.open(None, ctx)?;
     pipeline_options.max_frames = args.frames;
 
-    if let Some(path) = &args.output {
-        if path.to_string_lossy().starts_with("display://") {
-            anyhow::bail!(
-                "--output {}: displays are not supported yet; write a .mp4 or .mjpeg",
-                path.display()
-            );
+    let mut outputs: Vec<(&str, SinkUri)> = Vec::new();
+    for uri in &args.output {
+        outputs.push(("--output", SinkUri::parse(uri)?));
+    }
+    let png_dirs = [
+        ("--labels", &args.labels, PngKind::Labels(args.label_ids)),
+        ("--color", &args.color, PngKind::Color),
+        ("--overlay", &args.overlay, PngKind::Overlay),
+    ];
+    for (flag, dir, kind) in png_dirs {
+        if let Some(dir) = dir {
+            outputs.push((flag, SinkUri::PngDir { dir: dir.clone(), kind }));
         }
     }
-    let dirs =
-        given_paths(&[("--labels", &args.labels), ("--color", &args.color), ("--overlay", &args.overlay)]);
-    let files = given_paths(&[("--output", &args.output), ("--stats", &args.stats)]);
+    if let Some(path) = &args.stats {
+        outputs.push(("--stats", SinkUri::Stats(path.clone())));
+    }
+    let (mut files, mut dirs) = (Vec::new(), Vec::new());
+    for (flag, uri) in &outputs {
+        match uri.written_path() {
+            Some(WrittenPath::File(path)) => files.push((*flag, path)),
+            Some(WrittenPath::Dir(dir)) => dirs.push((*flag, dir)),
+            None => {}
+        }
+    }
     super::input_files(&args.model, source.as_ref()).check_outputs(&files, &dirs)?;
 
     let upsample = args.upsample.unwrap_or(ctx.profile.upsample);
@@ -119,33 +137,18 @@ pub fn run(args: RunArgs, ctx: &super::Context) -> anyhow::Result<ExitCode> {
     let mut segmenter = super::open_segmenter(args.model.model.as_deref(), &overrides, &options)?;
     super::note_artifact(options.precision, segmenter.backend());
 
-    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-    let outputs = [
-        (&args.labels, PngKind::Labels(args.label_ids)),
-        (&args.color, PngKind::Color),
-        (&args.overlay, PngKind::Overlay),
-    ];
-    for (dir, kind) in outputs {
-        if let Some(dir) = dir {
-            sinks.push(Box::new(PngDirSink::new(dir, kind, segmenter.classes())?));
-        }
-    }
-    if let Some(path) = &args.output {
-        let fps = source.info().nominal_fps.or(args.source.input_rate).unwrap_or_else(|| {
-            log::warn!(
-                "{} has no frame rate: the video plays at 30 fps (set --input-rate)",
-                source.info().uri
-            );
-            30.0
-        });
-        sinks.push(Box::new(VideoSink::create(path, fps)?));
-    }
-    if let Some(path) = &args.stats {
-        sinks.push(Box::new(StatsSink::create(path)?));
-    }
+    let sink_options = SinkOptions {
+        classes: segmenter.classes(),
+        label_ids: args.label_ids,
+        frame_rate: source.info().nominal_fps.or(args.source.input_rate),
+    };
+    let mut sinks = outputs
+        .iter()
+        .map(|(_, uri)| sink::open(uri, &sink_options))
+        .collect::<Result<Vec<Box<dyn Sink>>, _>>()?;
     if sinks.is_empty() {
         log::warn!(
-            "no output requested (--labels, --color, --overlay, --output, --stats): frames are segmented and timed only"
+            "no output requested (-o, --labels, --color, --overlay, --stats): frames are segmented and timed only"
         );
         sinks.push(Box::new(NullSink));
     }

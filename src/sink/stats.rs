@@ -41,29 +41,36 @@ impl StatsSink {
         Ok(StatsSink { path: path.to_path_buf(), out: Some(out) })
     }
 
-    fn line(&mut self, frame: &Frame, status: &str) -> std::io::Result<()> {
+    fn line(&mut self, frame: &Frame) -> std::io::Result<()> {
         let out = self.out.as_mut().ok_or_else(|| std::io::Error::other("statistics already closed"))?;
-        write!(out, "{{\"frame\": {}, \"source\": ", frame.index)?;
-        write_json_string(out, &frame.name)?;
-        write!(out, ", \"status\": \"{status}\", \"stages_ms\": {{")?;
-        for (i, stage) in Stage::ALL.iter().enumerate() {
-            let sep = if i == 0 { "" } else { ", " };
-            write!(out, "{sep}\"{}\": {:.3}", stage.name(), frame.timings.ms(*stage))?;
-        }
-        write!(
-            out,
-            "}}, \"end_to_end_ms\": {:.3}, \"dropped\": {}",
-            frame.end_to_end.as_secs_f64() * 1e3,
-            frame.dropped_before
-        )?;
-        if !frame.error.is_empty() {
-            write!(out, ", \"error\": ")?;
-            write_json_string(out, &frame.error)?;
-        }
-        writeln!(out, "}}")?;
+        write_frame_json(out, frame)?;
+        writeln!(out)?;
         // The whole line leaves the buffer in one write.
         out.flush()
     }
+}
+
+/// Writes one frame's statistics as a JSON object (no newline), without allocating: the
+/// format in this module's documentation, shared by `--stats` and the browser view.
+pub fn write_frame_json(out: &mut impl Write, frame: &Frame) -> std::io::Result<()> {
+    write!(out, "{{\"frame\": {}, \"source\": ", frame.index)?;
+    write_json_string(out, &frame.name)?;
+    write!(out, ", \"status\": \"{}\", \"stages_ms\": {{", frame.status.name())?;
+    for (i, stage) in Stage::ALL.iter().enumerate() {
+        let sep = if i == 0 { "" } else { ", " };
+        write!(out, "{sep}\"{}\": {:.3}", stage.name(), frame.timings.ms(*stage))?;
+    }
+    write!(
+        out,
+        "}}, \"end_to_end_ms\": {:.3}, \"dropped\": {}",
+        frame.end_to_end.as_secs_f64() * 1e3,
+        frame.dropped_before
+    )?;
+    if !frame.error.is_empty() {
+        write!(out, ", \"error\": ")?;
+        write_json_string(out, &frame.error)?;
+    }
+    write!(out, "}}")
 }
 
 /// Writes `s` as a JSON string literal.
@@ -94,12 +101,7 @@ impl Sink for StatsSink {
     }
 
     fn record(&mut self, event: &FrameEvent<'_>) -> Result<(), SinkError> {
-        let (frame, status) = match event {
-            FrameEvent::Written(f) => (*f, "ok"),
-            FrameEvent::Failed(f) => (*f, "failed"),
-            FrameEvent::Dropped(f) => (*f, "dropped"),
-        };
-        self.line(frame, status)
+        self.line(event.frame())
             .map_err(|e| SinkError::Write { path: self.path.clone(), reason: e.to_string() })
     }
 

@@ -3,7 +3,7 @@
 //! - `.mp4`: H.264 (openh264 encoder, constrained baseline) in an MP4 container (`mp4` crate),
 //!   at the source's frame rate. Odd frame sizes are padded by one row or column (H.264 4:2:0
 //!   needs even sizes).
-//! - `.mjpeg` / `.mjpg`: JPEG frames one after the other (quality 90), readable by
+//! - `.mjpeg` / `.mjpg`: JPEG frames one after the other ([`super::jpeg`]), readable by
 //!   `semask-edge run -i FILE.mjpeg`, ffmpeg (`-f mjpeg`) and most players.
 //!
 //! The file is written as `FILE.partial` and renamed when the run ends ([`PartialFile`]), so a
@@ -13,7 +13,6 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use image::ImageEncoder;
 use openh264::encoder::{
     BitRate, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, RateControlMode,
 };
@@ -201,18 +200,9 @@ impl Sink for VideoSink {
         let padded = &mut self.padded;
         let result: Result<(), String> = match &mut self.writer {
             Writer::Mjpeg { out: None, .. } => Err(closed()),
-            Writer::Mjpeg { out: Some(out), jpeg } => {
-                jpeg.clear();
-                image::codecs::jpeg::JpegEncoder::new_with_quality(&mut *jpeg, 90)
-                    .write_image(
-                        &image.data,
-                        image.width as u32,
-                        image.height as u32,
-                        image::ExtendedColorType::Rgb8,
-                    )
-                    .map_err(|e| e.to_string())
-                    .and_then(|_| out.write_all(jpeg).map_err(|e| e.to_string()))
-            }
+            Writer::Mjpeg { out: Some(out), jpeg } => super::jpeg::encode(image, jpeg)
+                .map_err(|e| e.to_string())
+                .and_then(|_| out.write_all(jpeg).map_err(|e| e.to_string())),
             Writer::Mp4 { out, muxer, encoder, yuv, annex_b, sample } => {
                 let image = pad_to_even(image, padded);
                 let (w, h) = (image.width, image.height);

@@ -6,6 +6,10 @@
 //! network is a stand-in that allocates nothing: tract allocates its intermediate tensors on
 //! every run, which is measured and printed here, not asserted (it is tract's, not ours). The
 //! openh264 decoder allocates with C's malloc, which Rust's allocator does not see.
+//!
+//! The browser view (`-o http://…`) is measured with clients connected: nothing per frame while
+//! they follow the statistics; while one watches the video, only the JPEG encoder (the `image`
+//! crate builds its tables for every picture), a fixed number per JPEG encoded.
 
 mod util;
 
@@ -13,10 +17,11 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use semask_edge::backend::{Backend, BackendError, BackendKind};
-use semask_edge::frame::Frame;
+use semask_edge::frame::{Frame, Rgb8Image};
 use semask_edge::model::OnnxModel;
 use semask_edge::pipeline::{self, FrameEvent, PipelineOptions, Segmenter, SegmenterOptions};
 use semask_edge::postprocess::{Needs, Upsample};
+use semask_edge::sink::browser::BrowserSink;
 use semask_edge::sink::stats::StatsSink;
 use semask_edge::sink::{Sink, SinkError};
 use semask_edge::source::Source;
@@ -111,6 +116,41 @@ impl Sink for Checksum {
     }
 }
 
+/// Runs `clip` through the pipeline into `sinks`; returns, at each frame written, the
+/// allocations so far and `sample()`.
+fn counted_run(
+    clip: &std::path::Path,
+    segmenter: &mut Segmenter,
+    sinks: &mut [Box<dyn Sink>],
+    frames: usize,
+    sample: impl Fn() -> u64 + Sync,
+) -> Vec<(u64, u64)> {
+    let mut source = Mp4Source::open(clip, &Default::default()).unwrap();
+    assert_eq!(source.info().frame_count, Some(frames as u64));
+    let mut counts = Vec::with_capacity(frames + 1);
+    let stop = AtomicBool::new(false);
+    let summary = pipeline::run(&mut source, segmenter, sinks, &PipelineOptions::default(), &stop, |event| {
+        if let FrameEvent::Written(_) = event {
+            counts.push((ALLOCATIONS.load(Ordering::Relaxed), sample()));
+        }
+    });
+    assert!(summary.stopped_by.is_none(), "{:?}", summary.stopped_by);
+    assert_eq!(summary.frames_out, frames as u64);
+    counts
+}
+
+/// A client of the browser view that reads `path` into a fixed buffer (allocating nothing)
+/// until the server closes.
+fn reader(addr: std::net::SocketAddr, path: &str) -> std::thread::JoinHandle<()> {
+    use std::io::{Read, Write};
+    let mut socket = std::net::TcpStream::connect(addr).unwrap();
+    write!(socket, "GET {path} HTTP/1.1\r\n\r\n").unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 16 * 1024];
+        while matches!(socket.read(&mut buf), Ok(n) if n > 0) {}
+    })
+}
+
 #[test]
 fn steady_state_frames_allocate_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -136,21 +176,11 @@ fn steady_state_frames_allocate_nothing() {
     };
     let options = SegmenterOptions { upsample: Upsample::Exact, ..Default::default() };
     let mut segmenter = Segmenter::with_backend(&model, Box::new(stand_in), &options).unwrap();
-    let mut source = Mp4Source::open(&clip, &Default::default()).unwrap();
-    assert_eq!(source.info().frame_count, Some(FRAMES as u64));
     let mut sinks: Vec<Box<dyn Sink>> =
         vec![Box::new(StatsSink::create(&dir.path().join("stats.jsonl")).unwrap()), Box::new(Checksum(0))];
 
-    let mut counts: Vec<u64> = Vec::with_capacity(FRAMES + 1);
-    let stop = AtomicBool::new(false);
-    let summary =
-        pipeline::run(&mut source, &mut segmenter, &mut sinks, &PipelineOptions::default(), &stop, |event| {
-            if let FrameEvent::Written(_) = event {
-                counts.push(ALLOCATIONS.load(Ordering::Relaxed));
-            }
-        });
-    assert!(summary.stopped_by.is_none(), "{:?}", summary.stopped_by);
-    assert_eq!(summary.frames_out, FRAMES as u64);
+    let counts: Vec<u64> =
+        counted_run(&clip, &mut segmenter, &mut sinks, FRAMES, || 0).into_iter().map(|c| c.0).collect();
     // The pool holds 3 * 2 + 3 = 9 frames; after two laps every buffer has its final size.
     let warm = 20;
     let steady = counts[FRAMES - 1] - counts[warm];
@@ -161,6 +191,46 @@ fn steady_state_frames_allocate_nothing() {
     );
     let per_frame: Vec<u64> = counts.windows(2).map(|w| w[1] - w[0]).collect();
     assert_eq!(steady, 0, "the pipeline allocated {steady} times in steady state; per frame: {per_frame:?}");
+
+    // The browser view, with a client following the statistics: nothing per frame.
+    let browser = BrowserSink::serve("127.0.0.1:0".parse().unwrap(), segmenter.classes()).unwrap();
+    let events = reader(browser.addr(), "/events");
+    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(browser), Box::new(Checksum(0))];
+    let counts = counted_run(&clip, &mut segmenter, &mut sinks, FRAMES, || 0);
+    let steady = counts[FRAMES - 1].0 - counts[warm].0;
+    eprintln!("browser view, statistics followed: {steady} allocations over {} frames", FRAMES - 1 - warm);
+    assert_eq!(steady, 0, "the browser view allocated {steady} times in steady state");
+    drop(sinks);
+    events.join().unwrap();
+
+    // ... and with a client watching the video: the JPEG encoder's allocations only.
+    let overlay = Rgb8Image::new(320, 160);
+    let mut jpeg = Vec::new();
+    semask_edge::sink::jpeg::encode(&overlay, &mut jpeg).unwrap();
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    semask_edge::sink::jpeg::encode(&overlay, &mut jpeg).unwrap();
+    let per_jpeg = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    let browser = BrowserSink::serve("127.0.0.1:0".parse().unwrap(), segmenter.classes()).unwrap();
+    let (addr, encoded) = (browser.addr(), browser.jpegs_encoded());
+    let viewer = reader(addr, "/stream.mjpg");
+    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(browser), Box::new(Checksum(0))];
+    let counts = counted_run(&clip, &mut segmenter, &mut sinks, FRAMES, || encoded.load(Ordering::Relaxed));
+    let steady = counts[FRAMES - 1].0 - counts[warm].0;
+    let jpegs = counts[FRAMES - 1].1 - counts[warm].1;
+    eprintln!(
+        "browser view, video watched: {steady} allocations over {} frames, {jpegs} JPEGs encoded, \
+         {per_jpeg} allocations per JPEG in the encoder",
+        FRAMES - 1 - warm
+    );
+    assert!(jpegs > 0, "the viewer made no JPEG be encoded");
+    // An encode in progress at either end of the window counts in one figure but not the other.
+    let expected = jpegs * per_jpeg;
+    assert!(
+        steady.abs_diff(expected) <= 2 * per_jpeg,
+        "{steady} allocations, but {jpegs} JPEGs explain {expected}: something else allocates per frame"
+    );
+    drop(sinks);
+    viewer.join().unwrap();
 
     // For the record: what tract allocates per network run (its intermediate tensors).
     let mut tract = semask_edge::backend::create(

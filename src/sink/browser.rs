@@ -38,6 +38,19 @@ pub const MAX_CLIENTS: usize = 32;
 /// A client that accepts nothing for this long is disconnected.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Limits of the server ([`MAX_CLIENTS`] and [`STALL_TIMEOUT`] by default).
+#[derive(Debug, Clone, Copy)]
+pub struct BrowserLimits {
+    pub max_clients: usize,
+    pub stall_timeout: Duration,
+}
+
+impl Default for BrowserLimits {
+    fn default() -> Self {
+        BrowserLimits { max_clients: MAX_CLIENTS, stall_timeout: STALL_TIMEOUT }
+    }
+}
+
 /// How long a client may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -134,8 +147,11 @@ struct Shared {
     stats: Latest<Vec<u8>>,
     /// Clients waiting for JPEGs: the encoder works only while there is one.
     jpeg_demand: AtomicUsize,
+    /// JPEGs encoded so far.
+    jpegs_encoded: Arc<AtomicU64>,
     clients: Mutex<Vec<Arc<Client>>>,
-    /// Connections turned away because [`MAX_CLIENTS`] were being served.
+    limits: BrowserLimits,
+    /// Connections turned away because `limits.max_clients` were being served.
     refused: AtomicU64,
     /// The page, made once (it holds the legend).
     page: String,
@@ -208,6 +224,15 @@ impl Client {
 impl BrowserSink {
     /// Listens on `addr` (port 0: any free port; see [`BrowserSink::addr`]) and starts serving.
     pub fn serve(addr: SocketAddr, classes: &ClassTable) -> Result<BrowserSink, SinkError> {
+        BrowserSink::serve_with(addr, classes, BrowserLimits::default())
+    }
+
+    /// [`BrowserSink::serve`] with other limits.
+    pub fn serve_with(
+        addr: SocketAddr,
+        classes: &ClassTable,
+        limits: BrowserLimits,
+    ) -> Result<BrowserSink, SinkError> {
         let fail = |reason: String| SinkError::Serve { addr: format!("http://{addr}"), reason };
         let listener = TcpListener::bind(addr).map_err(|e| {
             fail(match e.kind() {
@@ -235,7 +260,9 @@ impl BrowserSink {
             jpeg: Latest::default(),
             stats: Latest::default(),
             jpeg_demand: AtomicUsize::new(0),
+            jpegs_encoded: Arc::new(AtomicU64::new(0)),
             clients: Mutex::new(Vec::new()),
+            limits,
             refused: AtomicU64::new(0),
             page: page(classes),
         });
@@ -253,7 +280,11 @@ impl BrowserSink {
         if addr.ip().is_unspecified() {
             log::warn!("browser view at http://{addr}/ is reachable from other machines");
         }
-        log::info!("browser view: open http://{}/ (at most {MAX_CLIENTS} connections)", display_host(addr));
+        log::info!(
+            "browser view: open http://{}/ (at most {} connections)",
+            display_host(addr),
+            limits.max_clients
+        );
         Ok(BrowserSink {
             addr,
             shared,
@@ -269,6 +300,12 @@ impl BrowserSink {
     /// The address served (with the port chosen when 0 was asked for).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// A live count of the JPEGs encoded (only while clients wait for them), which outlives
+    /// the sink: for benchmarks and the allocation test.
+    pub fn jpegs_encoded(&self) -> Arc<AtomicU64> {
+        self.shared.jpegs_encoded.clone()
     }
 
     /// Frames per second over the last [`FPS_WINDOW`] frames written.
@@ -379,6 +416,7 @@ fn encode_loop(shared: &Shared) {
             log::warn!("browser view: cannot encode frame {done} as JPEG: {e}");
             continue;
         }
+        shared.jpegs_encoded.fetch_add(1, Ordering::Relaxed);
         let seq = done;
         let mut slot = shared.jpeg.lock();
         std::mem::swap(&mut slot.value, &mut jpeg);
@@ -431,13 +469,14 @@ fn accept(
     socket.set_nonblocking(false)?;
     socket.set_nodelay(true)?;
     socket.set_read_timeout(Some(REQUEST_TIMEOUT))?;
-    socket.set_write_timeout(Some(STALL_TIMEOUT))?;
+    socket.set_write_timeout(Some(shared.limits.stall_timeout))?;
     let client = {
         let mut clients = shared.clients();
-        if clients.len() >= MAX_CLIENTS {
+        let max = shared.limits.max_clients;
+        if clients.len() >= max {
             drop(clients);
             shared.refused.fetch_add(1, Ordering::Relaxed);
-            log::warn!("browser view: turned away {peer}: {MAX_CLIENTS} connections are being served");
+            log::warn!("browser view: turned away {peer}: {max} connections are being served");
             // Read the request first: closing with it unread would reset the connection, and
             // the client would see an error instead of the answer.
             socket.set_read_timeout(Some(Duration::from_millis(200)))?;
@@ -471,7 +510,7 @@ fn accept(
         let why = match result {
             Ok(()) => "done".to_string(),
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                format!("stalled for {} s, disconnected", STALL_TIMEOUT.as_secs())
+                format!("stalled for {:?}, disconnected", thread_shared.limits.stall_timeout)
             }
             Err(e) => e.to_string(),
         };
@@ -520,8 +559,9 @@ fn serve(socket: &mut TcpStream, client: &Client, shared: &Shared) -> io::Result
             let body = serde_json::json!({
                 "latest": latest,
                 "clients": clients,
-                "max_clients": MAX_CLIENTS,
+                "max_clients": shared.limits.max_clients,
                 "refused": shared.refused.load(Ordering::Relaxed),
+                "jpegs_encoded": shared.jpegs_encoded.load(Ordering::Relaxed),
             });
             respond(socket, "200 OK", "application/json", body.to_string().as_bytes())
         }
@@ -618,6 +658,10 @@ fn stream_jpegs(socket: &mut TcpStream, client: &Client, shared: &Shared) -> io:
         drop(demand);
         last = slot.seq;
         jpeg.clear();
+        if jpeg.capacity() < slot.value.len() {
+            // With room to spare: JPEG sizes vary from frame to frame.
+            jpeg.reserve(slot.value.len() * 3 / 2);
+        }
         jpeg.extend_from_slice(&slot.value);
         drop(slot);
         write!(socket, "--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n", jpeg.len())?;

@@ -229,6 +229,13 @@ impl StageStats {
     }
 }
 
+/// Milliseconds from the process's first call of this function to `at` (0 for earlier
+/// instants): one clock for the capture times that statistics report.
+pub fn clock_ms(at: Instant) -> f64 {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    at.saturating_duration_since(*ORIGIN.get_or_init(|| at)).as_secs_f64() * 1e3
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,3 +286,4 @@ mod tests {
         assert_eq!((sum.p50_ms, sum.p99_ms, sum.max_ms), (3.0, 3.0, 3.0));
     }
 }
+

@@ -2,12 +2,13 @@
 //! delivered (written, failed or dropped):
 //!
 //! ```json
-//! {"frame": 12, "source": "aachen_000012", "status": "ok",
+//! {"frame": 12, "source": "aachen_000012", "status": "ok", "captured_ms": 400.2,
 //!  "stages_ms": {"decode": 3.1, "preprocess": 0.9, "network": 55.2, "postprocess": 1.4, "output": 0.3},
 //!  "end_to_end_ms": 61.2, "dropped": 0}
 //! ```
 //! `frame` counts frames from 0 over the whole run; `source` is the frame's name (input file
-//! stem, or `%06d` of its index in the source); `end_to_end_ms` runs from capture to the last
+//! stem, or `%06d` of its index in the source); `captured_ms` is the capture time, in ms from the
+//! first frame's (monotonic: it never goes back); `end_to_end_ms` runs from capture to the last
 //! output written (queueing included); `dropped` is the number of frames dropped before this
 //! one. Failed frames carry `"error"`. Lines are written without allocating.
 //!
@@ -55,7 +56,12 @@ impl StatsSink {
 pub fn write_frame_json(out: &mut impl Write, frame: &Frame) -> std::io::Result<()> {
     write!(out, "{{\"frame\": {}, \"source\": ", frame.index)?;
     write_json_string(out, &frame.name)?;
-    write!(out, ", \"status\": \"{}\", \"stages_ms\": {{", frame.status.name())?;
+    write!(
+        out,
+        ", \"status\": \"{}\", \"captured_ms\": {:.3}, \"stages_ms\": {{",
+        frame.status.name(),
+        crate::timing::clock_ms(frame.captured_at)
+    )?;
     for (i, stage) in Stage::ALL.iter().enumerate() {
         let sep = if i == 0 { "" } else { ", " };
         write!(out, "{sep}\"{}\": {:.3}", stage.name(), frame.timings.ms(*stage))?;

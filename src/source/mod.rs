@@ -9,10 +9,13 @@
 //! | `drive.mp4` | H.264 video in MP4 ([`mp4`]) |
 //! | `drive.mjpeg` (`.mjpg`) | concatenated JPEG frames, as `semask-edge record` writes ([`mjpeg`]) |
 //! | `v4l2:///dev/video0`, `/dev/video0` | a V4L2 camera |
+//! | `rtsp://…`, `rtp://@:PORT`, `csi://N`, `gst://PIPELINE` | GStreamer ([`gst`], cargo feature `gstreamer`) |
 //!
 //! The rest of the program never asks where frames come from: it calls [`Source::next`] with a
 //! recycled [`Frame`] until [`Captured::EndOfStream`].
 
+#[cfg(feature = "gstreamer")]
+pub mod gst;
 pub mod images;
 pub mod mjpeg;
 pub mod mp4;
@@ -113,6 +116,8 @@ pub enum SourceUri {
     Camera(PathBuf),
     /// The procedural scene generator, with its query string.
     Synth(String),
+    /// A GStreamer input: `rtsp://`, `rtp://`, `csi://`, `gst://` (the whole string).
+    Streamed(String),
 }
 
 impl SourceUri {
@@ -128,6 +133,9 @@ impl SourceUri {
         if let Some(rest) = input.strip_prefix("synth://") {
             return SourceUri::Synth(rest.trim_start_matches('?').to_string());
         }
+        if ["rtsp://", "rtsps://", "rtp://", "csi://", "gst://"].iter().any(|s| input.starts_with(s)) {
+            return SourceUri::Streamed(input.to_string());
+        }
         SourceUri::Path(PathBuf::from(input.strip_prefix("file://").unwrap_or(input)))
     }
 }
@@ -138,6 +146,7 @@ impl fmt::Display for SourceUri {
             SourceUri::Path(p) => write!(f, "{}", p.display()),
             SourceUri::Camera(p) => write!(f, "v4l2://{}", p.display()),
             SourceUri::Synth(q) => write!(f, "synth://?{q}"),
+            SourceUri::Streamed(uri) => f.write_str(uri),
         }
     }
 }
@@ -172,6 +181,13 @@ pub fn open(input: Option<&str>, options: &SourceOptions) -> Result<Box<dyn Sour
         #[cfg(not(feature = "camera"))]
         SourceUri::Camera(_) => Err(unsupported(
             "this build has no camera support: rebuild with the `camera` feature (default), which needs libclang-dev",
+        )),
+        #[cfg(feature = "gstreamer")]
+        SourceUri::Streamed(input) => Ok(Box::new(gst::GstSource::open(input, options)?)),
+        #[cfg(not(feature = "gstreamer"))]
+        SourceUri::Streamed(_) => Err(unsupported(
+            "network streams and CSI cameras need GStreamer: build with `--features gstreamer` \
+             (scripts/prerequisites.sh gstreamer installs its packages)",
         )),
         SourceUri::Synth(query) => {
             let config = synth::SynthConfig::parse(query).map_err(|e| unsupported(&e.to_string()))?;

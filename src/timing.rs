@@ -286,4 +286,3 @@ mod tests {
         assert_eq!((sum.p50_ms, sum.p99_ms, sum.max_ms), (3.0, 3.0, 3.0));
     }
 }
-

@@ -239,8 +239,30 @@ fn stream_errors_are_one_clear_line() {
         let out = run_cli(&["run", "-i", &input, "--frames", "1"]);
         assert_one_line_error(&out, 2, &needles);
     }
-    // The right credentials work.
-    let right = guarded.url().replace("rtsp://", "rtsp://user:secret@");
+    // The right credentials work (over UDP, the other transport).
+    let right = guarded.url().replace("rtsp://", "rtsp://user:secret@") + "#transport=udp";
     let out = run_cli(&["run", "-i", &right, "--frames", "3", "-q"]);
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn an_rtp_stream_is_received_on_its_port() {
+    gst::init().unwrap();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // A sender in this process: H.264 over RTP to that port, until the test ends.
+    let sender = gst::parse::launch(&format!(
+        "videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=15/1 ! videoconvert \
+         ! openh264enc ! h264parse config-interval=-1 ! rtph264pay pt=96 config-interval=1 \
+         ! udpsink host=127.0.0.1 port={port}"
+    ))
+    .unwrap();
+    sender.set_state(gst::State::Playing).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stats = dir.path().join("s.jsonl");
+    let out = run_cli(&["run", "-i", &format!("rtp://@:{port}"), "--frames", "20", "--stats", s(&stats), "-q"]);
+    sender.set_state(gst::State::Null).unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = stats_lines(&stats);
+    assert_eq!(lines.len(), 20);
+    assert!(lines.iter().filter(|l| l["status"] == "ok").count() >= 5, "{lines:?}");
 }

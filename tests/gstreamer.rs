@@ -259,7 +259,8 @@ fn an_rtp_stream_is_received_on_its_port() {
     sender.set_state(gst::State::Playing).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let stats = dir.path().join("s.jsonl");
-    let out = run_cli(&["run", "-i", &format!("rtp://@:{port}"), "--frames", "20", "--stats", s(&stats), "-q"]);
+    let out =
+        run_cli(&["run", "-i", &format!("rtp://@:{port}"), "--frames", "20", "--stats", s(&stats), "-q"]);
     sender.set_state(gst::State::Null).unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let lines = stats_lines(&stats);

@@ -16,7 +16,7 @@
 //! Sources that GStreamer reports as live (RTSP, RTP, CSI, `gst://` with a live element) keep
 //! only the newest frames (the pipeline drops and counts stale ones, as for V4L2). A live
 //! stream that fails or ends after it had worked is reported and re-opened with back-off
-//! (0.25 s doubling to 4 s); one that never worked is an error at start, with the reason
+//! ([`super::Backoff`]); one that never worked is an error at start, with the reason
 //! (host unreachable, wrong credentials, syntax). A non-live pipeline (`gst://filesrc …`) is
 //! replayed losslessly and ends at its end of stream.
 
@@ -27,7 +27,7 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 
-use super::{Captured, Source, SourceError, SourceInfo, SourceOptions};
+use super::{Backoff, Captured, Source, SourceError, SourceInfo, SourceOptions};
 use crate::frame::Frame;
 use crate::timing::Stage;
 
@@ -328,13 +328,12 @@ pub struct GstSource {
     info: SourceInfo,
     next: u64,
     limits: crate::limits::Limits,
-    /// Disconnected: when to try again, and the current back-off.
-    retry: Option<(Instant, Duration)>,
+    /// Lost, and not yet back (no frame since): when to try again. Kept across restarts that
+    /// fail later (an RTSP server still down), so the waits keep doubling.
+    lost: Option<Backoff>,
     last_frame: Instant,
     /// A sample pulled while opening (to see that the stream works), not yet delivered.
     pending: Option<gst::Sample>,
-    /// Since when the stream has been lost; `None` while frames come.
-    lost_since: Option<Instant>,
 }
 
 impl std::fmt::Debug for GstSource {
@@ -397,43 +396,41 @@ impl GstSource {
             },
             next: 0,
             limits: options.limits,
-            retry: None,
+            lost: None,
             last_frame: Instant::now(),
             pending: Some(first),
-            lost_since: None,
         })
     }
 
     fn disconnect(&mut self, why: &str) {
-        if self.lost_since.is_none() {
-            log::warn!("input {} lost ({why}); reconnecting", self.input);
-            self.lost_since = Some(Instant::now());
-        } else {
-            log::debug!("input {}: the attempt to reconnect failed ({why})", self.input);
+        match &mut self.lost {
+            None => {
+                log::warn!("input {} lost ({why}); reconnecting", self.input);
+                self.lost = Some(Backoff::new());
+            }
+            Some(backoff) => {
+                log::debug!("input {}: the attempt to reconnect failed ({why})", self.input);
+                backoff.failed();
+            }
         }
         self.running = None;
         self.pending = None;
-        self.retry = Some((Instant::now(), Duration::from_millis(250)));
     }
 
     fn try_reconnect(&mut self) {
-        let Some((at, backoff)) = self.retry else { return };
-        let now = Instant::now();
-        if now < at {
-            std::thread::sleep((at - now).min(Duration::from_millis(100)));
+        let Some(backoff) = &mut self.lost else { return };
+        if !backoff.due() {
             return;
         }
         match start(&self.description, true) {
             Ok((running, _)) => {
                 log::debug!("input {}: restarted, waiting for frames", self.input);
                 self.running = Some(running);
-                self.retry = None;
                 self.last_frame = Instant::now();
             }
             Err(e) => {
                 log::debug!("input {}: still unavailable ({e})", self.input);
-                let backoff = (backoff * 2).min(Duration::from_secs(4));
-                self.retry = Some((Instant::now() + backoff, backoff));
+                backoff.failed();
             }
         }
     }
@@ -468,11 +465,11 @@ impl GstSource {
         }
         frame.timings.add(Stage::Decode, start.elapsed());
         self.last_frame = Instant::now();
-        if let Some(since) = self.lost_since.take() {
+        if let Some(lost) = self.lost.take() {
             log::warn!(
                 "input {}: reconnected, frames again after {:.1} s",
                 self.input,
-                since.elapsed().as_secs_f64()
+                lost.since.elapsed().as_secs_f64()
             );
         }
         Ok(())

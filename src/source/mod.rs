@@ -107,6 +107,46 @@ pub trait Source: Send {
     }
 }
 
+/// When a lost live source (a camera, a network stream) tries to open again: at once, then
+/// after 0.5 s, doubling to 4 s between failed attempts. One schedule for every live source.
+#[cfg(any(feature = "camera", feature = "gstreamer"))]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Backoff {
+    /// When the source was lost.
+    pub since: std::time::Instant,
+    next: std::time::Instant,
+    delay: std::time::Duration,
+}
+
+#[cfg(any(feature = "camera", feature = "gstreamer"))]
+impl Backoff {
+    const FIRST: std::time::Duration = std::time::Duration::from_millis(250);
+    const LONGEST: std::time::Duration = std::time::Duration::from_secs(4);
+
+    /// The source was lost just now.
+    pub fn new() -> Backoff {
+        let now = std::time::Instant::now();
+        Backoff { since: now, next: now, delay: Backoff::FIRST }
+    }
+
+    /// Whether an attempt is due; if not, sleeps a little (at most 0.1 s, so that the caller
+    /// can return a timeout and Ctrl-C still stops the run).
+    pub fn due(&self) -> bool {
+        let now = std::time::Instant::now();
+        if now < self.next {
+            std::thread::sleep((self.next - now).min(std::time::Duration::from_millis(100)));
+            return false;
+        }
+        true
+    }
+
+    /// An attempt failed: the next one waits twice as long as the last wait (at most 4 s).
+    pub fn failed(&mut self) {
+        self.delay = (self.delay * 2).min(Backoff::LONGEST);
+        self.next = std::time::Instant::now() + self.delay;
+    }
+}
+
 /// The `--input` string, classified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceUri {
@@ -240,6 +280,21 @@ fn open_path(path: &Path, options: &SourceOptions) -> Result<Box<dyn Source>, So
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(any(feature = "camera", feature = "gstreamer"))]
+    #[test]
+    fn reconnection_waits_double_up_to_four_seconds() {
+        let mut backoff = Backoff::new();
+        assert!(backoff.due(), "the first attempt is at once");
+        let waits: Vec<u64> = (0..6)
+            .map(|_| {
+                backoff.failed();
+                backoff.delay.as_millis() as u64
+            })
+            .collect();
+        assert_eq!(waits, [500, 1000, 2000, 4000, 4000, 4000]);
+        assert!(!backoff.due());
+    }
 
     #[test]
     fn inputs_are_classified() {

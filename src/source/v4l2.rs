@@ -5,7 +5,7 @@
 //! YUYV, then NV12), the frame size closest to `--input-width`/`--input-height` (default: the
 //! camera's current size), the frame rate closest to `--input-rate`; the result is logged.
 //! A camera that stops answering or disappears (unplugged) is reported and re-opened with
-//! back-off (0.25 s doubling to 4 s); meanwhile the source returns timeouts, so Ctrl-C still
+//! back-off ([`super::Backoff`]); meanwhile the source returns timeouts, so Ctrl-C still
 //! stops the run. Cameras are live sources: the pipeline drops stale frames and counts them.
 
 use std::io;
@@ -20,7 +20,7 @@ use v4l::{Device, FourCC};
 
 use super::images::decode_into;
 use super::yuv::{nv12_to_rgb, yuyv_to_rgb};
-use super::{Captured, Source, SourceError, SourceInfo, SourceOptions};
+use super::{Backoff, Captured, Source, SourceError, SourceInfo, SourceOptions};
 use crate::frame::Frame;
 use crate::timing::Stage;
 
@@ -191,8 +191,8 @@ pub struct V4l2Source {
     open: Option<Open>,
     info: SourceInfo,
     next: u64,
-    /// Disconnected: when to try again, and the current back-off.
-    retry: Option<(Instant, Duration)>,
+    /// Disconnected: when to try again.
+    retry: Option<Backoff>,
     last_frame: Instant,
 }
 
@@ -255,19 +255,18 @@ impl V4l2Source {
     fn disconnect(&mut self, why: &str) {
         log::warn!("camera {} lost ({why}); reconnecting", self.path.display());
         self.open = None;
-        self.retry = Some((Instant::now(), Duration::from_millis(250)));
+        self.retry = Some(Backoff::new());
     }
 
     fn try_reconnect(&mut self) {
-        let Some((at, backoff)) = self.retry else { return };
-        let now = Instant::now();
-        if now < at {
-            std::thread::sleep((at - now).min(Duration::from_millis(100)));
+        let Some(backoff) = &mut self.retry else { return };
+        if !backoff.due() {
             return;
         }
         match open_stream(&self.path, &self.options) {
             Ok((open, mode)) => {
-                log::warn!("camera {} back: {mode}", self.path.display());
+                let after = backoff.since.elapsed().as_secs_f64();
+                log::warn!("camera {} back after {after:.1} s: {mode}", self.path.display());
                 self.open = Some(open);
                 self.mode = mode;
                 self.retry = None;
@@ -275,8 +274,7 @@ impl V4l2Source {
             }
             Err(e) => {
                 log::debug!("camera {}: still unavailable ({e})", self.path.display());
-                let backoff = (backoff * 2).min(Duration::from_secs(4));
-                self.retry = Some((Instant::now() + backoff, backoff));
+                backoff.failed();
             }
         }
     }

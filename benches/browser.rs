@@ -22,55 +22,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use semask_edge::backend::{Backend, BackendError, BackendKind};
+#[path = "common/stand_in.rs"]
+mod stand_in;
+use stand_in::stand_in_segmenter;
+
 use semask_edge::frame::Frame;
 use semask_edge::model::OnnxModel;
-use semask_edge::pipeline::{self, FrameEvent, PipelineOptions, Segmenter, SegmenterOptions};
-use semask_edge::postprocess::{Needs, Upsample};
+use semask_edge::pipeline::{self, FrameEvent, PipelineOptions, Segmenter};
+use semask_edge::postprocess::Needs;
 use semask_edge::sink::browser::{BrowserLimits, BrowserSink};
 use semask_edge::sink::{Sink, SinkError};
-
-/// A network that costs almost nothing: logits from a few input values (so labels vary).
-struct StandIn {
-    input: Vec<f32>,
-    logits: Vec<f32>,
-    shape: [usize; 4],
-    logits_shape: [usize; 4],
-}
-
-impl Backend for StandIn {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Cpu
-    }
-    fn describe(&self) -> String {
-        "stand-in".into()
-    }
-    fn input_shape(&self) -> [usize; 4] {
-        self.shape
-    }
-    fn logits_shape(&self) -> [usize; 4] {
-        self.logits_shape
-    }
-    fn input_mut(&mut self) -> &mut [f32] {
-        &mut self.input
-    }
-    fn run(&mut self) -> Result<(), BackendError> {
-        let [_, k, h, w] = self.logits_shape;
-        let (ih, iw) = (self.shape[2], self.shape[3]);
-        for c in 0..k {
-            for y in 0..h {
-                for x in 0..w {
-                    let v = self.input[((c % 3) * ih + 4 * y) * iw + 4 * x];
-                    self.logits[(c * h + y) * w + x] = v * (c as f32 - 9.0);
-                }
-            }
-        }
-        Ok(())
-    }
-    fn logits(&self) -> &[f32] {
-        &self.logits
-    }
-}
 
 /// A browser view that outlives one pipeline run (the run's end does not close it).
 struct Kept(Arc<Mutex<BrowserSink>>);
@@ -121,15 +82,7 @@ fn main() {
         (arg(&args, "--rounds", 9), arg(&args, "--frames", 300), arg(&args, "--clients", 20));
 
     let model = OnnxModel::builtin(&Default::default()).unwrap();
-    let (h, w) = model.input_size(None, &Default::default()).unwrap();
-    let stand_in = StandIn {
-        input: vec![0.0; 3 * h * w],
-        logits: vec![0.0; 19 * (h / 4) * (w / 4)],
-        shape: [1, 3, h, w],
-        logits_shape: [1, 19, h / 4, w / 4],
-    };
-    let options = SegmenterOptions { upsample: Upsample::Exact, ..Default::default() };
-    let mut segmenter = Segmenter::with_backend(&model, Box::new(stand_in), &options).unwrap();
+    let mut segmenter = stand_in_segmenter(&model);
 
     let limits = BrowserLimits { stall_timeout: Duration::from_secs(3600), ..Default::default() };
     let serve = || {

@@ -11,16 +11,19 @@
 //! they follow the statistics; while one watches the video, only the JPEG encoder (the `image`
 //! crate builds its tables for every picture), a fixed number per JPEG encoded.
 
+#[path = "../benches/common/stand_in.rs"]
+mod stand_in;
 mod util;
+use stand_in::stand_in_segmenter;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use semask_edge::backend::{Backend, BackendError, BackendKind};
+use semask_edge::backend::BackendKind;
 use semask_edge::frame::{Frame, Rgb8Image};
 use semask_edge::model::OnnxModel;
-use semask_edge::pipeline::{self, FrameEvent, PipelineOptions, Segmenter, SegmenterOptions};
-use semask_edge::postprocess::{Needs, Upsample};
+use semask_edge::pipeline::{self, FrameEvent, PipelineOptions, Segmenter};
+use semask_edge::postprocess::Needs;
 use semask_edge::sink::browser::BrowserSink;
 use semask_edge::sink::stats::StatsSink;
 use semask_edge::sink::{Sink, SinkError};
@@ -52,48 +55,6 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-/// A network that allocates nothing: logits from a few input values (so labels vary).
-struct StandIn {
-    input: Vec<f32>,
-    logits: Vec<f32>,
-    shape: [usize; 4],
-    logits_shape: [usize; 4],
-}
-
-impl Backend for StandIn {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Cpu
-    }
-    fn describe(&self) -> String {
-        "stand-in".into()
-    }
-    fn input_shape(&self) -> [usize; 4] {
-        self.shape
-    }
-    fn logits_shape(&self) -> [usize; 4] {
-        self.logits_shape
-    }
-    fn input_mut(&mut self) -> &mut [f32] {
-        &mut self.input
-    }
-    fn run(&mut self) -> Result<(), BackendError> {
-        let [_, k, h, w] = self.logits_shape;
-        let (ih, iw) = (self.shape[2], self.shape[3]);
-        for c in 0..k {
-            for y in 0..h {
-                for x in 0..w {
-                    let v = self.input[((c % 3) * ih + 4 * y) * iw + 4 * x];
-                    self.logits[(c * h + y) * w + x] = v * (c as f32 - 9.0);
-                }
-            }
-        }
-        Ok(())
-    }
-    fn logits(&self) -> &[f32] {
-        &self.logits
-    }
-}
 
 /// A sink that reads the overlay and colours (so post-processing makes them) and allocates nothing.
 struct Checksum(u64);
@@ -168,14 +129,7 @@ fn steady_state_frames_allocate_nothing() {
 
     let model = OnnxModel::builtin(&Default::default()).unwrap();
     let (h, w) = model.input_size(None, &Default::default()).unwrap();
-    let stand_in = StandIn {
-        input: vec![0.0; 3 * h * w],
-        logits: vec![0.0; 19 * (h / 4) * (w / 4)],
-        shape: [1, 3, h, w],
-        logits_shape: [1, 19, h / 4, w / 4],
-    };
-    let options = SegmenterOptions { upsample: Upsample::Exact, ..Default::default() };
-    let mut segmenter = Segmenter::with_backend(&model, Box::new(stand_in), &options).unwrap();
+    let mut segmenter = stand_in_segmenter(&model);
     let mut sinks: Vec<Box<dyn Sink>> =
         vec![Box::new(StatsSink::create(&dir.path().join("stats.jsonl")).unwrap()), Box::new(Checksum(0))];
 

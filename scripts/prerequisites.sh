@@ -3,19 +3,22 @@
 #
 # Installs the system packages the build needs, when missing: libclang-dev (bindgen, for the
 # V4L2 camera bindings) and nasm (openh264's SIMD). `gstreamer`: GStreamer's development files
-# and plugins, for the cargo feature `gstreamer` (RTSP/RTP/CSI/gst:// inputs). With --tests
+# and plugins, for the cargo feature `gstreamer` (RTSP/RTP/CSI/gst:// inputs; the window,
+# RTP and RTSP outputs; gstreamer1.0-x has the X window sink and the text overlay). With --tests
 # also ffmpeg (the tests make clips with a writer other than ours), chromium (the browser
-# view is tested in it) and the `gstreamer` set (the tests build with that feature); other
+# view is tested in it), xvfb (the window is tested on a virtual screen) and the `gstreamer`
+# set (the tests build with that feature); other
 # scripts name their own extra packages (the aarch64 cross toolchain). The README's two set-up commands start with this, so a fresh
 # Debian/Ubuntu machine needs nothing else; elsewhere it says what to install.
 set -euo pipefail
 
 packages=(libclang-dev nasm)
 gstreamer=(libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev
-  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav)
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav
+  gstreamer1.0-x)
 tests=""
 if [ "${1:-}" = "--tests" ]; then
-  packages+=(ffmpeg chromium "${gstreamer[@]}")
+  packages+=(ffmpeg chromium xvfb "${gstreamer[@]}")
   tests=1
   shift
 fi

@@ -10,6 +10,9 @@
 //! The browser view (`-o http://…`) is measured with clients connected: nothing per frame while
 //! they follow the statistics; while one watches the video, only the JPEG encoder (the `image`
 //! crate builds its tables for every picture), a fixed number per JPEG encoded.
+//!
+//! With the `gstreamer` feature, an RTP output (appsrc → encoder → udpsink) is measured too:
+//! nothing of ours per frame; GStreamer allocates with GLib's malloc, unseen here.
 
 #[path = "../benches/common/stand_in.rs"]
 mod stand_in;
@@ -185,6 +188,28 @@ fn steady_state_frames_allocate_nothing() {
     );
     drop(sinks);
     viewer.join().unwrap();
+
+    // GStreamer outputs (an RTP stream: appsrc, encoder, udpsink): nothing of ours per frame.
+    // GStreamer's own allocations (its buffers, the encoder) go through GLib's malloc, which this
+    // counter does not see.
+    #[cfg(feature = "gstreamer")]
+    {
+        use semask_edge::sink::{SinkOptions, SinkUri};
+        let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let uri = SinkUri::parse(&format!("rtp://127.0.0.1:{port}")).unwrap();
+        let options = SinkOptions {
+            classes: segmenter.classes(),
+            label_ids: Default::default(),
+            frame_rate: Some(30.0),
+            stop: None,
+        };
+        let rtp = semask_edge::sink::open(&uri, &options).unwrap();
+        let mut sinks: Vec<Box<dyn Sink>> = vec![rtp, Box::new(Checksum(0))];
+        let counts = counted_run(&clip, &mut segmenter, &mut sinks, FRAMES, || 0);
+        let steady = counts[FRAMES - 1].0 - counts[warm].0;
+        eprintln!("RTP output: {steady} allocations over {} frames", FRAMES - 1 - warm);
+        assert_eq!(steady, 0, "the RTP output allocated {steady} times in steady state");
+    }
 
     // For the record: what tract allocates per network run (its intermediate tensors).
     let mut tract = semask_edge::backend::create(

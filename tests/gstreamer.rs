@@ -1,7 +1,8 @@
 //! GStreamer inputs (cargo feature `gstreamer`) against real pipelines made here: an RTSP
 //! server (gst-rtsp-server, `videotestsrc` encoded to H.264) on 127.0.0.1 read by `rtsp://`,
 //! killed mid-stream and started again; `gst://` with a custom pipeline; and the errors a user
-//! meets (unreachable host, wrong credentials, a syntax error).
+//! meets (unreachable host, wrong credentials, a syntax error). And the outputs: an RTSP server
+//! and an RTP stream read back by GStreamer clients, a window under Xvfb photographed.
 #![cfg(feature = "gstreamer")]
 
 mod util;
@@ -266,4 +267,284 @@ fn an_rtp_stream_is_received_on_its_port() {
     let lines = stats_lines(&stats);
     assert_eq!(lines.len(), 20);
     assert!(lines.iter().filter(|l| l["status"] == "ok").count() >= 5, "{lines:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outputs: an RTSP server and an RTP stream read back by GStreamer clients, a window under Xvfb.
+
+/// Decodes `description` (ending in `appsink name=out`, RGB) until its end of stream, or until
+/// no frame came for `idle` once `done()` says the sender finished. Returns each frame's
+/// timestamp and the last frame's pixels.
+fn decode_until_end(description: &str, idle: Duration, done: impl Fn() -> bool) -> (Vec<u64>, Vec<u8>) {
+    gst::init().unwrap();
+    let pipeline = gst::parse::launch(description).unwrap().downcast::<gst::Pipeline>().unwrap();
+    let sink = pipeline.by_name("out").unwrap().downcast::<gstreamer_app::AppSink>().unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let (mut stamps, mut last) = (Vec::new(), Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut quiet_since = Instant::now();
+    loop {
+        assert!(Instant::now() < deadline, "the stream did not end within 120 s");
+        if let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(100)) {
+            let buffer = sample.buffer().unwrap();
+            stamps.push(buffer.pts().map_or(0, |t| t.nseconds()));
+            last = buffer.map_readable().unwrap().to_vec();
+            quiet_since = Instant::now();
+        } else if sink.is_eos() || (done() && quiet_since.elapsed() > idle) {
+            break;
+        }
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    (stamps, last)
+}
+
+/// The run's end-of-run line for an output: "`uri`: N of M frames streamed…" → (N, M).
+fn streamed(err: &str, uri: &str) -> (u64, u64) {
+    let line = err
+        .lines()
+        .find(|l| l.contains(&format!("{uri}: ")) && l.contains("frames streamed"))
+        .unwrap_or_else(|| panic!("no end-of-run line for {uri}: {err}"));
+    let words: Vec<&str> = line.split(": ").last().unwrap().split(' ').collect();
+    (words[0].parse().unwrap(), words[2].parse().unwrap())
+}
+
+fn wait_for_port(port: u16, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before serving RTSP");
+        assert!(Instant::now() < deadline, "nothing listens on port {port} after 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn wait_with_stderr(mut child: Child) -> String {
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(child.wait().unwrap().success(), "{err}");
+    err
+}
+
+#[test]
+fn the_rtsp_output_is_watched_by_a_gstreamer_client_that_decodes_every_frame_streamed() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let uri = format!("rtsp://127.0.0.1:{port}/out");
+    let mut child = util::semask_edge()
+        .args(["-v", "run", "-i", "synth://?frames=60&size=320x160&fps=15", "--realtime", "-o", &uri])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_port(port, &mut child);
+    // Over TCP (nothing lost), until the server ends the stream.
+    let (stamps, last) = decode_until_end(
+        &format!(
+            "rtspsrc location={uri} protocols=tcp latency=100 ! decodebin ! videoconvert \
+             ! video/x-raw,format=RGB ! appsink name=out sync=false"
+        ),
+        Duration::from_secs(5),
+        || false,
+    );
+    let err = wait_with_stderr(child);
+    let (sent, given) = streamed(&err, &uri);
+    eprintln!("RTSP: {sent} of {given} frames streamed, {} decoded by the client", stamps.len());
+    // --realtime: frames the pipeline fell behind on are dropped before any output.
+    assert!((10..=60).contains(&given), "{given} frames given to the output");
+    assert!(sent >= 10, "only {sent} frames streamed: {err}");
+    assert_eq!(stamps.len() as u64, sent, "the client decoded another number of frames than were streamed");
+    assert!(stamps.windows(2).all(|p| p[1] > p[0]), "timestamps not increasing: {stamps:?}");
+    // 320x160 RGB, and an overlay (many colours), not a blank frame.
+    assert_eq!(last.len(), 320 * 160 * 3);
+    let colours: std::collections::HashSet<&[u8]> = last.chunks_exact(3).collect();
+    assert!(colours.len() > 50, "{} colours in the last frame", colours.len());
+}
+
+#[test]
+fn the_rtp_output_is_received_by_a_gstreamer_client() {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    gst::init().unwrap();
+    // The receiver listens first (RTP has no handshake); the run starts once it plays.
+    let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let receiver = {
+        let finished = finished.clone();
+        std::thread::spawn(move || {
+            decode_until_end(
+                &format!(
+                    "udpsrc port={port} caps=\"application/x-rtp,media=video,clock-rate=90000,encoding-name=H264\" \
+                     ! rtpjitterbuffer ! rtph264depay ! h264parse ! decodebin ! videoconvert \
+                     ! video/x-raw,format=RGB ! appsink name=out sync=false"
+                ),
+                Duration::from_secs(2),
+                move || finished.load(std::sync::atomic::Ordering::SeqCst),
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let uri = format!("rtp://127.0.0.1:{port}");
+    let child = util::semask_edge()
+        .args(["-v", "run", "-i", "synth://?frames=40&size=320x160&fps=15", "--realtime", "-o", &uri])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = wait_with_stderr(child);
+    finished.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (stamps, _) = receiver.join().unwrap();
+    let (sent, given) = streamed(&err, &uri);
+    eprintln!("RTP: {sent} of {given} frames streamed, {} decoded by the receiver", stamps.len());
+    assert!((10..=40).contains(&given), "{given} frames given to the output");
+    assert!(sent * 2 >= given, "only {sent} frames streamed: {err}");
+    assert_eq!(stamps.len() as u64, sent, "the receiver decoded another number of frames than were sent");
+}
+
+/// A virtual X screen (`Xvfb`), 800x600, gone with the value.
+struct Xvfb {
+    child: Child,
+    display: String,
+}
+
+impl Xvfb {
+    fn start() -> Xvfb {
+        use std::io::BufRead;
+        // -displayfd: Xvfb picks a free display and prints its number once it accepts clients.
+        let mut child = std::process::Command::new("Xvfb")
+            // -noreset: no server reset when the last client leaves (autovideosink opens and
+            // closes a connection while it probes sinks; a reset then refuses the next one).
+            .args(["-displayfd", "1", "-screen", "0", "800x600x24", "-nolisten", "tcp", "-noreset"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("no Xvfb: scripts/prerequisites.sh --tests installs it (Debian's xvfb)");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let number = line.trim();
+        assert!(!number.is_empty(), "Xvfb did not start");
+        // Accepting on its socket, as X clients will find it.
+        let socket = format!("/tmp/.X11-unix/X{number}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(Instant::now() < deadline, "Xvfb :{number} does not accept on {socket}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Xvfb { child, display: format!(":{number}") }
+    }
+
+    /// The whole screen, RGB.
+    fn screenshot(&self) -> image::RgbImage {
+        let pipeline = gst::parse::launch(&format!(
+            "ximagesrc display-name={} num-buffers=1 use-damage=false ! videoconvert \
+             ! video/x-raw,format=RGB ! appsink name=out",
+            self.display
+        ))
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        let sink = pipeline.by_name("out").unwrap().downcast::<gstreamer_app::AppSink>().unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let sample = sink.try_pull_sample(gst::ClockTime::from_seconds(10)).expect("no screenshot");
+        let info = gstreamer_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
+        let map = sample.buffer().unwrap().map_readable().unwrap();
+        let (w, h, stride) = (info.width(), info.height(), info.stride()[0] as usize);
+        let mut shot = image::RgbImage::new(w, h);
+        for (y, row) in shot.rows_mut().enumerate() {
+            for (x, p) in row.enumerate() {
+                let i = y * stride + x * 3;
+                p.0 = [map[i], map[i + 1], map[i + 2]];
+            }
+        }
+        drop(map);
+        pipeline.set_state(gst::State::Null).unwrap();
+        shot
+    }
+}
+
+impl Drop for Xvfb {
+    fn drop(&mut self) {
+        // SIGTERM: Xvfb removes its lock file and socket (SIGKILL would leave them).
+        let terminated = std::process::Command::new("kill").arg(self.child.id().to_string()).status();
+        if !terminated.is_ok_and(|s| s.success()) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_window_under_xvfb_shows_the_overlay() {
+    gst::init().unwrap();
+    let x = Xvfb::start();
+    let dir = tempfile::tempdir().unwrap();
+    let stats = dir.path().join("s.jsonl");
+    // --alpha 1: the overlay is the class colours alone, which the screenshot must show.
+    let mut child = util::semask_edge()
+        .args(["-v", "run", "-i", "synth://?frames=100&size=512x256&fps=15", "--realtime", "--alpha", "1"])
+        .args(["-o", "display://0", "--stats", s(&stats)])
+        .env("DISPLAY", &x.display)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while stats_lines(&stats).iter().filter(|l| l["status"] == "ok").count() < 20 {
+        if child.try_wait().unwrap().is_some() {
+            panic!("the run ended before 20 frames were shown: {}", wait_with_stderr(child));
+        }
+        assert!(Instant::now() < deadline, "fewer than 20 frames after 90 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let shot = x.screenshot();
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("display-window.png");
+    shot.save(&path).unwrap();
+    let err = wait_with_stderr(child);
+    eprintln!("screenshot of the window: {}", path.display());
+    let total = (shot.width() * shot.height()) as f64;
+    let share = |colour: [u8; 3]| {
+        shot.pixels().filter(|p| (0..3).all(|c| (p[c] as i32 - colour[c] as i32).abs() <= 8)).count() as f64
+            / total
+    };
+    // The 512x256 window covers 27 % of the 800x600 screen; road and sky fill much of it.
+    let classes = semask_edge::model::ClassTable::cityscapes();
+    let (road, sky) = (share(classes.palette()[0]), share(classes.palette()[10]));
+    assert!(
+        road > 0.03 && sky > 0.01,
+        "road {:.1} %, sky {:.1} % of the screenshot",
+        road * 100.0,
+        sky * 100.0
+    );
+    let line = err.lines().find(|l| l.contains("display://0: ") && l.contains("frames shown")).unwrap_or("");
+    assert!(!line.is_empty(), "no end-of-run line for the window: {err}");
+}
+
+#[test]
+fn output_errors_are_one_clear_line() {
+    // A port in use.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = run_cli(&[
+        "run",
+        "-i",
+        "synth://?frames=2&size=64x32",
+        "-o",
+        &format!("rtsp://127.0.0.1:{port}/out"),
+    ]);
+    assert_one_line_error(&out, 2, &["in use", "choose another port"]);
+    // No screen.
+    let out = util::semask_edge()
+        .args(["run", "-i", "synth://?frames=2&size=64x32", "-o", "display://0"])
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, 2, &["display://0", "DISPLAY", "http://"]);
+    // A screen that does not answer (no X server at :987): not a crash (GStreamer's automatic
+    // sink would try DirectFB, which segfaults), one line.
+    let out = util::semask_edge()
+        .args(["run", "-i", "synth://?frames=2&size=64x32", "-o", "display://0"])
+        .env("DISPLAY", ":987")
+        .env_remove("WAYLAND_DISPLAY")
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, 2, &["cannot open a window", "DISPLAY=:987", "http://"]);
+    // A receiver that does not resolve.
+    let out = run_cli(&["run", "-i", "synth://?frames=2&size=64x32", "-o", "rtp://nonexistent.invalid:5000"]);
+    assert_one_line_error(&out, 2, &["cannot resolve", "nonexistent.invalid"]);
 }

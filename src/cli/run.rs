@@ -28,7 +28,9 @@ the input file stem, or the frame's index (%06d) for videos, cameras and synth:/
   --overlay  the class colours blended over the image (--alpha).
   --stats    one JSON line per frame: stage times, end-to-end latency, drops.
 -o OUTPUT (several allowed) writes overlays to a video (.mp4, .mjpeg), a PNG directory (DIR/),
-statistics (.jsonl), or a live browser view (http://HOST:PORT: open it in a browser).
+statistics (.jsonl), a live browser view (http://HOST:PORT: open it in a browser), and with
+the `gstreamer` build a window (display://0), an RTSP server (rtsp://@:8554/out) or an RTP
+stream (rtp://HOST:PORT).
 
 Capture, inference and output run on three threads. Files are replayed losslessly; cameras
 (and --realtime replays) drop stale frames when the network falls behind, and count them.
@@ -41,7 +43,8 @@ Examples:
   semask-edge run -m model.onnx -i street.jpg --color out --upsample fast
   semask-edge run -m model.onnx -i drive.mp4 -o overlay.mp4 --labels out/ --stats drive.jsonl
   semask-edge run -m model.onnx -i drive.mp4 --realtime -o http://:8080   # watch at http://localhost:8080/
-  semask-edge run -m model.onnx -i v4l2:///dev/video0 --input-width 1280 --input-height 720 -o live.mp4";
+  semask-edge run -m model.onnx -i v4l2:///dev/video0 --input-width 1280 --input-height 720 -o live.mp4
+  semask-edge run -m model.onnx -i csi://0 -o display://0 -o rtsp://@:8554/out   # gstreamer build";
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -70,7 +73,10 @@ pub struct RunArgs {
     /// FILE.mp4 (H.264) or FILE.mjpeg (a video at the input's frame rate: --input-rate, else
     /// 30, for inputs without one), DIR/ (one overlay PNG per frame), FILE.jsonl (as --stats),
     /// http://HOST:PORT (a live view in a browser; http://:8080 serves on localhost, 0.0.0.0
-    /// on every network) or null:// (nothing).
+    /// on every network) or null:// (nothing). With the `gstreamer` build also display://0 (a
+    /// window, FPS and latency written on it), rtsp://@:8554/out (an RTSP server; @ = every
+    /// interface, 127.0.0.1 = this machine) and rtp://HOST:PORT (RTP over UDP); both take
+    /// #codec=h264|h265&bitrate=KBPS.
     #[arg(long, short = 'o', value_name = "OUTPUT")]
     pub output: Vec<String>,
 
@@ -141,6 +147,7 @@ pub fn run(args: RunArgs, ctx: &super::Context) -> anyhow::Result<ExitCode> {
         classes: segmenter.classes(),
         label_ids: args.label_ids,
         frame_rate: source.info().nominal_fps.or(args.source.input_rate),
+        stop: Some(&super::STOP),
     };
     let mut sinks = outputs
         .iter()

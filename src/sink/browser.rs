@@ -26,6 +26,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::fps::FpsMeter;
 use super::{Sink, SinkError};
 use crate::frame::{Frame, FrameStatus, Rgb8Image};
 use crate::model::ClassTable;
@@ -60,17 +61,13 @@ const MAX_REQUEST: usize = 8 * 1024;
 /// How often waiting threads look at the stop flag.
 const POLL: Duration = Duration::from_millis(100);
 
-/// Frames over which FPS is measured.
-const FPS_WINDOW: usize = 30;
-
 /// Serves the browser view while the run lasts.
 pub struct BrowserSink {
     addr: SocketAddr,
     shared: Arc<Shared>,
     acceptor: Option<JoinHandle<()>>,
     encoder: Option<JoinHandle<()>>,
-    /// When the last [`FPS_WINDOW`] frames were written (a ring).
-    written_at: [Option<Instant>; FPS_WINDOW],
+    fps: FpsMeter,
     counts: Counts,
     /// The last written frame's statistics (JSON), shown until the next one is written.
     last_written: Vec<u8>,
@@ -290,7 +287,7 @@ impl BrowserSink {
             shared,
             acceptor: Some(acceptor),
             encoder: Some(encoder),
-            written_at: [None; FPS_WINDOW],
+            fps: FpsMeter::default(),
             counts: Counts::default(),
             last_written: Vec::new(),
             json: Vec::new(),
@@ -306,22 +303,6 @@ impl BrowserSink {
     /// the sink: for benchmarks and the allocation test.
     pub fn jpegs_encoded(&self) -> Arc<AtomicU64> {
         self.shared.jpegs_encoded.clone()
-    }
-
-    /// Frames per second over the last [`FPS_WINDOW`] frames written.
-    fn fps(&self) -> f64 {
-        let n = (self.counts.written as usize).min(FPS_WINDOW);
-        if n < 2 {
-            return 0.0;
-        }
-        let newest = (self.counts.written as usize - 1) % FPS_WINDOW;
-        let oldest = (self.counts.written as usize - n) % FPS_WINDOW;
-        match (self.written_at[newest], self.written_at[oldest]) {
-            (Some(newest), Some(oldest)) if newest > oldest => {
-                (n - 1) as f64 / newest.duration_since(oldest).as_secs_f64()
-            }
-            _ => 0.0,
-        }
     }
 
     /// Stops the server: every thread ends, every connection is closed.
@@ -356,7 +337,7 @@ impl Sink for BrowserSink {
         let frame = event.frame();
         match frame.status {
             FrameStatus::Ok => {
-                self.written_at[self.counts.written as usize % FPS_WINDOW] = Some(Instant::now());
+                self.fps.tick();
                 self.counts.written += 1;
             }
             FrameStatus::Failed => self.counts.failed += 1,
@@ -367,7 +348,7 @@ impl Sink for BrowserSink {
             super::stats::write_frame_json(&mut self.last_written, frame)
                 .expect("writing into a Vec cannot fail");
         }
-        let (fps, counts) = (self.fps(), self.counts);
+        let (fps, counts) = (self.fps.fps(), self.counts);
         let json = &mut self.json;
         json.clear();
         write!(

@@ -9,13 +9,16 @@
 //! | `out/` (a trailing `/`) | overlay PNGs, one per frame ([`images`]; `--labels`, `--color` and `--overlay` name the other kinds) |
 //! | `stats.jsonl` | one JSON line per frame, as `--stats` ([`stats`]) |
 //! | `http://127.0.0.1:8080` | a live view in a web browser ([`browser`]) |
+//! | `display://0`, `rtp://HOST:PORT`, `rtsp://@:8554/out` | a window, an RTP stream, an RTSP server (`gst`, cargo feature `gstreamer`) |
 //! | `null://` | nothing ([`NullSink`]) |
 //!
-//! `display://`, `rtp://`, `rtsp://` and `webrtc://` are recognised and refused with a clear
-//! error until the GStreamer outputs exist. Every file output follows one rule, in
+//! Every file output follows one rule, in
 //! [`crate::files`]: written as `<name>.partial` and renamed when whole.
 
 pub mod browser;
+pub mod fps;
+#[cfg(feature = "gstreamer")]
+pub mod gst;
 pub mod images;
 pub mod jpeg;
 pub mod stats;
@@ -46,6 +49,9 @@ pub enum SinkError {
     BadUri { uri: String, reason: String },
     #[error("-o {addr}: cannot serve the browser view: {reason}")]
     Serve { addr: String, reason: String },
+    /// A display or a network stream failed (GStreamer's reason).
+    #[error("-o {uri}: {reason}")]
+    Output { uri: String, reason: String },
 }
 
 /// A consumer of segmented frames.
@@ -105,7 +111,7 @@ pub enum SinkUri {
     Stats(PathBuf),
     /// The browser view, served at this address.
     Browser(SocketAddr),
-    /// An output that needs GStreamer (`display://`, `rtp://`, `rtsp://`, `webrtc://`).
+    /// An output that needs GStreamer (`display://`, `rtp://`, `rtsp://`).
     Streamed(String),
     /// Nothing.
     Null,
@@ -122,7 +128,11 @@ impl SinkUri {
         if let Some(rest) = uri.strip_prefix("http://") {
             return parse_http_address(rest).map(SinkUri::Browser).map_err(|reason| bad(&reason));
         }
-        for scheme in ["display://", "rtp://", "rtsp://", "webrtc://"] {
+        if uri.starts_with("webrtc://") {
+            return Err(bad("WebRTC is not supported; stream with rtsp://@:8554/out or watch in a browser \
+                 (http://0.0.0.0:8080)"));
+        }
+        for scheme in ["display://", "rtp://", "rtsp://"] {
             if uri.starts_with(scheme) {
                 return Ok(SinkUri::Streamed(uri.to_string()));
             }
@@ -221,6 +231,8 @@ pub struct SinkOptions<'a> {
     /// The rate videos play at: the input's own or `--input-rate`. Without one, videos play
     /// at [`DEFAULT_VIDEO_FPS`] (and say so).
     pub frame_rate: Option<f64>,
+    /// Set to stop the run early (as Ctrl-C does): the window of `display://` being closed.
+    pub stop: Option<&'static std::sync::atomic::AtomicBool>,
 }
 
 /// The frame rate of videos made from inputs that have none.
@@ -248,11 +260,15 @@ pub fn open(uri: &SinkUri, options: &SinkOptions<'_>) -> Result<Box<dyn Sink>, S
         }
         SinkUri::Stats(path) => Box::new(stats::StatsSink::create(path)?),
         SinkUri::Browser(addr) => Box::new(browser::BrowserSink::serve(*addr, options.classes)?),
+        #[cfg(feature = "gstreamer")]
+        SinkUri::Streamed(uri) => return gst::open(uri, options),
+        #[cfg(not(feature = "gstreamer"))]
         SinkUri::Streamed(uri) => {
             return Err(SinkError::BadUri {
                 uri: uri.clone(),
-                reason: "displays and network streams need GStreamer, which this version does not \
-                         have yet; write a file (-o out.mp4) or watch in a browser (-o http://127.0.0.1:8080)"
+                reason: "displays and network streams need GStreamer: build with `--features gstreamer` \
+                         (scripts/prerequisites.sh gstreamer installs its packages), or write a file \
+                         (-o out.mp4) or watch in a browser (-o http://127.0.0.1:8080)"
                     .into(),
             });
         }

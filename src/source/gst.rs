@@ -74,7 +74,7 @@ impl Codec {
 }
 
 /// `key=value&…` pairs.
-fn options(text: &str) -> impl Iterator<Item = (&str, &str)> {
+pub(crate) fn options(text: &str) -> impl Iterator<Item = (&str, &str)> {
     text.split('&').filter(|p| !p.is_empty()).map(|p| p.split_once('=').unwrap_or((p, "")))
 }
 
@@ -224,7 +224,7 @@ impl GstInput {
 }
 
 /// Starts GStreamer once; says what to install when it cannot.
-fn init() -> Result<(), String> {
+pub(crate) fn init() -> Result<(), String> {
     gst::init().map_err(|e| {
         format!("cannot start GStreamer: {e}; install GStreamer 1.x (gstreamer1.0-plugins-base)")
     })
@@ -293,7 +293,7 @@ fn start(description: &str, known_live: bool) -> Result<(Running, bool), String>
 }
 
 /// The first error on the bus, in words.
-fn bus_error(bus: &gst::Bus) -> Option<String> {
+pub(crate) fn bus_error(bus: &gst::Bus) -> Option<String> {
     while let Some(message) = bus.pop_filtered(&[gst::MessageType::Error]) {
         if let gst::MessageView::Error(error) = message.view() {
             return Some(explain(&error.error(), error.debug().as_deref()));

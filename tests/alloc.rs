@@ -11,8 +11,9 @@
 //! they follow the statistics; while one watches the video, only the JPEG encoder (the `image`
 //! crate builds its tables for every picture), a fixed number per JPEG encoded.
 //!
-//! With the `gstreamer` feature, an RTP output (appsrc → encoder → udpsink) is measured too:
-//! nothing of ours per frame; GStreamer allocates with GLib's malloc, unseen here.
+//! With the `gstreamer` feature, an RTP output (appsrc → encoder → udpsink) and a window (on
+//! Xvfb, its text updated every frame) are measured too: nothing of ours per frame; GStreamer
+//! allocates with GLib's malloc, unseen here.
 
 #[path = "../benches/common/stand_in.rs"]
 mod stand_in;
@@ -197,8 +198,9 @@ fn steady_state_frames_allocate_nothing() {
         use semask_edge::sink::{SinkOptions, SinkUri};
         let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let uri = SinkUri::parse(&format!("rtp://127.0.0.1:{port}")).unwrap();
+        let classes = segmenter.classes().clone();
         let options = SinkOptions {
-            classes: segmenter.classes(),
+            classes: &classes,
             label_ids: Default::default(),
             frame_rate: Some(30.0),
             stop: None,
@@ -209,6 +211,18 @@ fn steady_state_frames_allocate_nothing() {
         let steady = counts[FRAMES - 1].0 - counts[warm].0;
         eprintln!("RTP output: {steady} allocations over {} frames", FRAMES - 1 - warm);
         assert_eq!(steady, 0, "the RTP output allocated {steady} times in steady state");
+        drop(sinks);
+
+        // A window (on a virtual screen), its FPS and latency text set on every frame.
+        let screen = util::xvfb::Xvfb::start();
+        // SAFETY: this binary's only test, and no other thread reads the environment now.
+        unsafe { std::env::set_var("DISPLAY", &screen.display) };
+        let window = semask_edge::sink::open(&SinkUri::parse("display://0").unwrap(), &options).unwrap();
+        let mut sinks: Vec<Box<dyn Sink>> = vec![window, Box::new(Checksum(0))];
+        let counts = counted_run(&clip, &mut segmenter, &mut sinks, FRAMES, || 0);
+        let steady = counts[FRAMES - 1].0 - counts[warm].0;
+        eprintln!("window output: {steady} allocations over {} frames", FRAMES - 1 - warm);
+        assert_eq!(steady, 0, "the window output allocated {steady} times in steady state");
     }
 
     // For the record: what tract allocates per network run (its intermediate tensors).

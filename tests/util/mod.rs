@@ -9,6 +9,8 @@ use npyz::WriterBuilder;
 
 pub mod onnx;
 mod reference;
+#[cfg(feature = "gstreamer")]
+pub mod xvfb;
 #[allow(unused_imports)] // not every test binary uses every helper
 pub use reference::*;
 

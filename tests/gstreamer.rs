@@ -477,3 +477,37 @@ fn output_errors_are_one_clear_line() {
     let out = run_cli(&["run", "-i", "synth://?frames=2&size=64x32", "-o", "rtp://nonexistent.invalid:5000"]);
     assert_one_line_error(&out, 2, &["cannot resolve", "nonexistent.invalid"]);
 }
+
+/// What our MP4 reader cannot read, GStreamer decodes: H.265 in MP4 and H.264 in Matroska
+/// (made here by ffmpeg) replay whole and in order, losslessly (not live).
+#[test]
+fn h265_and_matroska_files_are_decoded_by_gstreamer() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, codec) in [("h265.mp4", "libx265"), ("h264.mkv", "libx264")] {
+        let clip = dir.path().join(name);
+        let made = std::process::Command::new("ffmpeg")
+            .args([
+                "-v",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc=size=160x96:rate=15",
+                "-frames:v",
+                "20",
+            ])
+            .args(["-c:v", codec, "-pix_fmt", "yuv420p", "-bf", "2", s(&clip)])
+            .output()
+            .expect("ffmpeg: scripts/prerequisites.sh --tests installs it");
+        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+        let stats = dir.path().join(format!("{name}.jsonl"));
+        let out = run_cli(&["run", "-i", s(&clip), "--stats", s(&stats), "-q"]);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        let lines = stats_lines(&stats);
+        assert_eq!(lines.len(), 20, "{name}: every frame, once");
+        assert!(lines.iter().all(|l| l["status"] == "ok"), "{name}: {lines:?}");
+        let indices: Vec<u64> = lines.iter().map(|l| l["frame"].as_u64().unwrap()).collect();
+        assert_eq!(indices, (0..20).collect::<Vec<u64>>(), "{name}");
+    }
+}

@@ -20,6 +20,7 @@
 //! (host unreachable, wrong credentials, syntax). A non-live pipeline (`gst://filesrc …`) is
 //! replayed losslessly and ends at its end of stream.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use gstreamer as gst;
@@ -34,6 +35,9 @@ use crate::timing::Stage;
 /// The name of the `appsink` we read.
 const SINK_NAME: &str = "semask";
 
+/// The name of the `filesrc` of file inputs.
+const FILE_NAME: &str = "file";
+
 /// How long the first frame may take (an RTSP handshake, a camera starting).
 const FIRST_FRAME: Duration = Duration::from_secs(15);
 
@@ -43,10 +47,27 @@ const STALL: Duration = Duration::from_secs(5);
 /// A GStreamer input, classified.
 #[derive(Debug, Clone, PartialEq)]
 pub enum GstInput {
-    Rtsp { url: String, transport: Transport, latency_ms: u32 },
-    Rtp { port: u16, codec: Codec },
-    Csi { sensor: u32, mode: Option<u32>, flip: u32, width: u32, height: u32, fps: u32 },
+    Rtsp {
+        url: String,
+        transport: Transport,
+        latency_ms: u32,
+    },
+    Rtp {
+        port: u16,
+        codec: Codec,
+    },
+    Csi {
+        sensor: u32,
+        mode: Option<u32>,
+        flip: u32,
+        width: u32,
+        height: u32,
+        fps: u32,
+    },
     Pipeline(String),
+    /// A video file `decodebin` demuxes and decodes (in hardware on a Jetson): see
+    /// [`super::open`] for when a file goes here rather than to our MP4 reader.
+    File(std::path::PathBuf),
 }
 
 /// RTSP lower transport.
@@ -194,6 +215,8 @@ impl GstInput {
                      nvvidconv flip-method={flip} ! video/x-raw,format=RGBA ! {to_rgb}"
                 )
             }
+            // The location is set on the element (a path needs no quoting that way).
+            GstInput::File(_) => format!("filesrc name={FILE_NAME} ! {decoded}"),
             GstInput::Pipeline(description) => {
                 if description.contains(&format!("name={SINK_NAME}")) {
                     description.clone()
@@ -218,6 +241,7 @@ impl GstInput {
                 ),
                 ("nvvidconv", "nvidia-l4t-gstreamer (JetPack)"),
             ],
+            GstInput::File(_) => &[("decodebin", "gstreamer1.0-plugins-base")],
             GstInput::Pipeline(_) => &[],
         }
     }
@@ -232,7 +256,10 @@ pub(crate) fn init() -> Result<(), String> {
 
 /// Whether this machine has NVIDIA's hardware decoder (a Jetson); if so, `decodebin` is made
 /// to prefer it.
-fn prefer_hardware_decoding() -> bool {
+pub(crate) fn prefer_hardware_decoding() -> bool {
+    if init().is_err() {
+        return false;
+    }
     let Some(decoder) = gst::ElementFactory::find("nvv4l2decoder") else { return false };
     if gst::ElementFactory::find("nvvidconv").is_none() {
         return false;
@@ -256,12 +283,15 @@ impl Drop for Running {
 
 /// Builds and starts the pipeline; returns it and whether it is live: `known_live` (a camera or
 /// a network stream), or GStreamer says so.
-fn start(description: &str, known_live: bool) -> Result<(Running, bool), String> {
+fn start(description: &str, known_live: bool, file: Option<&Path>) -> Result<(Running, bool), String> {
     let element = gst::parse::launch(description)
         .map_err(|e| format!("pipeline syntax error: {e} (in: {description}); try it with gst-launch-1.0"))?;
     let pipeline = element
         .downcast::<gst::Pipeline>()
         .map_err(|_| "the description is a single element, not a pipeline ending in a sink".to_string())?;
+    if let (Some(path), Some(filesrc)) = (file, pipeline.by_name(FILE_NAME)) {
+        filesrc.set_property("location", path.to_string_lossy().as_ref());
+    }
     let sink = pipeline
         .by_name(SINK_NAME)
         .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
@@ -324,6 +354,8 @@ fn explain(error: &gst::glib::Error, debug: Option<&str>) -> String {
 pub struct GstSource {
     input: String,
     description: String,
+    /// The file of a file input.
+    file: Option<std::path::PathBuf>,
     running: Option<Running>,
     info: SourceInfo,
     next: u64,
@@ -346,6 +378,16 @@ impl GstSource {
     pub fn open(input: &str, options: &SourceOptions) -> Result<GstSource, SourceError> {
         let fail = |reason: String| SourceError::Unsupported { input: input.to_string(), reason };
         let parsed = GstInput::parse(input, options).map_err(fail)?;
+        GstSource::open_parsed(input, parsed, options)
+    }
+
+    /// A video file, demuxed and decoded by GStreamer (in hardware where NVIDIA's decoder is).
+    pub fn open_file(path: &Path, options: &SourceOptions) -> Result<GstSource, SourceError> {
+        GstSource::open_parsed(&path.display().to_string(), GstInput::File(path.to_path_buf()), options)
+    }
+
+    fn open_parsed(input: &str, parsed: GstInput, options: &SourceOptions) -> Result<GstSource, SourceError> {
+        let fail = |reason: String| SourceError::Unsupported { input: input.to_string(), reason };
         init().map_err(fail)?;
         for (element, package) in parsed.required() {
             if gst::ElementFactory::find(element).is_none() {
@@ -356,8 +398,12 @@ impl GstSource {
         }
         let description = parsed.description(prefer_hardware_decoding());
         log::debug!("GStreamer pipeline: {description}");
-        let known_live = !matches!(parsed, GstInput::Pipeline(_));
-        let (running, live) = start(&description, known_live).map_err(fail)?;
+        let known_live = !matches!(parsed, GstInput::Pipeline(_) | GstInput::File(_));
+        let file = match parsed {
+            GstInput::File(path) => Some(path),
+            _ => None,
+        };
+        let (running, live) = start(&description, known_live, file.as_deref()).map_err(fail)?;
         // The stream works once a frame arrives; until then an error is the user's to fix.
         let deadline = Instant::now() + FIRST_FRAME;
         let first = loop {
@@ -386,6 +432,7 @@ impl GstSource {
         Ok(GstSource {
             input: input.to_string(),
             description,
+            file,
             running: Some(running),
             info: SourceInfo {
                 uri: input.to_string(),
@@ -422,7 +469,7 @@ impl GstSource {
         if !backoff.due() {
             return;
         }
-        match start(&self.description, true) {
+        match start(&self.description, true, self.file.as_deref()) {
             Ok((running, _)) => {
                 log::debug!("input {}: restarted, waiting for frames", self.input);
                 self.running = Some(running);

@@ -6,7 +6,7 @@
 //! | `frames/`, `file://frames/` | every PNG/JPEG under the directory (subdirectories too), in natural order |
 //! | `'frames/*.png'` | the PNG/JPEG files a glob pattern matches, in natural order |
 //! | `synth://?seed=3&frames=300&size=1024x512&fps=30`, or nothing | procedural driving scenes with exact labels ([`synth`]) |
-//! | `drive.mp4` | H.264 video in MP4 ([`mp4`]) |
+//! | `drive.mp4` | H.264 video in MP4 ([`mp4`]); with the `gstreamer` feature also H.265 and `.mkv`, and hardware decode on a Jetson ([`gst`], see `open_video_file`) |
 //! | `drive.mjpeg` (`.mjpg`) | concatenated JPEG frames, as `semask-edge record` writes ([`mjpeg`]) |
 //! | `v4l2:///dev/video0`, `/dev/video0` | a V4L2 camera |
 //! | `rtsp://…`, `rtp://@:PORT`, `csi://N`, `gst://PIPELINE` | GStreamer ([`gst`], cargo feature `gstreamer`) |
@@ -266,7 +266,7 @@ fn open_path(path: &Path, options: &SourceOptions) -> Result<Box<dyn Source>, So
     }
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     match ext.as_str() {
-        "mp4" | "m4v" | "mov" => Ok(Box::new(mp4::Mp4Source::open(path, &options.limits)?)),
+        "mp4" | "m4v" | "mov" | "mkv" => open_video_file(path, &ext, options),
         "mjpeg" | "mjpg" => Ok(Box::new(mjpeg::MjpegSource::open(path, options.rate, options.limits)?)),
         _ => Err(SourceError::Unsupported {
             input: path.display().to_string(),
@@ -274,6 +274,37 @@ fn open_path(path: &Path, options: &SourceOptions) -> Result<Box<dyn Source>, So
                      a camera (v4l2:///dev/video0) or synth://"
                 .into(),
         }),
+    }
+}
+
+/// A video file. Our MP4 reader with openh264 decodes H.264 in software and knows the frame
+/// count. With the `gstreamer` feature, GStreamer's `decodebin` takes the file instead where
+/// NVIDIA's hardware decoder is (a Jetson: 1080p and 4K replays then cost the CPU nothing), and
+/// takes what our reader cannot (H.265, Matroska) everywhere.
+fn open_video_file(path: &Path, ext: &str, options: &SourceOptions) -> Result<Box<dyn Source>, SourceError> {
+    #[cfg(feature = "gstreamer")]
+    if gst::prefer_hardware_decoding() {
+        log::info!("{}: decoded in hardware (GStreamer, nvv4l2decoder)", path.display());
+        return Ok(Box::new(gst::GstSource::open_file(path, options)?));
+    }
+    let builtin = if ext == "mkv" {
+        Err(SourceError::Unsupported {
+            input: path.display().to_string(),
+            reason: "Matroska needs GStreamer: build with `--features gstreamer`, or remux to MP4 with \
+                     `ffmpeg -i in.mkv -c copy out.mp4`"
+                .into(),
+        })
+    } else {
+        mp4::Mp4Source::open(path, &options.limits)
+    };
+    match builtin {
+        Ok(source) => Ok(Box::new(source)),
+        #[cfg(feature = "gstreamer")]
+        Err(SourceError::Unsupported { .. }) => {
+            log::info!("{}: not H.264 in MP4; GStreamer decodes it", path.display());
+            Ok(Box::new(gst::GstSource::open_file(path, options)?))
+        }
+        Err(e) => Err(e),
     }
 }
 

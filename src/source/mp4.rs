@@ -94,7 +94,8 @@ impl Mp4Source {
         let track = tracks.iter().find(|t| t.trak.mdia.minf.stbl.stsd.avc1.is_some()).ok_or_else(|| {
             SourceError::Unsupported {
                 input: path.display().to_string(),
-                reason: "no H.264 (avc1) video track; re-encode with `ffmpeg -i in -c:v libx264 out.mp4`"
+                reason: "no H.264 (avc1) video track; re-encode with `ffmpeg -i in -c:v libx264 out.mp4`, \
+                         or use a build with `--features gstreamer`, which decodes H.265 too"
                     .into(),
             }
         })?;

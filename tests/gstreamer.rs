@@ -479,7 +479,8 @@ fn output_errors_are_one_clear_line() {
 }
 
 /// What our MP4 reader cannot read, GStreamer decodes: H.265 in MP4 and H.264 in Matroska
-/// (made here by ffmpeg) replay whole and in order, losslessly (not live).
+/// (made here by ffmpeg) replay whole and in order, losslessly (not live); an MP4 with no
+/// video is one clear line.
 #[test]
 fn h265_and_matroska_files_are_decoded_by_gstreamer() {
     let dir = tempfile::tempdir().unwrap();
@@ -510,4 +511,13 @@ fn h265_and_matroska_files_are_decoded_by_gstreamer() {
         let indices: Vec<u64> = lines.iter().map(|l| l["frame"].as_u64().unwrap()).collect();
         assert_eq!(indices, (0..20).collect::<Vec<u64>>(), "{name}");
     }
+    // An MP4 without video: one line that says so.
+    let audio = dir.path().join("audio.mp4");
+    let made = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac", s(&audio)])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let out = run_cli(&["run", "-i", s(&audio)]);
+    assert_one_line_error(&out, 2, &["audio.mp4", "no video stream"]);
 }

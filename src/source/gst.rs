@@ -340,6 +340,8 @@ fn explain(error: &gst::glib::Error, debug: Option<&str>) -> String {
         "wrong user name or password: give them as rtsp://user:pass@host/path"
     } else if text.contains("Could not open resource") || debug.contains("Could not connect") {
         "cannot connect: check the host, the port and that the server runs"
+    } else if debug.contains("not-linked") {
+        "no video stream GStreamer can decode in it (no video track, or its decoder plugin is missing: gst-inspect-1.0 lists what is installed)"
     } else if text.contains("not-negotiated") || text.contains("not negotiate") {
         "the stream's format could not be converted to RGB video"
     } else if text.contains("No such element") || text.contains("no element") {

@@ -16,6 +16,7 @@
 
 pub mod tensorrt;
 pub mod tract;
+mod tract_gemm;
 pub mod tract_ops;
 
 use crate::calibration::{Artifact, Precision};

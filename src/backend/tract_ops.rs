@@ -24,10 +24,12 @@
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::change_axes::AxisOp;
+use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::nn::resize::{CoordTransformer, Interpolator, Resize};
 use tract_onnx::tract_core::ops::quant::QuantizeLinearI8;
 
+use super::tract_gemm::MatMulF32;
 use crate::resample::{LinearTap, linear_taps};
 
 /// Bilinear resize of the last two axes (half-pixel centres, `align_corners=False`).
@@ -590,6 +592,55 @@ pub fn accelerate_optimized(model: &mut TypedModel) -> TractResult<usize> {
     Ok(replaced)
 }
 
+/// Replaces the `EinSum` node `id` by a [`MatMulF32`] when it is a plain f32 matrix product,
+/// taking in the `Add` of a constant bias that follows it if there is one; whether it did.
+fn replace_matmul(model: &mut TypedModel, id: usize) -> TractResult<bool> {
+    let node = model.node(id);
+    let Some(einsum) = node.op_as::<EinSum>() else { return Ok(false) };
+    let shape = |outlet: OutletId| -> TractResult<Option<Vec<usize>>> {
+        let fact = model.outlet_fact(outlet)?;
+        Ok((fact.datum_type == f32::datum_type())
+            .then(|| fact.shape.as_concrete().map(|s| s.to_vec()))
+            .flatten())
+    };
+    let [a, b] = node.inputs.as_slice() else { return Ok(false) };
+    let (Some(a), Some(b), Some(c)) = (shape(*a)?, shape(*b)?, shape(OutletId::new(id, 0))?) else {
+        return Ok(false);
+    };
+    let Some(mut op) = MatMulF32::from_einsum(einsum, &a, &b, &c) else { return Ok(false) };
+    let mut inputs: Vec<OutletId> = node.inputs.clone();
+    let mut replaced = OutletId::new(id, 0);
+    // A bias: the product's only consumer adds a constant that broadcasts along `n`.
+    let successors = &node.outputs[0].successors;
+    if let [only] = successors.as_slice() {
+        let add = model.node(only.node);
+        let is_add = add.op_as::<TypedBinOp>().is_some_and(|bin| bin.0.name() == "Add");
+        let same_shape = model.outlet_fact(OutletId::new(add.id, 0))?.shape.as_concrete() == Some(&c[..]);
+        if is_add && same_shape && model.outputs.iter().all(|o| o.node != id) {
+            let other = add.inputs[1 - only.slot];
+            let bias_fact = model.outlet_fact(other)?;
+            let fused = bias_fact
+                .konst
+                .is_some()
+                .then(|| bias_fact.shape.as_concrete())
+                .flatten()
+                .and_then(|s| op.with_bias(s));
+            if let (Some(fused), true) = (fused, bias_fact.datum_type == f32::datum_type()) {
+                op = fused;
+                inputs.push(other);
+                replaced = OutletId::new(add.id, 0);
+            }
+        }
+    }
+    let name = model.node(replaced.node).name.clone();
+    let mut patch = TypedModelPatch::default();
+    let wires = inputs.iter().map(|&i| patch.tap_model(model, i)).collect::<TractResult<TVec<_>>>()?;
+    let out = patch.wire_node(&name, op, &wires)?;
+    patch.shunt_outside(model, replaced, out[0])?;
+    patch.apply(model)?;
+    Ok(true)
+}
+
 /// Rewires node `id` (single output) to `op`, with the same inputs and name.
 fn replace_node(model: &mut TypedModel, id: usize, op: impl TypedOp) -> TractResult<()> {
     let node = model.node(id);
@@ -605,6 +656,10 @@ fn replace_node(model: &mut TypedModel, id: usize, op: impl TypedOp) -> TractRes
 pub fn accelerate(model: &mut TypedModel) -> TractResult<usize> {
     let mut replaced = 0;
     for id in model.eval_order()? {
+        if model.node(id).op_as::<EinSum>().is_some() {
+            replaced += replace_matmul(model, id)? as usize;
+            continue;
+        }
         let node = model.node(id);
         let Some(resize) = node.op_as::<Resize>() else { continue };
         let input = model.outlet_fact(node.inputs[0])?;
@@ -727,6 +782,56 @@ mod tests {
         let same = BilinearResize2d { out_height: 2, out_width: 2 };
         let out = same.eval(&EvalContext::out_of_plan(), tvec!(input.into_tvalue())).unwrap();
         assert_eq!(out[0].try_as_plain_ram().unwrap().as_slice::<f32>().unwrap(), &[0.0, 1.0, 2.0, 3.0]);
+    }
+
+    /// A linear layer (product by a constant weight, then a constant bias) becomes one
+    /// `MatMulF32` with the bias inside, computing what tract computes; a bias that is not a
+    /// constant stays a separate addition.
+    #[test]
+    fn linear_layers_become_one_product_with_their_bias() {
+        let linear = |constant_bias: bool| -> TractResult<TypedModel> {
+            let mut model = TypedModel::default();
+            let x = model.add_source("x", f32::fact([2, 5, 6]))?;
+            let weight: Vec<f32> = (0..6 * 3).map(|i| (i as f32 * 0.3).cos()).collect();
+            let w = model.add_const("w", tensor1(&weight).into_shape(&[6, 3])?)?;
+            let bias = if constant_bias {
+                model.add_const("bias", tensor1(&[0.5f32, -1.0, 2.0]))?
+            } else {
+                model.add_source("bias", f32::fact([3]))?
+            };
+            let einsum = EinSum::new("bmk,kn->bmn".parse()?, f32::datum_type());
+            let product = model.wire_node("product", einsum, &[x, w])?;
+            let bias = model.wire_node("bias.rank3", AxisOp::Add(0), &[bias])?;
+            let bias = model.wire_node("bias.rank3b", AxisOp::Add(0), &bias)?;
+            let sum =
+                model.wire_node("sum", tract_onnx::tract_core::ops::math::add(), &[product[0], bias[0]])?;
+            model.select_output_outlets(&sum)?;
+            Ok(model)
+        };
+        let x: Vec<f32> = (0..60).map(|i| (i as f32 * 0.7).sin()).collect();
+        let x = tensor1(&x).into_shape(&[2, 5, 6]).unwrap();
+        let bias = tensor1(&[0.5f32, -1.0, 2.0]);
+        for constant_bias in [true, false] {
+            let model = linear(constant_bias).unwrap();
+            let mut ours = model.clone();
+            assert_eq!(accelerate(&mut ours).unwrap(), 1);
+            let ops: Vec<String> =
+                ours.eval_order().unwrap().iter().map(|&n| ours.node(n).op.name().to_string()).collect();
+            let products: Vec<&TypedNode> = ours.nodes().iter().filter(|n| n.op_is::<MatMulF32>()).collect();
+            assert_eq!(products.len(), 1, "{ops:?}");
+            let fused = products[0].op.info().unwrap()[0].contains("+ bias");
+            assert_eq!(fused, constant_bias, "{ops:?}");
+            let inputs = |m: &TypedModel| -> TVec<TValue> {
+                let mut inputs = tvec!(x.clone().into_tvalue());
+                if m.inputs.len() == 2 {
+                    inputs.push(bias.clone().into_tvalue());
+                }
+                inputs
+            };
+            let run = |m: TypedModel| m.into_runnable().unwrap().run(inputs(&model)).unwrap().remove(0);
+            let (expected, got) = (run(model.clone()), run(ours));
+            expected.close_enough(&got, true).unwrap();
+        }
     }
 
     #[test]

@@ -1,0 +1,477 @@
+//! The f32 matrix products of the network, computed by the `gemm` crate instead of tract's
+//! `OptMatMul`, swapped in by [`super::tract_ops::accelerate`] before tract optimises the model.
+//!
+//! Why: on the full SeMask-T at 512x1024 tract's matrix products (with their packing) took 70 % of
+//! the network time and more than onnxruntime's whole network (`cargo bench --bench network --
+//! --profile`, docs/performance.md). SeMask's products are tall and thin (the stage-1 qkv
+//! projection is 32768x96 by 96x288) and tract threads them by splitting the `n` panels of one
+//! product, of which such a product has few. Here the output is cut into tasks of whole
+//! `m`-rows (and whole batch entries) small enough to stay in the core's cache, spread over
+//! tract's threads, each computed by a single-threaded `gemm` call (the crate faer and candle
+//! use: packed micro-kernels for AVX-512/AVX2/NEON, scalar elsewhere). A bias that follows the
+//! product is written into the task's rows before the product accumulates onto them, so the
+//! separate pass over the output that tract's optimiser would otherwise fuse is not lost.
+//!
+//! [`MatMulF32::from_einsum`] takes any two-input f32 `EinSum` whose axes are each a batch,
+//! `m`, `n` or `k` axis of the product (what tract makes of ONNX `MatMul` / `Gemm`, including
+//! transposes folded into the axes and broadcast batch axes) and works on strides, so a
+//! transposed operand costs no copy.
+
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::einsum::EinSum;
+
+/// One axis of the product (after merging axes that are contiguous in every operand): its
+/// length and its stride, in elements, in each operand (0 where the axis is absent or
+/// broadcast).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+struct ProductAxis {
+    len: usize,
+    a: isize,
+    b: isize,
+    c: isize,
+}
+
+impl ProductAxis {
+    const UNIT: ProductAxis = ProductAxis { len: 1, a: 0, b: 0, c: 0 };
+
+    /// `outer` followed by `self` as one axis, when `outer` steps over exactly `self` in every
+    /// operand.
+    fn merged_under(self, outer: ProductAxis) -> Option<ProductAxis> {
+        let len = self.len as isize;
+        (outer.a == self.a * len && outer.b == self.b * len && outer.c == self.c * len)
+            .then_some(ProductAxis { len: self.len * outer.len, ..self })
+    }
+}
+
+/// Merges axes contiguous in every operand (largest output stride first) and returns them with
+/// the longest first.
+fn merge(mut axes: Vec<ProductAxis>, key: impl Fn(&ProductAxis) -> isize) -> Vec<ProductAxis> {
+    axes.sort_by_key(|x| std::cmp::Reverse(key(x)));
+    let mut merged: Vec<ProductAxis> = Vec::new();
+    for axis in axes {
+        match merged.last().and_then(|&outer| axis.merged_under(outer)) {
+            Some(both) => *merged.last_mut().expect("checked") = both,
+            None => merged.push(axis),
+        }
+    }
+    merged.sort_by_key(|x| std::cmp::Reverse(x.len));
+    merged
+}
+
+/// `c[batch, m, n] = sum over k of a[batch, m, k] * b[batch, k, n] (+ bias[n])` on f32 tensors of
+/// static shape, any layout of the axes (strides).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct MatMulF32 {
+    a_shape: Vec<usize>,
+    b_shape: Vec<usize>,
+    c_shape: Vec<usize>,
+    /// Outermost first; their product is the number of independent products.
+    batch: Vec<ProductAxis>,
+    m: ProductAxis,
+    n: ProductAxis,
+    k: ProductAxis,
+    /// Whether a third input, `n` values, is added to every row of the output.
+    bias: bool,
+}
+
+impl MatMulF32 {
+    /// The product an `EinSum` computes, when it is a plain f32 matrix product of two inputs of
+    /// the given shapes into `c_shape` (see the module docs); `None` otherwise, and tract keeps
+    /// its own operator.
+    pub fn from_einsum(
+        einsum: &EinSum,
+        a_shape: &[usize],
+        b_shape: &[usize],
+        c_shape: &[usize],
+    ) -> Option<Self> {
+        if einsum.q_params.is_some()
+            || einsum.operating_dt != f32::datum_type()
+            || einsum.axes.input_count() != 2
+            || einsum.axes.output_count() != 1
+        {
+            return None;
+        }
+        let strides = |shape: &[usize]| -> Vec<isize> {
+            let mut strides = vec![0isize; shape.len()];
+            let mut acc = 1isize;
+            for i in (0..shape.len()).rev() {
+                strides[i] = acc;
+                acc *= shape[i] as isize;
+            }
+            strides
+        };
+        if [a_shape, b_shape, c_shape].iter().any(|s| s.contains(&0)) {
+            return None;
+        }
+        let (sa, sb, sc) = (strides(a_shape), strides(b_shape), strides(c_shape));
+        let (mut batch, mut m, mut n, mut k) = (vec![], vec![], vec![], vec![]);
+        for axis in einsum.axes.iter_all_axes() {
+            let (ia, ib, ic) = (&axis.inputs[0], &axis.inputs[1], &axis.outputs[0]);
+            if ia.len() > 1 || ib.len() > 1 || ic.len() > 1 {
+                return None; // a diagonal: not a matrix product
+            }
+            let len = [
+                ic.first().map(|&p| c_shape[p]),
+                ia.first().map(|&p| a_shape[p]),
+                ib.first().map(|&p| b_shape[p]),
+            ]
+            .into_iter()
+            .flatten()
+            .max()?;
+            // An operand's stride on this axis: 0 when absent or broadcast (length 1).
+            let stride = |pos: Option<&usize>, shape: &[usize], strides: &[isize]| -> Option<isize> {
+                match pos {
+                    None => Some(0),
+                    Some(&p) if shape[p] == len => Some(strides[p]),
+                    Some(&p) if shape[p] == 1 => Some(0),
+                    Some(_) => None,
+                }
+            };
+            let axis_strides = ProductAxis {
+                len,
+                a: stride(ia.first(), a_shape, &sa)?,
+                b: stride(ib.first(), b_shape, &sb)?,
+                c: if ic.is_empty() { 0 } else { stride(ic.first(), c_shape, &sc)? },
+            };
+            if len == 1 {
+                continue;
+            }
+            match (ia.is_empty(), ib.is_empty(), ic.is_empty()) {
+                (false, false, false) => batch.push(axis_strides),
+                (false, true, false) => m.push(axis_strides),
+                (true, false, false) => n.push(axis_strides),
+                (false, false, true) => k.push(axis_strides),
+                _ => return None, // summed over one operand only
+            }
+        }
+        let mut m = merge(m, |x| x.c).into_iter();
+        let mut n = merge(n, |x| x.c).into_iter();
+        let k = merge(k, |x| x.a);
+        if k.len() > 1 {
+            return None;
+        }
+        // The longest m and n axes make the matrices; any other is one more batch axis.
+        let (m_axis, n_axis) = (m.next().unwrap_or(ProductAxis::UNIT), n.next().unwrap_or(ProductAxis::UNIT));
+        batch.extend(m.chain(n));
+        let batch = merge(batch, |x| x.c);
+        Some(MatMulF32 {
+            a_shape: a_shape.to_vec(),
+            b_shape: b_shape.to_vec(),
+            c_shape: c_shape.to_vec(),
+            batch,
+            m: m_axis,
+            n: n_axis,
+            k: k.first().copied().unwrap_or(ProductAxis::UNIT),
+            bias: false,
+        })
+    }
+
+    /// The same product followed by the addition of `n` values to every row, when a bias of
+    /// `bias_shape` broadcasts that way onto the output (its only non-unit axis is the output's
+    /// `n` axis, which is contiguous).
+    pub fn with_bias(&self, bias_shape: &[usize]) -> Option<Self> {
+        let rank = self.c_shape.len();
+        if self.bias || bias_shape.len() > rank || (self.n.c != 1 && self.n.len != 1) {
+            return None;
+        }
+        let padded: Vec<usize> =
+            std::iter::repeat_n(1, rank - bias_shape.len()).chain(bias_shape.iter().copied()).collect();
+        let only_last = padded[..rank - 1].iter().all(|&d| d == 1) && padded[rank - 1] == self.n.len;
+        (only_last && self.c_shape[rank - 1] == self.n.len).then(|| MatMulF32 { bias: true, ..self.clone() })
+    }
+
+    fn batch_count(&self) -> usize {
+        self.batch.iter().map(|x| x.len).product()
+    }
+
+    /// Offsets in `a`, `b` and `c` of batch entry `index`.
+    fn batch_offsets(&self, mut index: usize) -> [isize; 3] {
+        let mut offsets = [0isize; 3];
+        for axis in self.batch.iter().rev() {
+            let i = (index % axis.len) as isize;
+            index /= axis.len;
+            offsets[0] += i * axis.a;
+            offsets[1] += i * axis.b;
+            offsets[2] += i * axis.c;
+        }
+        offsets
+    }
+
+    /// Rows of `m` per task: about 64 KiB of output (or of `a`), so that a task's rows stay in
+    /// the core's cache while the bias is written and the product accumulates, and enough tasks
+    /// to share between threads.
+    fn rows_per_task(&self, threads: usize) -> usize {
+        let widest = self.n.len.max(self.k.len).max(1);
+        let by_cache = (16384 / widest).clamp(16, 1024);
+        let tasks_wanted = (4 * threads).div_ceil(self.batch_count().max(1));
+        let by_threads = self.m.len.div_ceil(tasks_wanted.max(1));
+        by_cache.min(by_threads).max(1)
+    }
+
+    /// `c` (allocated, `c_shape`, not initialised) from `a`, `b` and the optional bias. Every
+    /// element of `c` is written: each of its axes is a batch, `m` or `n` axis (`from_einsum`)
+    /// and the tasks cover every batch entry and every row, `gemm` every column of a row.
+    ///
+    /// # Safety
+    ///
+    /// `a`, `b` and `c` have `a_shape`, `b_shape` and `c_shape` elements (the caller checks),
+    /// and `bias`, when the op has one, has `n.len`.
+    unsafe fn compute(&self, a: &[f32], b: &[f32], bias: Option<&[f32]>, c: &mut [f32]) -> TractResult<()> {
+        let threads = match tract_linalg::multithread::current_tract_executor() {
+            tract_linalg::multithread::Executor::MultiThread(pool) => pool.current_num_threads(),
+            _ => 1,
+        };
+        let rows = self.rows_per_task(threads);
+        let chunks_per_batch = self.m.len.div_ceil(rows);
+        let tasks = self.batch_count() * chunks_per_batch;
+        let (a_ptr, b_ptr, c_ptr) = (a.as_ptr() as usize, b.as_ptr() as usize, c.as_mut_ptr() as usize);
+        let (m, n, k) = (self.m, self.n, self.k);
+        let run_task = |task: usize| {
+            let (batch, chunk) = (task / chunks_per_batch, task % chunks_per_batch);
+            let first = chunk * rows;
+            let rows = rows.min(m.len - first);
+            let [oa, ob, oc] = self.batch_offsets(batch);
+            let oa = oa + first as isize * m.a;
+            let oc = oc + first as isize * m.c;
+            // SAFETY: the offsets stay inside the operands (strides and lengths come from their
+            // shapes, checked by the caller); tasks write disjoint rows of `c`.
+            unsafe {
+                let dst = (c_ptr as *mut f32).offset(oc);
+                if let Some(bias) = bias {
+                    // `n.c == 1` or `n.len == 1` (with_bias): each row of `n` values is contiguous.
+                    for r in 0..rows {
+                        std::ptr::copy_nonoverlapping(bias.as_ptr(), dst.offset(r as isize * m.c), n.len);
+                    }
+                }
+                gemm::gemm(
+                    rows,
+                    n.len,
+                    k.len,
+                    dst,
+                    n.c,
+                    m.c,
+                    bias.is_some(),
+                    (a_ptr as *const f32).offset(oa),
+                    k.a,
+                    m.a,
+                    (b_ptr as *const f32).offset(ob),
+                    n.b,
+                    k.b,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        };
+        // One "row" per task: tract's executor spreads the task list over its threads.
+        let mut task_ids: Vec<usize> = (0..tasks).collect();
+        let work = self.batch_count() * m.len * n.len * k.len;
+        tract_linalg::multithread::par_chunks_mut(&mut task_ids, 1, work, |_, ids| {
+            ids.iter().for_each(|&t| run_task(t));
+            Ok(())
+        })
+    }
+}
+
+impl Op for MatMulF32 {
+    fn name(&self) -> StaticName {
+        "MatMulF32".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        let bias = if self.bias { " + bias" } else { "" };
+        Ok(vec![format!(
+            "{} x ({}x{} by {}x{}){bias}",
+            self.batch_count(),
+            self.m.len,
+            self.k.len,
+            self.k.len,
+            self.n.len
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for MatMulF32 {
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        ensure!(inputs.len() == 2 + self.bias as usize, "MatMulF32 takes {} inputs", 2 + self.bias as usize);
+        let (a, b) = (&inputs[0], &inputs[1]);
+        ensure!(
+            a.shape() == self.a_shape.as_slice() && b.shape() == self.b_shape.as_slice(),
+            "MatMulF32 was planned for {:?} by {:?}, got {:?} by {:?}",
+            self.a_shape,
+            self.b_shape,
+            a.shape(),
+            b.shape()
+        );
+        let a = a.try_as_plain_ram()?;
+        let b = b.try_as_plain_ram()?;
+        let bias = match inputs.get(2) {
+            Some(bias) => {
+                ensure!(
+                    bias.len() == self.n.len,
+                    "MatMulF32's bias has {} values, expected {}",
+                    bias.len(),
+                    self.n.len
+                );
+                Some(bias.try_as_plain_ram()?)
+            }
+            None => None,
+        };
+        // SAFETY: the tasks of `compute` write every element (see there).
+        let mut c = unsafe { Tensor::uninitialized::<f32>(&self.c_shape)? };
+        {
+            let mut view = c.try_as_plain_ram_mut()?;
+            // SAFETY: shapes checked above; the bias's length too.
+            unsafe {
+                self.compute(
+                    a.as_slice::<f32>()?,
+                    b.as_slice::<f32>()?,
+                    bias.as_ref().map(|x| x.as_slice::<f32>()).transpose()?,
+                    view.as_slice_mut::<f32>()?,
+                )?;
+            }
+        }
+        Ok(tvec!(c.into_tvalue()))
+    }
+
+    op_out_of_plan!();
+}
+
+impl TypedOp for MatMulF32 {
+    fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec!(f32::fact(&self.c_shape)))
+    }
+
+    as_op!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tensor of `shape` with values in [-1, 1] that differ from element to element.
+    fn values(shape: &[usize], seed: f32) -> Tensor {
+        let len: usize = shape.iter().product();
+        let data: Vec<f32> = (0..len).map(|i| ((i as f32 + seed) * 0.731).sin()).collect();
+        tract_ndarray::ArrayD::from_shape_vec(shape, data).unwrap().into_tensor()
+    }
+
+    fn slice(t: &TValue) -> Vec<f32> {
+        t.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec()
+    }
+
+    /// Ours against tract's own `EinSum` on `expr`; with a bias when `bias` (and the product
+    /// allows one). Returns the op, so callers can check what it made of the axes.
+    fn check(expr: &str, a_shape: &[usize], b_shape: &[usize], bias: bool) -> MatMulF32 {
+        let einsum = EinSum::new(expr.parse().unwrap(), f32::datum_type());
+        let (a, b) = (values(a_shape, 0.0), values(b_shape, 1000.0));
+        let facts = [f32::fact(a_shape), f32::fact(b_shape)];
+        let c_fact = einsum.output_facts(&[&facts[0], &facts[1]]).unwrap().remove(0);
+        let c_shape = c_fact.shape.as_concrete().unwrap().to_vec();
+        let ctx = EvalContext::out_of_plan();
+        let inputs = tvec!(a.into_tvalue(), b.into_tvalue());
+        let mut expected = slice(&einsum.eval(&ctx, inputs.clone()).unwrap()[0]);
+        let mut op = MatMulF32::from_einsum(&einsum, a_shape, b_shape, &c_shape)
+            .unwrap_or_else(|| panic!("{expr} {a_shape:?} {b_shape:?} is a matrix product"));
+        let mut inputs = inputs;
+        if bias {
+            let n = *c_shape.last().unwrap();
+            op = op.with_bias(&[n]).unwrap_or_else(|| panic!("{expr}: a bias along the last axis"));
+            let bias = values(&[n], 7.0);
+            let bias_values = slice(&bias.clone().into_tvalue());
+            for (i, e) in expected.iter_mut().enumerate() {
+                *e += bias_values[i % n];
+            }
+            inputs.push(bias.into_tvalue());
+        }
+        let got = slice(&op.eval(&ctx, inputs).unwrap()[0]);
+        assert_eq!(got.len(), expected.len());
+        let k = op.k.len as f32;
+        for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+            // Sums of k products of values in [-1, 1], in another order than tract's.
+            assert!(
+                (g - e).abs() <= 1e-5 * k.max(1.0) + 1e-6,
+                "{expr} {a_shape:?} {b_shape:?} [{i}]: {g} vs {e}"
+            );
+        }
+        op
+    }
+
+    /// The network's forms: linear layers (with bias), attention's q k^T and attn v, ONNX Gemm
+    /// with a transposed weight, and odd sizes around the micro-kernels' tiles.
+    /// On one thread and split into tasks over three.
+    #[test]
+    fn matches_tract_on_the_network_forms() {
+        use tract_linalg::multithread::{Executor, multithread_tract_scope};
+        let forms = || {
+            for (m, k, n) in
+                [(1, 1, 1), (3, 5, 7), (17, 96, 288), (49, 32, 49), (130, 33, 65), (1025, 96, 384)]
+            {
+                check("mk,kn->mn", &[m, k], &[k, n], false);
+                check("bmk,kn->bmn", &[2, m, k], &[k, n], true);
+                check("bmk,nk->bmn", &[3, m, k], &[n, k], true);
+                check("bhmk,bhnk->bhmn", &[2, 3, m, k], &[2, 3, n, k], false);
+                check("bhmn,bhnk->bhmk", &[2, 3, m, n], &[2, 3, n, k], false);
+            }
+        };
+        forms();
+        multithread_tract_scope(Executor::multithread(3), forms);
+    }
+
+    /// Layouts tract makes by folding transposes into the axes, broadcast batch axes, a missing
+    /// `m` or `n`, axes split in several (merged back, or extra ones run as batch entries), on
+    /// sizes from a fixed pseudo-random sweep.
+    #[test]
+    fn matches_tract_on_any_layout() {
+        let size = |i: usize, max: usize| (i * 7919 + 13) % max + 1;
+        for i in 0..12 {
+            let (b, m, k, n) = (size(i, 5), size(i + 3, 70), size(i + 5, 40), size(i + 7, 50));
+            check("mkb,bkn->bmn", &[m, k, b], &[b, k, n], false);
+            check("bmk,bkn->bnm", &[b, m, k], &[b, k, n], false);
+            check("bmk,kn->bmn", &[1, m, k], &[k, n], true);
+            check("bmk,bkn->bmn", &[1, m, k], &[b, k, n], false);
+            check("mk,k->m", &[m, k], &[k], false);
+            check("k,kn->n", &[k], &[k, n], true);
+            check("mk,n->mn", &[m, 1], &[n], false);
+            check("xymk,kn->xymn", &[b, 2, m, k], &[k, n], true);
+            check("mxk,knx->mnx", &[m, b, k], &[k, n, b], false);
+            check("mak,bkn->mabn", &[m, 2, k], &[b, k, n], false);
+        }
+    }
+
+    /// Contiguous axes of one role become one: a linear layer on [batch, tokens, channels] is one
+    /// product of batch*tokens rows, not one per batch entry.
+    #[test]
+    fn contiguous_axes_merge_into_one_product() {
+        let op = check("bmk,kn->bmn", &[4, 49, 96], &[96, 288], true);
+        assert_eq!((op.batch_count(), op.m.len, op.n.len, op.k.len), (1, 196, 288, 96));
+        let op = check("bhmk,bhnk->bhmn", &[2, 3, 49, 32], &[2, 3, 49, 32], false);
+        assert_eq!((op.batch_count(), op.m.len, op.n.len, op.k.len), (6, 49, 49, 32));
+    }
+
+    /// What is not a plain product stays tract's; inputs of other shapes than planned are errors.
+    #[test]
+    fn what_is_not_a_product_is_left_to_tract() {
+        let einsum = |expr: &str| EinSum::new(expr.parse().unwrap(), f32::datum_type());
+        assert!(MatMulF32::from_einsum(&einsum("mk,kn->mkn"), &[2, 3], &[3, 4], &[2, 3, 4]).is_some());
+        assert!(MatMulF32::from_einsum(&einsum("mk,kn->m"), &[2, 3], &[3, 4], &[2]).is_none());
+        assert!(MatMulF32::from_einsum(&einsum("mm,mn->mn"), &[3, 3], &[3, 4], &[3, 4]).is_none());
+        assert!(MatMulF32::from_einsum(&einsum("mk,kn->mn"), &[2, 0], &[0, 4], &[2, 4]).is_none());
+        let int = EinSum::new("mk,kn->mn".parse().unwrap(), i32::datum_type());
+        assert!(MatMulF32::from_einsum(&int, &[2, 3], &[3, 4], &[2, 4]).is_none());
+        let op = MatMulF32::from_einsum(&einsum("mk,kn->mn"), &[2, 3], &[3, 4], &[2, 4]).unwrap();
+        assert!(op.with_bias(&[2, 1]).is_none() && op.with_bias(&[5]).is_none());
+        let err = op
+            .eval(
+                &EvalContext::out_of_plan(),
+                tvec!(values(&[2, 4], 0.0).into_tvalue(), values(&[4, 4], 0.0).into_tvalue()),
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("was planned for"), "{err}");
+    }
+}

@@ -24,12 +24,13 @@
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::change_axes::AxisOp;
+use tract_onnx::tract_core::ops::cnn::Conv;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::nn::resize::{CoordTransformer, Interpolator, Resize};
 use tract_onnx::tract_core::ops::quant::QuantizeLinearI8;
 
-use super::tract_gemm::MatMulF32;
+use super::tract_gemm::{ConvF32, MatMulF32};
 use crate::resample::{LinearTap, linear_taps};
 
 /// Bilinear resize of the last two axes (half-pixel centres, `align_corners=False`).
@@ -658,6 +659,27 @@ pub fn accelerate(model: &mut TypedModel) -> TractResult<usize> {
     for id in model.eval_order()? {
         if model.node(id).op_as::<EinSum>().is_some() {
             replaced += replace_matmul(model, id)? as usize;
+            continue;
+        }
+        if let Some(conv) = model.node(id).op_as::<Conv>() {
+            let facts = model.node_input_facts(id)?;
+            let f32_inputs = facts.len() == 3 && facts.iter().all(|f| f.datum_type == f32::datum_type());
+            let op = match (
+                f32_inputs,
+                facts.first().and_then(|f| f.shape.as_concrete()),
+                facts.get(1).and_then(|f| f.shape.as_concrete()),
+            ) {
+                (true, Some(input), Some(kernel)) => facts[2]
+                    .shape
+                    .as_concrete()
+                    .and_then(|b| ConvF32::from_conv(conv, input, kernel, b.iter().product())),
+                _ => None,
+            };
+            drop(facts);
+            if let Some(op) = op {
+                replace_node(model, id, op)?;
+                replaced += 1;
+            }
             continue;
         }
         let node = model.node(id);

@@ -268,14 +268,32 @@ impl MatMulF32 {
                 );
             }
         };
-        // One "row" per task: tract's executor spreads the task list over its threads.
-        let mut task_ids: Vec<usize> = (0..tasks).collect();
         let work = self.batch_count() * m.len * n.len * k.len;
-        tract_linalg::multithread::par_chunks_mut(&mut task_ids, 1, work, |_, ids| {
-            ids.iter().for_each(|&t| run_task(t));
-            Ok(())
-        })
+        for_each_task(tasks, work, || (), |_, t| run_task(t))
     }
+}
+
+/// Runs `task(scratch, index)` for every index of `0..tasks`, spread over tract's threads (one
+/// "row" of `par_chunks_mut` per task); `work` (multiply-adds in all) feeds tract's gate for
+/// threading at all; `scratch` is made once per chunk of tasks.
+fn for_each_task<S>(
+    tasks: usize,
+    work: usize,
+    new_scratch: impl Fn() -> S + Sync + Send,
+    task: impl Fn(&mut S, usize) + Sync + Send,
+) -> TractResult<()> {
+    let mut ids: Vec<usize> = (0..tasks).collect();
+    tract_linalg::multithread::par_chunks_mut(&mut ids, 1, work, |_, ids| {
+        let mut scratch = new_scratch();
+        ids.iter().for_each(|&t| task(&mut scratch, t));
+        Ok(())
+    })
+}
+
+/// Output columns per task of a convolution with `co` output channels over `flat` columns: a
+/// `co x cols` block of about 128 KiB, so that it stays in cache while it accumulates.
+fn columns_per_task(co: usize, flat: usize) -> usize {
+    (32768 / co).clamp(64, 1024).min(flat)
 }
 
 impl Op for MatMulF32 {
@@ -455,11 +473,13 @@ impl ConvF32 {
             }
         }
         let k = ci * kh * kw;
-        let cols = (32768 / co).clamp(64, 1024).min(flat);
+        let cols = columns_per_task(co, flat);
         let (patches_ptr, out_ptr) = (patches.as_ptr() as usize, out.as_mut_ptr() as usize);
-        let mut task_ids: Vec<usize> = (0..flat.div_ceil(cols)).collect();
-        tract_linalg::multithread::par_chunks_mut(&mut task_ids, 1, co * k * flat, |_, ids| {
-            for &task in ids.iter() {
+        for_each_task(
+            flat.div_ceil(cols),
+            co * k * flat,
+            || (),
+            |_, task| {
                 let first = task * cols;
                 let width = cols.min(flat - first);
                 // SAFETY: rows `0..co` of `out` (`[co, flat]`) at columns `first..first+width`,
@@ -491,9 +511,8 @@ impl ConvF32 {
                         gemm::Parallelism::None,
                     );
                 }
-            }
-            Ok(())
-        })
+            },
+        )
     }
 
     fn output_shape(&self) -> [usize; 4] {
@@ -521,15 +540,15 @@ impl ConvF32 {
                 dst_row[self.pad[2]..self.pad[2] + w].copy_from_slice(row);
             }
         }
-        // Columns per task: the accumulator (co x cols) about 128 KiB.
         let flat = ho * wp;
-        let cols = (32768 / co).clamp(64, 1024).min(flat);
-        let tasks = flat.div_ceil(cols);
+        let cols = columns_per_task(co, flat);
         let (padded_ptr, out_ptr) = (padded.as_ptr() as usize, out.as_mut_ptr() as usize);
-        let mut task_ids: Vec<usize> = (0..tasks).collect();
-        tract_linalg::multithread::par_chunks_mut(&mut task_ids, 1, co * ci * kh * kw * flat, |_, ids| {
-            let mut acc = vec![0f32; co * cols];
-            for &task in ids.iter() {
+        let work = co * ci * kh * kw * flat;
+        for_each_task(
+            flat.div_ceil(cols),
+            work,
+            || vec![0f32; co * cols],
+            |acc, task| {
                 let first = task * cols;
                 let width = cols.min(flat - first);
                 let acc = &mut acc[..co * width];
@@ -585,9 +604,8 @@ impl ConvF32 {
                     }
                     i += run;
                 }
-            }
-            Ok(())
-        })
+            },
+        )
     }
 }
 

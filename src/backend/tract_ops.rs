@@ -633,23 +633,29 @@ fn replace_matmul(model: &mut TypedModel, id: usize) -> TractResult<bool> {
             }
         }
     }
-    let name = model.node(replaced.node).name.clone();
-    let mut patch = TypedModelPatch::default();
-    let wires = inputs.iter().map(|&i| patch.tap_model(model, i)).collect::<TractResult<TVec<_>>>()?;
-    let out = patch.wire_node(&name, op, &wires)?;
-    patch.shunt_outside(model, replaced, out[0])?;
-    patch.apply(model)?;
+    rewire(model, &inputs, replaced, op)?;
     Ok(true)
 }
 
 /// Rewires node `id` (single output) to `op`, with the same inputs and name.
 fn replace_node(model: &mut TypedModel, id: usize, op: impl TypedOp) -> TractResult<()> {
-    let node = model.node(id);
-    let (name, inputs) = (node.name.clone(), node.inputs.clone());
+    let inputs = model.node(id).inputs.clone();
+    rewire(model, &inputs, OutletId::new(id, 0), op)
+}
+
+/// Wires `op` on `inputs` in place of `replaced` (a single-output node, whose name it takes):
+/// the consumers of `replaced` read `op` instead.
+fn rewire(
+    model: &mut TypedModel,
+    inputs: &[OutletId],
+    replaced: OutletId,
+    op: impl TypedOp,
+) -> TractResult<()> {
+    let name = model.node(replaced.node).name.clone();
     let mut patch = TypedModelPatch::default();
     let wires = inputs.iter().map(|&i| patch.tap_model(model, i)).collect::<TractResult<TVec<_>>>()?;
     let out = patch.wire_node(&name, op, &wires)?;
-    patch.shunt_outside(model, OutletId::new(id, 0), out[0])?;
+    patch.shunt_outside(model, replaced, out[0])?;
     patch.apply(model)
 }
 
@@ -706,11 +712,8 @@ pub fn accelerate(model: &mut TypedModel) -> TractResult<usize> {
             continue;
         }
         let op = BilinearResize2d { out_height: out_shape[rank - 2], out_width: out_shape[rank - 1] };
-        let mut patch = TypedModelPatch::default();
-        let wire = patch.tap_model(model, node.inputs[0])?;
-        let out = patch.wire_node(&node.name, op, &[wire])?;
-        patch.shunt_outside(model, OutletId::new(id, 0), out[0])?;
-        patch.apply(model)?;
+        let input = node.inputs[0];
+        rewire(model, &[input], OutletId::new(id, 0), op)?;
         replaced += 1;
     }
     Ok(replaced)

@@ -18,6 +18,7 @@ pub mod tensorrt;
 pub mod tract;
 mod tract_gemm;
 pub mod tract_ops;
+mod tract_rows;
 
 use crate::calibration::{Artifact, Precision};
 use crate::model::{MetadataOverrides, OnnxModel};

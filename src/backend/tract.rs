@@ -159,7 +159,10 @@ fn typed_model_unguarded(
     with_cpu_ops: bool,
 ) -> TractResult<TypedModel> {
     // Declared output shapes of raw torch exports are symbolic placeholders; tract infers them.
-    let onnx = tract_onnx::onnx().with_ignore_output_shapes(true);
+    let mut onnx = tract_onnx::onnx().with_ignore_output_shapes(true);
+    if with_cpu_ops {
+        super::tract_rows::register_layer_norm(&mut onnx);
+    }
     let dir = model.dir.as_deref().and_then(|d| d.to_str());
     let parsed = onnx.parse(&model.proto, dir)?;
     if !parsed.unresolved_inputs.is_empty() {

@@ -28,9 +28,11 @@ use tract_onnx::tract_core::ops::cnn::Conv;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::nn::resize::{CoordTransformer, Interpolator, Resize};
+use tract_onnx::tract_core::ops::nn::{Softmax, SoftmaxKind};
 use tract_onnx::tract_core::ops::quant::QuantizeLinearI8;
 
 use super::tract_gemm::{ConvF32, MatMulF32};
+use super::tract_rows::SoftmaxLastAxis;
 use crate::resample::{LinearTap, linear_taps};
 
 /// Bilinear resize of the last two axes (half-pixel centres, `align_corners=False`).
@@ -193,7 +195,7 @@ impl<const N: usize> RowWalk<N> {
 /// `fill` must write every element of the row it is given (it may not read it first). Callers
 /// check their inputs' shapes against the shapes the op was built for, so that no row is cut
 /// short by an input shorter than expected.
-unsafe fn tensor_by_rows<S>(
+pub(super) unsafe fn tensor_by_rows<S>(
     shape: &[usize],
     row_len: usize,
     new_scratch: impl Fn() -> S + Sync + Send,
@@ -689,6 +691,19 @@ pub fn accelerate(model: &mut TypedModel) -> TractResult<usize> {
             continue;
         }
         let node = model.node(id);
+        if let Some(softmax) = node.op_as::<Softmax>() {
+            let input = model.outlet_fact(node.inputs[0])?;
+            if softmax.kind == SoftmaxKind::Softmax
+                && softmax.quant_output_dt.is_none()
+                && input.datum_type == f32::datum_type()
+                && input.rank() > 0
+                && *softmax.axes == [input.rank() - 1]
+            {
+                replace_node(model, id, SoftmaxLastAxis)?;
+                replaced += 1;
+            }
+            continue;
+        }
         let Some(resize) = node.op_as::<Resize>() else { continue };
         let input = model.outlet_fact(node.inputs[0])?;
         let output = model.outlet_fact(OutletId::new(id, 0))?;

@@ -105,6 +105,8 @@ fn write_npy(path: &Path, shape: &[usize], data: &[f32]) {
 }
 
 fn main() {
+    // What the binary does first (see semask_edge::heap).
+    semask_edge::heap::keep_freed_memory();
     let args = parse_args();
     // Experiments with tract's threading gates (see tract_linalg::multithread).
     if let Ok(v) = std::env::var("TRACT_PANEL_THRESHOLD") {

@@ -41,6 +41,7 @@ pub mod files;
 pub mod frame;
 pub mod fuzz;
 pub mod guard;
+pub mod heap;
 pub mod limits;
 pub mod model;
 pub mod named;

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    semask_edge::heap::keep_freed_memory();
     let args = cli::Cli::parse();
     let default_level = match args.verbose {
         0 => "warn",

@@ -199,15 +199,98 @@ impl MatMulF32 {
         offsets
     }
 
-    /// Rows of `m` per task: about 64 KiB of output (or of `a`), so that a task's rows stay in
-    /// the core's cache while the bias is written and the product accumulates, and enough tasks
-    /// to share between threads.
-    fn rows_per_task(&self, threads: usize) -> usize {
+    /// Rows per task out of `rows` of a `k`-long sum into `n` columns: about 64 KiB of output
+    /// (or of `a`), so that a task's rows stay in the core's cache while the bias is written and
+    /// the product accumulates, and enough tasks (`tasks_wanted` from these rows) to share
+    /// between threads.
+    fn rows_per_task(&self, rows: usize, tasks_wanted: usize) -> usize {
         let widest = self.n.len.max(self.k.len).max(1);
         let by_cache = (16384 / widest).clamp(16, 1024);
-        let tasks_wanted = (4 * threads).div_ceil(self.batch_count().max(1));
-        let by_threads = self.m.len.div_ceil(tasks_wanted.max(1));
-        by_cache.min(by_threads).max(1)
+        by_cache.min(rows.div_ceil(tasks_wanted.max(1))).max(1)
+    }
+
+    /// Whether the rows of all batch entries are gathered into larger products: `b` is the same
+    /// for every entry (a linear layer whose rows the window partition split into many short
+    /// products: 931 x 37 rows for the full model's stage-1 qkv projection, where each `gemm`
+    /// call cost more than its rows, 30-60 GFLOP/s instead of 130) and entries are short.
+    fn gathers_rows(&self) -> bool {
+        self.batch_count() > 1 && self.m.len < 128 && self.batch.iter().all(|axis| axis.b == 0)
+    }
+
+    /// Offsets in `a` and `c` of row `row` of all batch entries laid end to end.
+    fn row_offsets(&self, row: usize) -> (isize, isize) {
+        let [oa, _, oc] = self.batch_offsets(row / self.m.len);
+        let i = (row % self.m.len) as isize;
+        (oa + i * self.m.a, oc + i * self.m.c)
+    }
+
+    /// [`Self::compute`] for [`Self::gathers_rows`]: each task copies its rows of `a` into one
+    /// contiguous block, computes them in one `gemm` call into a contiguous block, and copies
+    /// that out to `c` (a copy of `k + n` values per row, against `2 k n` operations).
+    ///
+    /// # Safety
+    ///
+    /// As for [`Self::compute`].
+    unsafe fn compute_gathered(
+        &self,
+        a: &[f32],
+        b: &[f32],
+        bias: Option<&[f32]>,
+        c: &mut [f32],
+        threads: usize,
+    ) -> TractResult<()> {
+        let (n, k) = (self.n, self.k);
+        let rows_total = self.batch_count() * self.m.len;
+        let rows = self.rows_per_task(rows_total, 4 * threads);
+        let (a_ptr, b_ptr, c_ptr) = (a.as_ptr() as usize, b.as_ptr() as usize, c.as_mut_ptr() as usize);
+        let work = rows_total * n.len * k.len;
+        let scratch = || (vec![0f32; rows * k.len], vec![0f32; rows * n.len]);
+        for_each_task(rows_total.div_ceil(rows), work, scratch, |(a_rows, c_rows), task| {
+            let first = task * rows;
+            let count = rows.min(rows_total - first);
+            // SAFETY: row offsets and strides come from the operands' shapes (checked by the
+            // caller), so every read and write is inside `a` and `c`; tasks write disjoint rows.
+            unsafe {
+                for r in 0..count {
+                    let (oa, _) = self.row_offsets(first + r);
+                    let src = (a_ptr as *const f32).offset(oa);
+                    for (j, d) in a_rows[r * k.len..(r + 1) * k.len].iter_mut().enumerate() {
+                        *d = *src.offset(j as isize * k.a);
+                    }
+                    if let Some(bias) = bias {
+                        c_rows[r * n.len..(r + 1) * n.len].copy_from_slice(bias);
+                    }
+                }
+                gemm::gemm(
+                    count,
+                    n.len,
+                    k.len,
+                    c_rows.as_mut_ptr(),
+                    1,
+                    n.len as isize,
+                    bias.is_some(),
+                    a_rows.as_ptr(),
+                    1,
+                    k.len as isize,
+                    b_ptr as *const f32,
+                    n.b,
+                    k.b,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+                for r in 0..count {
+                    let (_, oc) = self.row_offsets(first + r);
+                    let dst = (c_ptr as *mut f32).offset(oc);
+                    for (j, &v) in c_rows[r * n.len..(r + 1) * n.len].iter().enumerate() {
+                        *dst.offset(j as isize * n.c) = v;
+                    }
+                }
+            }
+        })
     }
 
     /// `c` (allocated, `c_shape`, not initialised) from `a`, `b` and the optional bias. Every
@@ -223,7 +306,12 @@ impl MatMulF32 {
             tract_linalg::multithread::Executor::MultiThread(pool) => pool.current_num_threads(),
             _ => 1,
         };
-        let rows = self.rows_per_task(threads);
+        if self.gathers_rows() {
+            // SAFETY: as for this function.
+            return unsafe { self.compute_gathered(a, b, bias, c, threads) };
+        }
+        let tasks_wanted = (4 * threads).div_ceil(self.batch_count().max(1));
+        let rows = self.rows_per_task(self.m.len, tasks_wanted);
         let chunks_per_batch = self.m.len.div_ceil(rows);
         let tasks = self.batch_count() * chunks_per_batch;
         let (a_ptr, b_ptr, c_ptr) = (a.as_ptr() as usize, b.as_ptr() as usize, c.as_mut_ptr() as usize);
@@ -738,6 +826,10 @@ mod tests {
                 check("bmk,nk->bmn", &[3, m, k], &[n, k], true);
                 check("bhmk,bhnk->bhmn", &[2, 3, m, k], &[2, 3, n, k], false);
                 check("bhmn,bhnk->bhmk", &[2, 3, m, n], &[2, 3, n, k], false);
+                // The qkv projection on windows: rows split by the window partition into axes
+                // that do not merge, gathered into larger products.
+                let windows = check("abcdk,kn->acbdn", &[2, 7, 3, m, k], &[k, n], true);
+                assert_eq!(windows.gathers_rows(), m < 128, "{m} rows per window row");
             }
         };
         forms();

@@ -628,6 +628,16 @@ impl ConvF32 {
                 dst_row[self.pad[2]..self.pad[2] + w].copy_from_slice(row);
             }
         }
+        // The kernel tap by tap (`[tap][o][i]`: each tap one contiguous `co x ci` matrix), so
+        // that gemm does not gather the values 9 apart of ONNX's OIHW layout for every task:
+        // ~10 % faster for one copy of the weights per run.
+        let taps = kh * kw;
+        let mut by_tap = vec![0f32; kernel.len()];
+        for (oi, values) in kernel.chunks_exact(taps).enumerate() {
+            for (tap, &v) in values.iter().enumerate() {
+                by_tap[tap * co * ci + oi] = v;
+            }
+        }
         let flat = ho * wp;
         let cols = columns_per_task(co, flat);
         let (padded_ptr, out_ptr) = (padded.as_ptr() as usize, out.as_mut_ptr() as usize);
@@ -645,8 +655,8 @@ impl ConvF32 {
                 }
                 for dy in 0..kh {
                     for dx in 0..kw {
-                        // SAFETY: the kernel tap is `co x ci` values at strides `ci*kh*kw` and
-                        // `kh*kw` inside `kernel`; the input operand reads `ci` rows of `width`
+                        // SAFETY: the kernel tap is `co x ci` contiguous values inside
+                        // `by_tap`; the input operand reads `ci` rows of `width`
                         // values at plane stride `hp*wp`, from `first + dy*wp + dx`, which ends
                         // before `ci*hp*wp + kw` (the padded buffer's length); `acc` holds
                         // `co x width`.
@@ -659,9 +669,9 @@ impl ConvF32 {
                                 1,
                                 width as isize,
                                 true,
-                                kernel.as_ptr().add(dy * kw + dx),
-                                (kh * kw) as isize,
-                                (ci * kh * kw) as isize,
+                                by_tap.as_ptr().add((dy * kw + dx) * co * ci),
+                                1,
+                                ci as isize,
                                 (padded_ptr as *const f32).add(first + dy * wp + dx),
                                 1,
                                 (hp * wp) as isize,

@@ -34,10 +34,9 @@ const LANES: usize = 16;
 /// Defines `fn $name` whose body is compiled twice on x86-64: for AVX2 + FMA and for the SSE2
 /// baseline the binary targets, the first the CPU has chosen at each call (the standard library
 /// caches the detection; AVX-512 as a target feature needs Rust 1.89, above the crate's
-/// minimum). Elsewhere (aarch64, where NEON is baseline) it
-/// is compiled once. The same arithmetic in the same order on every path (`LANES` does not
-/// depend on the vector width, and Rust does not contract `a * b + c` into an FMA): results
-/// are bit-identical whichever runs.
+/// minimum). Elsewhere (aarch64, where NEON is baseline) it is compiled once. The same
+/// arithmetic in the same order on every path (`LANES` does not depend on the vector width, and
+/// Rust does not contract `a * b + c` into an FMA), so either gives the same values.
 macro_rules! simd_variants {
     ($(#[$attr:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$attr])*
@@ -118,7 +117,8 @@ fn reduce(lanes: [f32; LANES], op: impl Fn(f32, f32) -> f32) -> f32 {
     op(op(quarter[0], quarter[2]), op(quarter[1], quarter[3]))
 }
 
-/// The largest value of `row` (NaN is skipped; -inf for an empty row).
+/// The largest value of `row`, -inf for an empty row. With NaN in the row, NaN or the largest
+/// other value: the softmax of such a row is NaN either way (see [`softmax_rows`]).
 #[inline(always)]
 fn row_max(row: &[f32]) -> f32 {
     let (body, tail) = chunks(row);

@@ -261,7 +261,7 @@ impl MatMulF32 {
                         c_rows[r * n.len..(r + 1) * n.len].copy_from_slice(bias);
                     }
                 }
-                gemm::gemm(
+                gemm_call(
                     count,
                     n.len,
                     k.len,
@@ -275,12 +275,6 @@ impl MatMulF32 {
                     b_ptr as *const f32,
                     n.b,
                     k.b,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
                 );
                 for r in 0..count {
                     let (_, oc) = self.row_offsets(first + r);
@@ -333,7 +327,7 @@ impl MatMulF32 {
                         std::ptr::copy_nonoverlapping(bias.as_ptr(), dst.offset(r as isize * m.c), n.len);
                     }
                 }
-                gemm::gemm(
+                gemm_call(
                     rows,
                     n.len,
                     k.len,
@@ -347,17 +341,61 @@ impl MatMulF32 {
                     (b_ptr as *const f32).offset(ob),
                     n.b,
                     k.b,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
                 );
             }
         };
         let work = self.batch_count() * m.len * n.len * k.len;
         for_each_task(tasks, work, || (), |_, t| run_task(t))
+    }
+}
+
+/// One single-threaded `gemm` call: `dst = lhs * rhs`, or `dst += lhs * rhs` when
+/// `accumulate` (`m x k` by `k x n`; strides in elements, `cs` between columns, `rs` between
+/// rows, as `gemm` takes them). The tasks around it do the threading.
+///
+/// # Safety
+///
+/// The three operands, read or written at the given strides, lie inside their allocations, and
+/// `dst` is not read or written by another thread meanwhile.
+#[allow(clippy::too_many_arguments)] // gemm's own signature, less its constant arguments
+unsafe fn gemm_call(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_cs: isize,
+    dst_rs: isize,
+    accumulate: bool,
+    lhs: *const f32,
+    lhs_cs: isize,
+    lhs_rs: isize,
+    rhs: *const f32,
+    rhs_cs: isize,
+    rhs_rs: isize,
+) {
+    // SAFETY: the caller's contract; alpha 1 (kept when accumulating), beta 1, no conjugation.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            dst_cs,
+            dst_rs,
+            accumulate,
+            lhs,
+            lhs_cs,
+            lhs_rs,
+            rhs,
+            rhs_cs,
+            rhs_rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
     }
 }
 
@@ -577,7 +615,7 @@ impl ConvF32 {
                     for (c, &b) in (0..co).zip(bias.iter().cycle()) {
                         std::slice::from_raw_parts_mut(dst.add(c * flat), width).fill(b);
                     }
-                    gemm::gemm(
+                    gemm_call(
                         co,
                         width,
                         k,
@@ -591,12 +629,6 @@ impl ConvF32 {
                         (patches_ptr as *const f32).add(first),
                         1,
                         flat as isize,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
                     );
                 }
             },
@@ -661,7 +693,7 @@ impl ConvF32 {
                         // before `ci*hp*wp + kw` (the padded buffer's length); `acc` holds
                         // `co x width`.
                         unsafe {
-                            gemm::gemm(
+                            gemm_call(
                                 co,
                                 width,
                                 ci,
@@ -675,12 +707,6 @@ impl ConvF32 {
                                 (padded_ptr as *const f32).add(first + dy * wp + dx),
                                 1,
                                 (hp * wp) as isize,
-                                1.0,
-                                1.0,
-                                false,
-                                false,
-                                false,
-                                gemm::Parallelism::None,
                             );
                         }
                     }

@@ -340,15 +340,17 @@ impl TypedOp for LayerNormLastAxis {
 /// How tract-onnx builds an operator from an ONNX node (its own alias is private).
 type OpBuilder = fn(&ParsingContext, &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)>;
 
-/// tract's own builder for `LayerNormalization`, for the forms ours does not take.
-static TRACT_LAYER_NORM: OnceLock<OpBuilder> = OnceLock::new();
+/// tract's own builder for `LayerNormalization`, for the forms ours does not take: taken from a
+/// fresh registry (never from one where ours was registered, which would make the fallback call
+/// itself).
+fn tract_layer_norm_builder() -> Option<OpBuilder> {
+    static TRACT_LAYER_NORM: OnceLock<Option<OpBuilder>> = OnceLock::new();
+    *TRACT_LAYER_NORM.get_or_init(|| tract_onnx::onnx().op_register.0.get("LayerNormalization").copied())
+}
 
 /// Makes `onnx` parse `LayerNormalization` on the last axis into [`LayerNormLastAxis`].
 pub fn register_layer_norm(onnx: &mut tract_onnx::model::Onnx) {
-    if let Some(&tract_builder) = onnx.op_register.0.get("LayerNormalization") {
-        TRACT_LAYER_NORM.get_or_init(|| tract_builder);
-        onnx.op_register.insert("LayerNormalization", layer_norm_builder);
-    }
+    onnx.op_register.insert("LayerNormalization", layer_norm_builder);
 }
 
 fn layer_norm_builder(
@@ -359,7 +361,7 @@ fn layer_norm_builder(
     let stash: DatumType = node.get_attr_opt("stash_type")?.unwrap_or(DatumType::F32);
     let outputs = node.output.iter().filter(|o| !o.is_empty()).count();
     if axis != -1 || stash != DatumType::F32 || outputs != 1 {
-        let tract_builder = TRACT_LAYER_NORM.get().context("tract's LayerNormalization builder")?;
+        let tract_builder = tract_layer_norm_builder().context("tract-onnx has no LayerNormalization")?;
         return tract_builder(ctx, node);
     }
     let epsilon: f32 = node.get_attr_opt("epsilon")?.unwrap_or(1e-5);
@@ -633,5 +635,12 @@ mod tests {
         let (got, ops) = run_layer_norm(&model, &shape, &x, true);
         assert!(!ops.iter().any(|op| op == "LayerNormLastAxis"), "{ops:?}");
         assert_eq!(got, expected);
+        // Registered twice, the fallback is still tract's builder (not ours calling itself).
+        let mut onnx = tract_onnx::onnx();
+        register_layer_norm(&mut onnx);
+        register_layer_norm(&mut onnx);
+        let mut parsed = onnx.parse(&model, None).unwrap().model;
+        parsed.set_input_fact(0, f32::fact(shape).into()).unwrap();
+        assert!(parsed.into_typed().is_ok());
     }
 }

@@ -35,11 +35,10 @@ pub fn onnx_model(data: &[u8]) {
         let _ = metadata.resolve_classes(classes);
     }
     // tract's importer and typing on small static inputs (its errors and panics are caught).
-    if let Ok((h, w)) = model.input_size(None, &Limits { max_pixels: 4096 }) {
-        if data.len() < 1 << 16 {
-            let _ =
-                crate::backend::tract::typed_model(&model, [1, 3, h, w], &model.metadata.logits_output.value);
-        }
+    if let Ok((h, w)) = model.input_size(None, &Limits { max_pixels: 4096 })
+        && data.len() < 1 << 16
+    {
+        let _ = crate::backend::tract::typed_model(&model, [1, 3, h, w], &model.metadata.logits_output.value);
     }
 }
 

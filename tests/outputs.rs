@@ -381,10 +381,10 @@ impl PageWatcher {
         for line in self.lines.by_ref() {
             let line = line.unwrap();
             let text = line.strip_prefix("fps ").unwrap_or_else(|| panic!("{line} (after {seen:?})"));
-            if let Ok(fps) = text.parse::<f64>() {
-                if done(fps) {
-                    return fps;
-                }
+            if let Ok(fps) = text.parse::<f64>()
+                && done(fps)
+            {
+                return fps;
             }
             seen.push(text.to_string());
         }

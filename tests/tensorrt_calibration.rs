@@ -32,7 +32,7 @@ fn calibration_batches_equal_the_runtime_preprocessing_bit_for_bit() {
     let mut compared = 0usize;
     while source.next(&mut frame).unwrap() == Captured::Frame {
         seen += 1;
-        if (seen - 1) % every != 0 {
+        if !(seen - 1).is_multiple_of(every) {
             continue;
         }
         preprocessor.run(&frame.image, &mut expected);

@@ -90,10 +90,10 @@ pub fn info(args: InfoArgs, ctx: &super::Context) -> anyhow::Result<ExitCode> {
         match tract::typed_model(&model, [1, 3, h, w], &metadata.logits_output.value) {
             Ok(typed) => {
                 let shape = typed.output_fact(0).ok().and_then(|f| f.shape.as_concrete().map(|s| s.to_vec()));
-                if let Some(k) = shape.as_ref().and_then(|s| s.get(1)) {
-                    if let Err(e) = metadata.resolve_classes(*k) {
-                        problem = Some(format!("{}: {e}", model.name));
-                    }
+                if let Some(k) = shape.as_ref().and_then(|s| s.get(1))
+                    && let Err(e) = metadata.resolve_classes(*k)
+                {
+                    problem = Some(format!("{}: {e}", model.name));
                 }
                 logits_shape = shape;
             }

@@ -229,10 +229,10 @@ pub fn run(args: RunArgs, ctx: &super::Context) -> anyhow::Result<ExitCode> {
         });
     }
     // A closed stdout (`| head`) is not an error of the run.
-    if let Err(e) = print_summary(&mut std::io::stdout().lock(), &summary) {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            return Err(e.into());
-        }
+    if let Err(e) = print_summary(&mut std::io::stdout().lock(), &summary)
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        return Err(e.into());
     }
     if !summary.failed.is_empty() {
         // Each failed frame was reported on stderr as it happened; the counts are above.

@@ -363,12 +363,12 @@ impl OnnxModel {
             ))),
             (_, _, Some((rh, rw))) => {
                 for (dim, want, axis) in [(h, rh, "height"), (w, rw, "width")] {
-                    if let Dim::Fixed(n) = dim {
-                        if *n != want {
-                            return Err(fail(format!(
-                                "the input {axis} is fixed at {n}, but --input-size asks for {want}"
-                            )));
-                        }
+                    if let Dim::Fixed(n) = dim
+                        && *n != want
+                    {
+                        return Err(fail(format!(
+                            "the input {axis} is fixed at {n}, but --input-size asks for {want}"
+                        )));
                     }
                 }
                 Ok((rh, rw))

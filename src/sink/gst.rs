@@ -357,14 +357,14 @@ impl Feeder {
             })?;
             let caps = info.to_caps().map_err(|e| e.to_string())?;
             self.appsrc.set_caps(Some(&caps));
-            if self.size == (0, 0) {
-                if let Some(filter) = &self.size_filter {
-                    let size = gst::Caps::builder("video/x-raw")
-                        .field("width", image.width as i32)
-                        .field("height", image.height as i32)
-                        .build();
-                    filter.set_property("caps", &size);
-                }
+            if self.size == (0, 0)
+                && let Some(filter) = &self.size_filter
+            {
+                let size = gst::Caps::builder("video/x-raw")
+                    .field("width", image.width as i32)
+                    .field("height", image.height as i32)
+                    .build();
+                filter.set_property("caps", &size);
             }
             self.size = (image.width, image.height);
         }

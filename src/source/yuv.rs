@@ -41,7 +41,7 @@ pub fn yuyv_to_rgb(
 ) -> Result<(), String> {
     let stride = stride.max(width * 2);
     let need = stride * (height.max(1) - 1) + width * 2;
-    if width % 2 != 0 || src.len() < need {
+    if !width.is_multiple_of(2) || src.len() < need {
         return Err(too_short("YUYV", src.len(), need));
     }
     out.reset(width, height);
@@ -68,7 +68,7 @@ pub fn nv12_to_rgb(
 ) -> Result<(), String> {
     let stride = stride.max(width);
     let need = stride * height + stride * height.div_ceil(2);
-    if width % 2 != 0 || src.len() < need {
+    if !width.is_multiple_of(2) || src.len() < need {
         return Err(too_short("NV12", src.len(), need));
     }
     let (luma, chroma) = src.split_at(stride * height);

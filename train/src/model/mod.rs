@@ -109,7 +109,7 @@ impl ArchConfig {
         }
         for (i, &heads) in self.num_heads.iter().enumerate() {
             let dim = self.embed_dim << i;
-            if heads == 0 || dim % heads != 0 {
+            if heads == 0 || !dim.is_multiple_of(heads) {
                 return Err(format!("stage {i}: {dim} channels do not split into {heads} heads"));
             }
         }

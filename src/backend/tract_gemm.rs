@@ -5,9 +5,9 @@
 //! the network time and more than onnxruntime's whole network (`cargo bench --bench network --
 //! --profile`, docs/performance.md). SeMask's products are tall and thin (the stage-1 qkv
 //! projection is 32768x96 by 96x288) and tract threads them by splitting the `n` panels of one
-//! product, of which such a product has few. Here the output is cut into tasks of whole
-//! `m`-rows (and whole batch entries) small enough to stay in the core's cache, spread over
-//! tract's threads, each computed by a single-threaded `gemm` call (the crate faer and candle
+//! product, of which such a product has few. Here the output is cut into tiles of up to 256
+//! rows (of one batch entry, see [`Tile`]), spread over tract's threads, each computed by a
+//! single-threaded `gemm` call (the crate faer and candle
 //! use: packed micro-kernels for AVX-512/AVX2/NEON, scalar elsewhere). A bias that follows the
 //! product is written into the task's rows before the product accumulates onto them, so the
 //! separate pass over the output that tract's optimiser would otherwise fuse is not lost.
@@ -15,7 +15,8 @@
 //! [`MatMulF32::from_einsum`] takes any two-input f32 `EinSum` whose axes are each a batch,
 //! `m`, `n` or `k` axis of the product (what tract makes of ONNX `MatMul` / `Gemm`, including
 //! transposes folded into the axes and broadcast batch axes) and works on strides, so a
-//! transposed operand costs no copy.
+//! transposed operand costs no copy, nor does an operand that is a `Slice` of another tensor
+//! ([`MatMulF32::reading_slice`], applied after tract optimises).
 
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
@@ -64,9 +65,14 @@ fn merge(mut axes: Vec<ProductAxis>, key: impl Fn(&ProductAxis) -> isize) -> Vec
 /// static shape, any layout of the axes (strides).
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct MatMulF32 {
+    /// Shapes of the tensors received as `a` and `b`: the operands themselves, or tensors that
+    /// they were sliced from ([`Self::reading_slice`]).
     a_shape: Vec<usize>,
     b_shape: Vec<usize>,
     c_shape: Vec<usize>,
+    /// Where operands `a` and `b` start in the tensors received (elements); the strides below
+    /// are the received tensors'.
+    offsets: [usize; 2],
     /// Outermost first; their product is the number of independent products.
     batch: Vec<ProductAxis>,
     m: ProductAxis,
@@ -160,12 +166,62 @@ impl MatMulF32 {
             a_shape: a_shape.to_vec(),
             b_shape: b_shape.to_vec(),
             c_shape: c_shape.to_vec(),
+            offsets: [0, 0],
             batch,
             m: m_axis,
             n: n_axis,
             k: k.first().copied().unwrap_or(ProductAxis::UNIT),
             bias: false,
         })
+    }
+
+    /// The same product reading operand `operand` (0: `a`, 1: `b`) in place, from the tensor of
+    /// shape `whole` that a `Slice` along `axis` from `start` cut it out of, so that the slice's
+    /// copy is never made. The q, k and v of every attention block are such slices of the qkv
+    /// projection's output (36 of the full model's 57 ms of `Slice` per frame on two threads).
+    /// `None` when the slice is not one along `axis` of `whole` into the operand's current
+    /// tensor, or when one of the product's (merged) axes steps across the sliced axis: that
+    /// walk is not one stride in `whole`.
+    pub fn reading_slice(&self, operand: usize, whole: &[usize], axis: usize, start: usize) -> Option<Self> {
+        let part = [&self.a_shape, &self.b_shape].get(operand)?.as_slice();
+        let fits = whole.len() == part.len()
+            && axis < part.len()
+            && whole
+                .iter()
+                .zip(part)
+                .enumerate()
+                .all(|(i, (&w, &p))| if i == axis { start + p <= w } else { w == p });
+        if !fits || part[axis] == 0 {
+            return None;
+        }
+        // Strides in `part` of the sliced axis (`inner`) and of the axis outside it (`outer`);
+        // strides at or beyond `outer` grow by `whole[axis] / part[axis]`.
+        let inner = part[axis + 1..].iter().product::<usize>() as isize;
+        let outer = inner * part[axis] as isize;
+        let widen = |stride: isize, len: usize| -> Option<isize> {
+            if stride >= outer {
+                Some(stride / part[axis] as isize * whole[axis] as isize)
+            } else if stride * len as isize <= outer {
+                Some(stride)
+            } else {
+                None
+            }
+        };
+        let mut op = self.clone();
+        for axis in op.batch.iter_mut().chain([&mut op.m, &mut op.n, &mut op.k]) {
+            let stride = if operand == 0 { &mut axis.a } else { &mut axis.b };
+            *stride = widen(*stride, axis.len)?;
+        }
+        let old = self.offsets[operand] as isize;
+        let (o, i) = (old / outer, old % outer);
+        op.offsets[operand] =
+            (o * whole[axis] as isize * inner + i + start as isize * inner).try_into().ok()?;
+        if operand == 0 {
+            op.a_shape = whole.to_vec();
+        } else {
+            op.b_shape = whole.to_vec();
+        }
+        Some(op)
     }
 
     /// The same product followed by the addition of `n` values to every row, when a bias of
@@ -289,7 +345,8 @@ impl MatMulF32 {
     ///
     /// # Safety
     ///
-    /// `a`, `b` and `c` have `a_shape`, `b_shape` and `c_shape` elements (the caller checks),
+    /// `a` and `b` are the received tensors (of `a_shape` and `b_shape`) from their operand's
+    /// offset on, `c` has `c_shape` elements (the caller checks),
     /// and `bias`, when the op has one, has `n.len`.
     unsafe fn compute(&self, a: &[f32], b: &[f32], bias: Option<&[f32]>, c: &mut [f32]) -> TractResult<()> {
         let threads = match tract_linalg::multithread::current_tract_executor() {
@@ -494,6 +551,7 @@ impl EvalOp for MatMulF32 {
         );
         let a = a.try_as_plain_ram()?;
         let b = b.try_as_plain_ram()?;
+        let [a_offset, b_offset] = self.offsets;
         let bias = match inputs.get(2) {
             Some(bias) => {
                 ensure!(
@@ -513,8 +571,8 @@ impl EvalOp for MatMulF32 {
             // SAFETY: shapes checked above; the bias's length too.
             unsafe {
                 self.compute(
-                    a.as_slice::<f32>()?,
-                    b.as_slice::<f32>()?,
+                    &a.as_slice::<f32>()?[a_offset..],
+                    &b.as_slice::<f32>()?[b_offset..],
                     bias.as_ref().map(|x| x.as_slice::<f32>()).transpose()?,
                     view.as_slice_mut::<f32>()?,
                 )?;
@@ -911,6 +969,76 @@ mod tests {
         multithread_tract_scope(Executor::multithread(3), forms);
     }
 
+    /// An operand read in place from the tensor it was sliced from gives what the sliced copy
+    /// gives: q, k and v cut from the qkv output (as tract's optimiser leaves them), slices
+    /// along the first, a middle and the last axis, of both operands, twice in a row (a slice of
+    /// a slice), on one and three threads. A product axis that steps across the sliced axis is
+    /// refused.
+    #[test]
+    fn slices_read_in_place_match_their_copies() {
+        use tract_linalg::multithread::{Executor, multithread_tract_scope};
+        let ctx = EvalContext::out_of_plan();
+        /// Einsum, whole a, whole b, slices `(operand, axis, start, end)` in order, with bias.
+        type Case =
+            (&'static str, &'static [usize], &'static [usize], &'static [(usize, usize, usize, usize)], bool);
+        let cases: &[Case] = &[
+            ("wmxhk,wnxhk->whmn", &[5, 7, 3, 2, 8], &[5, 7, 3, 2, 8], &[(0, 2, 0, 1), (1, 2, 1, 2)], false),
+            ("wmxhk,wnxhk->whmn", &[5, 7, 3, 2, 8], &[5, 7, 3, 2, 8], &[(0, 2, 2, 3), (1, 2, 2, 3)], false),
+            ("mk,kn->mn", &[9, 70], &[64, 130], &[(0, 1, 3, 67), (1, 1, 1, 129)], true),
+            ("mk,kn->mn", &[300, 16], &[16, 20], &[(0, 0, 17, 290)], true),
+            ("bmk,bkn->bmn", &[4, 6, 5], &[4, 5, 7], &[(0, 0, 1, 3), (1, 0, 2, 4)], false),
+            ("bmk,bkn->bmn", &[3, 6, 9], &[3, 7, 7], &[(0, 2, 1, 8), (0, 1, 2, 5)], false),
+            ("bmk,bkn->bmn", &[3, 6, 9], &[3, 9, 7], &[(0, 1, 1, 5), (0, 1, 1, 3)], false),
+        ];
+        let run = || {
+            for &(expr, a_whole, b_whole, slices, bias) in cases {
+                let einsum = EinSum::new(expr.parse().unwrap(), f32::datum_type());
+                let whole = [values(a_whole, 0.0), values(b_whole, 1000.0)];
+                let mut parts = whole.clone();
+                let planned = |parts: &[Tensor; 2]| {
+                    let facts = [f32::fact(parts[0].shape()), f32::fact(parts[1].shape())];
+                    let c = einsum.output_facts(&[&facts[0], &facts[1]]).unwrap().remove(0);
+                    let c = c.shape.as_concrete().unwrap().to_vec();
+                    let op = MatMulF32::from_einsum(&einsum, parts[0].shape(), parts[1].shape(), &c).unwrap();
+                    if bias { op.with_bias(&[c[c.len() - 1]]).unwrap() } else { op }
+                };
+                // Apply the slices one by one: each makes the op read the tensor before it.
+                let mut sliced_from = vec![];
+                for &(operand, axis, start, end) in slices {
+                    sliced_from.push((operand, parts[operand].shape().to_vec(), axis, start));
+                    parts[operand] = parts[operand].slice(axis, start, end).unwrap();
+                }
+                let copies = planned(&parts);
+                let mut inplace = copies.clone();
+                for (operand, before, axis, start) in sliced_from.iter().rev() {
+                    inplace = inplace
+                        .reading_slice(*operand, before, *axis, *start)
+                        .unwrap_or_else(|| panic!("{expr} {slices:?}: read in place"));
+                }
+                let n = *copies.c_shape.last().unwrap();
+                let bias_input = || values(&[n], 7.0).into_tvalue();
+                let mut from_copies = tvec!(parts[0].clone().into_tvalue(), parts[1].clone().into_tvalue());
+                let mut in_place = tvec!(whole[0].clone().into_tvalue(), whole[1].clone().into_tvalue());
+                if bias {
+                    from_copies.push(bias_input());
+                    in_place.push(bias_input());
+                }
+                let expected = slice(&copies.eval(&ctx, from_copies).unwrap()[0]);
+                let got = slice(&inplace.eval(&ctx, in_place).unwrap()[0]);
+                assert_eq!(got, expected, "{expr} {slices:?}");
+            }
+        };
+        run();
+        multithread_tract_scope(Executor::multithread(3), run);
+        // m and the batch merge into one axis in "xmk" (contiguous); a slice of m breaks that.
+        let einsum = EinSum::new("xmk,kn->xmn".parse().unwrap(), f32::datum_type());
+        let op = MatMulF32::from_einsum(&einsum, &[2, 3, 8], &[8, 4], &[2, 3, 4]).unwrap();
+        assert!(op.reading_slice(0, &[2, 5, 8], 1, 1).is_none());
+        assert!(op.reading_slice(0, &[2, 3, 9], 2, 1).is_some());
+        assert!(op.reading_slice(0, &[2, 3, 9], 2, 2).is_none(), "past the end");
+        assert!(op.reading_slice(0, &[3, 3, 8], 1, 0).is_none(), "other axes differ");
+    }
+
     /// Tiles cover every row and column exactly once, with at most `Tile::ROWS` rows, and split
     /// columns only to reach the wanted task count.
     #[test]
@@ -922,7 +1050,7 @@ mod tests {
                     let mut seen = vec![0u8; rows_total * cols_total];
                     for t in 0..tile.count() {
                         let (first, rows, col, width) = tile.task(t);
-                        assert!(rows >= 1 && rows <= Tile::ROWS && width >= 1, "{tile:?} task {t}");
+                        assert!((1..=Tile::ROWS).contains(&rows) && width >= 1, "{tile:?} task {t}");
                         for r in first..first + rows {
                             seen[r * cols_total + col..r * cols_total + col + width]
                                 .iter_mut()

@@ -22,6 +22,7 @@
 //!   2^23 trick, exact for the clamped range) and splits the tensor across tract's threads.
 
 use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::array::Slice;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::change_axes::AxisOp;
 use tract_onnx::tract_core::ops::cnn::Conv;
@@ -202,7 +203,7 @@ pub(super) unsafe fn tensor_by_rows<S>(
     fill: impl Fn(&mut S, usize, &mut [f32]) + Sync + Send,
 ) -> TractResult<Tensor> {
     let total: usize = shape.iter().product();
-    ensure!(row_len > 0 && total % row_len == 0, "{shape:?} does not split into rows of {row_len}");
+    ensure!(row_len > 0 && total.is_multiple_of(row_len), "{shape:?} does not split into rows of {row_len}");
     // SAFETY: every row is written in full by `fill` (this function's contract), and the rows
     // cover the tensor (checked above), before the tensor is read.
     let mut output = unsafe { Tensor::uninitialized::<f32>(shape)? };
@@ -554,6 +555,10 @@ pub fn accelerate_optimized(model: &mut TypedModel) -> TractResult<usize> {
     let mut replaced = 0;
     for id in model.eval_order()? {
         let node = model.node(id);
+        if node.op_is::<MatMulF32>() {
+            replaced += read_slices_in_place(model, id)? as usize;
+            continue;
+        }
         if let Some(AxisOp::Move(from, to)) = node.op_as::<AxisOp>() {
             let input = model.outlet_fact(node.inputs[0])?;
             let op = match input.shape.as_concrete() {
@@ -593,6 +598,31 @@ pub fn accelerate_optimized(model: &mut TypedModel) -> TractResult<usize> {
         replaced += 1;
     }
     Ok(replaced)
+}
+
+/// Makes the [`MatMulF32`] node `id` read its operands that are `Slice`s of another tensor
+/// straight from that tensor ([`MatMulF32::reading_slice`]); whether it did. A slice left
+/// without consumers is not run (plans run what the outputs need).
+fn read_slices_in_place(model: &mut TypedModel, id: usize) -> TractResult<bool> {
+    let node = model.node(id);
+    let Some(mut op) = node.op_as::<MatMulF32>().cloned() else { return Ok(false) };
+    let mut inputs = node.inputs.clone();
+    let mut changed = false;
+    for (operand, input) in inputs.iter_mut().take(2).enumerate() {
+        let producer = model.node(input.node);
+        let Some(slice) = producer.op_as::<Slice>() else { continue };
+        let whole = model.outlet_fact(producer.inputs[0])?;
+        let (Some(shape), Ok(start)) = (whole.shape.as_concrete(), slice.start.to_usize()) else { continue };
+        if let Some(reading) = op.reading_slice(operand, shape, slice.axis, start) {
+            op = reading;
+            *input = producer.inputs[0];
+            changed = true;
+        }
+    }
+    if changed {
+        rewire(model, &inputs, OutletId::new(id, 0), op)?;
+    }
+    Ok(changed)
 }
 
 /// Replaces the `EinSum` node `id` by a [`MatMulF32`] when it is a plain f32 matrix product,

@@ -18,6 +18,8 @@
 //! transposed operand costs no copy, nor does an operand that is a `Slice` of another tensor
 //! ([`MatMulF32::reading_slice`], applied after tract optimises).
 
+use tract_linalg::element_wise::ElementWise;
+use tract_linalg::routines::Func;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
 use tract_onnx::tract_core::ops::einsum::EinSum;
@@ -80,6 +82,9 @@ pub struct MatMulF32 {
     k: ProductAxis,
     /// Whether a third input, `n` values, is added to every row of the output.
     bias: bool,
+    /// Whether exact GELU (`x/2 (1 + erf(x/sqrt 2))`, tract's `GeluExact`) is applied to the
+    /// output, after the bias, while each task's rows are still in cache ([`Self::with_gelu`]).
+    gelu: bool,
 }
 
 impl MatMulF32 {
@@ -172,6 +177,7 @@ impl MatMulF32 {
             n: n_axis,
             k: k.first().copied().unwrap_or(ProductAxis::UNIT),
             bias: false,
+            gelu: false,
         })
     }
 
@@ -222,6 +228,13 @@ impl MatMulF32 {
             op.b_shape = whole.to_vec();
         }
         Some(op)
+    }
+
+    /// The same product with tract's exact GELU applied to its output, when the output's rows
+    /// are contiguous. The MLP's first layer: its GELU was one more pass over the largest
+    /// activations of each stage (27-30 ms per frame on the full model, two threads).
+    pub fn with_gelu(&self) -> Option<Self> {
+        (!self.gelu && (self.n.c == 1 || self.n.len == 1)).then(|| MatMulF32 { gelu: true, ..self.clone() })
     }
 
     /// The same product followed by the addition of `n` values to every row, when a bias of
@@ -297,6 +310,7 @@ impl MatMulF32 {
         let (a_ptr, b_ptr, c_ptr) = (a.as_ptr() as usize, b.as_ptr() as usize, c.as_mut_ptr() as usize);
         let work = rows_total * n.len * k.len;
         let scratch = || (vec![0f32; tile.rows * k.len], vec![0f32; tile.rows * tile.cols]);
+        let erf = self.gelu.then(|| Func::Erf.ew_f32()).transpose()?;
         for_each_task(tile.count(), work, scratch, |(a_rows, c_rows), task| {
             let (first, count, col, width) = tile.task(task);
             let b_ptr = b_ptr as *const f32;
@@ -328,6 +342,9 @@ impl MatMulF32 {
                     n.b,
                     k.b,
                 );
+                if let Some(erf) = &erf {
+                    gelu_in_place(erf.as_ref(), &mut c_rows[..count * width])?;
+                }
                 for r in 0..count {
                     let (_, oc) = self.row_offsets(first + r);
                     let dst = (c_ptr as *mut f32).offset(oc + col as isize * n.c);
@@ -336,6 +353,7 @@ impl MatMulF32 {
                     }
                 }
             }
+            Ok(())
         })
     }
 
@@ -362,7 +380,7 @@ impl MatMulF32 {
         let tasks = self.batch_count() * tile.count();
         let (a_ptr, b_ptr, c_ptr) = (a.as_ptr() as usize, b.as_ptr() as usize, c.as_mut_ptr() as usize);
         let (m, n, k) = (self.m, self.n, self.k);
-        let run_task = |task: usize| {
+        let run_task = |erf: &Option<Box<dyn ElementWise<f32>>>, task: usize| -> TractResult<()> {
             let (batch, (first, rows, col, width)) = (task / tile.count(), tile.task(task % tile.count()));
             let [oa, ob, oc] = self.batch_offsets(batch);
             let oa = oa + first as isize * m.a;
@@ -397,10 +415,21 @@ impl MatMulF32 {
                     n.b,
                     k.b,
                 );
+                if let Some(erf) = &erf {
+                    // `n.c == 1` or `n.len == 1` (with_gelu): each row's `width` values are contiguous.
+                    for r in 0..rows {
+                        gelu_in_place(
+                            erf.as_ref(),
+                            std::slice::from_raw_parts_mut(dst.offset(r as isize * m.c), width),
+                        )?;
+                    }
+                }
             }
+            Ok(())
         };
         let work = self.batch_count() * m.len * n.len * k.len;
-        for_each_task(tasks, work, || (), |_, t| run_task(t))
+        let erf = self.gelu.then(|| Func::Erf.ew_f32()).transpose()?;
+        for_each_task(tasks, work, || (), |_, t| run_task(&erf, t))
     }
 }
 
@@ -501,14 +530,27 @@ fn for_each_task<S>(
     tasks: usize,
     work: usize,
     new_scratch: impl Fn() -> S + Sync + Send,
-    task: impl Fn(&mut S, usize) + Sync + Send,
+    task: impl Fn(&mut S, usize) -> TractResult<()> + Sync + Send,
 ) -> TractResult<()> {
     let mut ids: Vec<usize> = (0..tasks).collect();
     tract_linalg::multithread::par_chunks_mut(&mut ids, 1, work, |_, ids| {
         let mut scratch = new_scratch();
-        ids.iter().for_each(|&t| task(&mut scratch, t));
-        Ok(())
+        ids.iter().try_for_each(|&t| task(&mut scratch, t))
     })
+}
+
+/// tract's exact GELU (`GeluExact`: the same erf kernel, the same formula, so the same values)
+/// applied to `xs` in place.
+fn gelu_in_place(erf: &dyn ElementWise<f32>, xs: &mut [f32]) -> TractResult<()> {
+    let scale = 2f32.sqrt().recip(); // as tract computes it
+    let mut scratch = [0f32; 1024];
+    for chunk in xs.chunks_mut(scratch.len()) {
+        let scaled = &mut scratch[..chunk.len()];
+        scaled.iter_mut().zip(chunk.iter()).for_each(|(s, x)| *s = *x * scale);
+        erf.run(scaled)?;
+        chunk.iter_mut().zip(scaled.iter()).for_each(|(x, e)| *x = (*x * 0.5) * (*e + 1.0));
+    }
+    Ok(())
 }
 
 /// Output columns per task of a convolution with `co` output channels over `flat` columns: a
@@ -523,7 +565,12 @@ impl Op for MatMulF32 {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        let bias = if self.bias { " + bias" } else { "" };
+        let bias = match (self.bias, self.gelu) {
+            (false, false) => "",
+            (true, false) => " + bias",
+            (false, true) => ", GELU",
+            (true, true) => " + bias, GELU",
+        };
         Ok(vec![format!(
             "{} x ({}x{} by {}x{}){bias}",
             self.batch_count(),
@@ -727,6 +774,7 @@ impl ConvF32 {
                         flat as isize,
                     );
                 }
+                Ok(())
             },
         )
     }
@@ -824,6 +872,7 @@ impl ConvF32 {
                     }
                     i += run;
                 }
+                Ok(())
             },
         )
     }
@@ -1037,6 +1086,43 @@ mod tests {
         assert!(op.reading_slice(0, &[2, 3, 9], 2, 1).is_some());
         assert!(op.reading_slice(0, &[2, 3, 9], 2, 2).is_none(), "past the end");
         assert!(op.reading_slice(0, &[3, 3, 8], 1, 0).is_none(), "other axes differ");
+    }
+
+    /// The GELU epilogue gives exactly tract's `GeluExact` of the product (plain and gathered
+    /// paths, with a bias, tiles split by columns on three threads); a transposed output, whose
+    /// rows are not contiguous, is refused.
+    #[test]
+    fn gelu_epilogue_is_tracts_gelu() {
+        use tract_linalg::multithread::{Executor, multithread_tract_scope};
+        let ctx = EvalContext::out_of_plan();
+        let run = || {
+            for (expr, a_shape, b_shape) in [
+                ("bmk,kn->bmn", vec![2, 300, 24], vec![24, 200]),
+                ("abcdk,kn->acbdn", vec![2, 7, 3, 49, 16], vec![16, 130]),
+            ] {
+                let einsum = EinSum::new(expr.parse().unwrap(), f32::datum_type());
+                let facts = [f32::fact(&a_shape), f32::fact(&b_shape)];
+                let c = einsum.output_facts(&[&facts[0], &facts[1]]).unwrap().remove(0);
+                let c = c.shape.as_concrete().unwrap().to_vec();
+                let n = c[c.len() - 1];
+                let op =
+                    MatMulF32::from_einsum(&einsum, &a_shape, &b_shape, &c).unwrap().with_bias(&[n]).unwrap();
+                let inputs = tvec!(
+                    values(&a_shape, 0.0).into_tvalue(),
+                    values(&b_shape, 1000.0).into_tvalue(),
+                    values(&[n], 7.0).into_tvalue()
+                );
+                let product = op.eval(&ctx, inputs.clone()).unwrap();
+                let gelu = tract_onnx::tract_core::ops::nn::gelu_exact::gelu_exact();
+                let expected = slice(&gelu.eval(&ctx, product).unwrap()[0]);
+                let got = slice(&op.with_gelu().unwrap().eval(&ctx, inputs).unwrap()[0]);
+                assert_eq!(got, expected, "{expr}");
+            }
+        };
+        run();
+        multithread_tract_scope(Executor::multithread(3), run);
+        let einsum = EinSum::new("mk,kn->nm".parse().unwrap(), f32::datum_type());
+        assert!(MatMulF32::from_einsum(&einsum, &[5, 3], &[3, 4], &[4, 5]).unwrap().with_gelu().is_none());
     }
 
     /// Tiles cover every row and column exactly once, with at most `Tile::ROWS` rows, and split

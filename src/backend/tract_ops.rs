@@ -29,7 +29,7 @@ use tract_onnx::tract_core::ops::cnn::Conv;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::nn::resize::{CoordTransformer, Interpolator, Resize};
-use tract_onnx::tract_core::ops::nn::{Softmax, SoftmaxKind};
+use tract_onnx::tract_core::ops::nn::{GeluExact, Softmax, SoftmaxKind};
 use tract_onnx::tract_core::ops::quant::QuantizeLinearI8;
 
 use super::tract_gemm::{ConvF32, MatMulF32};
@@ -556,7 +556,7 @@ pub fn accelerate_optimized(model: &mut TypedModel) -> TractResult<usize> {
     for id in model.eval_order()? {
         let node = model.node(id);
         if node.op_is::<MatMulF32>() {
-            replaced += read_slices_in_place(model, id)? as usize;
+            replaced += refine_matmul(model, id)? as usize;
             continue;
         }
         if let Some(AxisOp::Move(from, to)) = node.op_as::<AxisOp>() {
@@ -601,9 +601,10 @@ pub fn accelerate_optimized(model: &mut TypedModel) -> TractResult<usize> {
 }
 
 /// Makes the [`MatMulF32`] node `id` read its operands that are `Slice`s of another tensor
-/// straight from that tensor ([`MatMulF32::reading_slice`]); whether it did. A slice left
-/// without consumers is not run (plans run what the outputs need).
-fn read_slices_in_place(model: &mut TypedModel, id: usize) -> TractResult<bool> {
+/// straight from that tensor ([`MatMulF32::reading_slice`]), and take in the exact GELU that is
+/// its only consumer ([`MatMulF32::with_gelu`]); whether it changed. A slice left without
+/// consumers is not run (plans run what the outputs need).
+fn refine_matmul(model: &mut TypedModel, id: usize) -> TractResult<bool> {
     let node = model.node(id);
     let Some(mut op) = node.op_as::<MatMulF32>().cloned() else { return Ok(false) };
     let mut inputs = node.inputs.clone();
@@ -619,8 +620,19 @@ fn read_slices_in_place(model: &mut TypedModel, id: usize) -> TractResult<bool> 
             changed = true;
         }
     }
+    let mut replaced = OutletId::new(id, 0);
+    if let [only] = node.outputs[0].successors.as_slice() {
+        let next = model.node(only.node);
+        let is_gelu = next.op_as::<ElementWiseOp>().is_some_and(|e| e.0.is::<GeluExact>());
+        let is_output = model.outputs.contains(&replaced);
+        if let (true, false, Some(fused)) = (is_gelu, is_output, op.with_gelu()) {
+            op = fused;
+            replaced = OutletId::new(next.id, 0);
+            changed = true;
+        }
+    }
     if changed {
-        rewire(model, &inputs, OutletId::new(id, 0), op)?;
+        rewire(model, &inputs, replaced, op)?;
     }
     Ok(changed)
 }
@@ -901,6 +913,59 @@ mod tests {
             let run = |m: TypedModel| m.into_runnable().unwrap().run(inputs(&model)).unwrap().remove(0);
             let (expected, got) = (run(model.clone()), run(ours));
             expected.close_enough(&got, true).unwrap();
+        }
+    }
+
+    /// After tract optimises: a product takes in the exact GELU that follows it (and its bias),
+    /// products read their Slice operands in place, and the slices are no longer run; the
+    /// results are tract's own.
+    #[test]
+    fn products_take_in_gelu_and_read_slices_after_optimisation() {
+        let mut model = TypedModel::default();
+        let build = |model: &mut TypedModel| -> TractResult<()> {
+            let x = model.add_source("x", f32::fact([2, 5, 6]))?;
+            let weight: Vec<f32> = (0..6 * 40).map(|i| (i as f32 * 0.3).cos()).collect();
+            let w = model.add_const("w", tensor1(&weight).into_shape(&[6, 40])?)?;
+            let einsum = EinSum::new("bmk,kn->bmn".parse()?, f32::datum_type());
+            let product = model.wire_node("fc1", einsum, &[x, w])?;
+            let gelu = model.wire_node(
+                "act",
+                tract_onnx::tract_core::ops::nn::gelu_exact::gelu_exact(),
+                &product,
+            )?;
+            // q and k cut from one tensor, as the qkv projection's output is.
+            let qkv = model.add_source("qkv", f32::fact([4, 7, 3, 8]))?;
+            let q = model.wire_node("q", Slice::new(2, 0, 1), &[qkv])?;
+            let k = model.wire_node("k", Slice::new(2, 1, 2), &[qkv])?;
+            let scores = EinSum::new("wmxc,wnxc->wmn".parse()?, f32::datum_type());
+            let scores = model.wire_node("qk", scores, &[q[0], k[0]])?;
+            model.select_output_outlets(&[gelu[0], scores[0]])?;
+            Ok(())
+        };
+        build(&mut model).unwrap();
+        let mut ours = model.clone();
+        accelerate(&mut ours).unwrap();
+        let mut ours = ours.into_optimized().unwrap();
+        accelerate_optimized(&mut ours).unwrap();
+        let ops: Vec<String> =
+            ours.eval_order().unwrap().iter().map(|&n| ours.node(n).op.name().to_string()).collect();
+        assert!(!ops.iter().any(|op| op == "Slice" || op.contains("Gelu")), "{ops:?}");
+        let gelu_inside = ours
+            .nodes()
+            .iter()
+            .filter(|n| n.op_is::<MatMulF32>())
+            .any(|n| n.op.info().unwrap()[0].contains("GELU"));
+        assert!(gelu_inside, "{ops:?}");
+        let x: Vec<f32> = (0..60).map(|i| (i as f32 * 0.7).sin() * 3.0).collect();
+        let qkv: Vec<f32> = (0..4 * 7 * 3 * 8).map(|i| (i as f32 * 0.37).cos()).collect();
+        let inputs = tvec!(
+            tensor1(&x).into_shape(&[2, 5, 6]).unwrap().into_tvalue(),
+            tensor1(&qkv).into_shape(&[4, 7, 3, 8]).unwrap().into_tvalue()
+        );
+        let expected = model.into_runnable().unwrap().run(inputs.clone()).unwrap();
+        let got = ours.into_runnable().unwrap().run(inputs).unwrap();
+        for (e, g) in expected.iter().zip(&got) {
+            e.close_enough(g, true).unwrap();
         }
     }
 

@@ -33,8 +33,8 @@ const LANES: usize = 16;
 
 /// Defines `fn $name` whose body is compiled twice on x86-64: for AVX2 + FMA and for the SSE2
 /// baseline the binary targets, the first the CPU has chosen at each call (the standard library
-/// caches the detection; AVX-512 as a target feature needs Rust 1.89, above the crate's
-/// minimum). Elsewhere (aarch64, where NEON is baseline) it is compiled once. The same
+/// caches the detection; an AVX-512 copy is possible since rust-version went to 1.89 for gemm's
+/// kernels, not tried yet: these rows are memory-bound). Elsewhere (aarch64, where NEON is baseline) it is compiled once. The same
 /// arithmetic in the same order on every path (`LANES` does not depend on the vector width, and
 /// Rust does not contract `a * b + c` into an FMA), so either gives the same values.
 macro_rules! simd_variants {

@@ -1162,8 +1162,8 @@ mod tests {
     /// columns only to reach the wanted task count.
     #[test]
     fn tiles_cover_each_row_and_column_once() {
-        for rows_total in [1, 15, 49, 255, 256, 257, 735, 1025, 32768] {
-            for cols_total in [1, 17, 63, 64, 200, 384, 3072] {
+        for rows_total in [1, 15, 49, 255, 256, 257, 735, 1025, 4100] {
+            for cols_total in [1, 17, 63, 64, 200, 384, 1000] {
                 for wanted in [1, 4, 8, 12] {
                     let tile = Tile::new(rows_total, cols_total, wanted);
                     let mut seen = vec![0u8; rows_total * cols_total];

@@ -452,7 +452,9 @@ impl Tile {
         let row_blocks = rows_total.div_ceil(Self::ROWS).max(1);
         let rows = rows_total.div_ceil(row_blocks).max(1);
         let col_blocks = tasks_wanted.div_ceil(row_blocks).min(cols_total / Self::MIN_COLS).max(1);
-        let cols = cols_total.div_ceil(col_blocks).next_multiple_of(16).min(cols_total).max(1);
+        // Split columns in multiples of 16 (gemm's kernel width), rounded down so that there are
+        // at least `col_blocks` of them; `col_blocks > 1` leaves at least MIN_COLS per block.
+        let cols = if col_blocks == 1 { cols_total.max(1) } else { cols_total / col_blocks / 16 * 16 };
         Tile { rows_total, cols_total, rows, cols }
     }
 

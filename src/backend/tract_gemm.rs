@@ -296,6 +296,7 @@ impl MatMulF32 {
     /// # Safety
     ///
     /// As for [`Self::compute`].
+    #[allow(clippy::too_many_arguments)] // compute's operands, plus what it has worked out
     unsafe fn compute_gathered(
         &self,
         a: &[f32],
@@ -303,6 +304,7 @@ impl MatMulF32 {
         bias: Option<&[f32]>,
         c: &mut [f32],
         threads: usize,
+        erf: Option<&dyn ElementWise<f32>>,
     ) -> TractResult<()> {
         let (n, k) = (self.n, self.k);
         let rows_total = self.batch_count() * self.m.len;
@@ -310,7 +312,6 @@ impl MatMulF32 {
         let (a_ptr, b_ptr, c_ptr) = (a.as_ptr() as usize, b.as_ptr() as usize, c.as_mut_ptr() as usize);
         let work = rows_total * n.len * k.len;
         let scratch = || (vec![0f32; tile.rows * k.len], vec![0f32; tile.rows * tile.cols]);
-        let erf = self.gelu.then(|| Func::Erf.ew_f32()).transpose()?;
         for_each_task(tile.count(), work, scratch, |(a_rows, c_rows), task| {
             let (first, count, col, width) = tile.task(task);
             let b_ptr = b_ptr as *const f32;
@@ -342,8 +343,8 @@ impl MatMulF32 {
                     n.b,
                     k.b,
                 );
-                if let Some(erf) = &erf {
-                    gelu_rows(erf.as_ref(), c_rows.as_mut_ptr(), count, width, width as isize)?;
+                if let Some(erf) = erf {
+                    gelu_rows(erf, c_rows.as_mut_ptr(), count, width, width as isize)?;
                 }
                 for r in 0..count {
                     let (_, oc) = self.row_offsets(first + r);
@@ -371,16 +372,19 @@ impl MatMulF32 {
             tract_linalg::multithread::Executor::MultiThread(pool) => pool.current_num_threads(),
             _ => 1,
         };
+        // The GELU epilogue's erf kernel (tract's), looked up once for all tasks.
+        let erf = self.gelu.then(|| Func::Erf.ew_f32()).transpose()?;
+        let erf = erf.as_deref();
         if self.gathers_rows() {
             // SAFETY: as for this function.
-            return unsafe { self.compute_gathered(a, b, bias, c, threads) };
+            return unsafe { self.compute_gathered(a, b, bias, c, threads, erf) };
         }
         let tasks_wanted = (4 * threads).div_ceil(self.batch_count().max(1));
         let tile = self.tile(self.m.len, tasks_wanted);
         let tasks = self.batch_count() * tile.count();
         let (a_ptr, b_ptr, c_ptr) = (a.as_ptr() as usize, b.as_ptr() as usize, c.as_mut_ptr() as usize);
         let (m, n, k) = (self.m, self.n, self.k);
-        let run_task = |erf: &Option<Box<dyn ElementWise<f32>>>, task: usize| -> TractResult<()> {
+        let run_task = |task: usize| -> TractResult<()> {
             let (batch, (first, rows, col, width)) = (task / tile.count(), tile.task(task % tile.count()));
             let [oa, ob, oc] = self.batch_offsets(batch);
             let oa = oa + first as isize * m.a;
@@ -415,16 +419,15 @@ impl MatMulF32 {
                     n.b,
                     k.b,
                 );
-                if let Some(erf) = &erf {
+                if let Some(erf) = erf {
                     // `n.c == 1` or `n.len == 1` (with_gelu): each row's `width` values are contiguous.
-                    gelu_rows(erf.as_ref(), dst, rows, width, m.c)?;
+                    gelu_rows(erf, dst, rows, width, m.c)?;
                 }
             }
             Ok(())
         };
         let work = self.batch_count() * m.len * n.len * k.len;
-        let erf = self.gelu.then(|| Func::Erf.ew_f32()).transpose()?;
-        for_each_task(tasks, work, || (), |_, t| run_task(&erf, t))
+        for_each_task(tasks, work, || (), |_, t| run_task(t))
     }
 }
 
@@ -552,38 +555,41 @@ unsafe fn gelu_rows(
     stride: isize,
 ) -> TractResult<()> {
     let scale = 2f32.sqrt().recip(); // as tract computes it
-    let mut scaled = [0f32; 1024];
-    // Pieces of rows (row, first column, length) that fill one chunk of `scaled`.
-    let mut pieces: Vec<(usize, usize, usize)> = Vec::with_capacity(scaled.len() / width.max(1) + 2);
-    let (mut row, mut col) = (0, 0);
-    while row < rows {
-        pieces.clear();
-        let mut filled = 0;
-        while row < rows && filled < scaled.len() {
-            let len = (width - col).min(scaled.len() - filled);
-            pieces.push((row, col, len));
+    const CHUNK: usize = 1024;
+    let mut scaled = [0f32; CHUNK];
+    // Calls `f(values of a piece of a row, offset in scaled)` for the pieces of rows that fill
+    // one chunk of `scaled` from row `row`, column `col`; returns where the next chunk starts
+    // and how much of `scaled` this one fills. Walked twice per chunk: to read, then to write.
+    let chunk = |(row, col): (usize, usize), f: &mut dyn FnMut(&mut [f32], usize)| {
+        let (mut row, mut col, mut filled) = (row, col, 0);
+        while row < rows && filled < CHUNK {
+            let len = (width - col).min(CHUNK - filled);
+            // SAFETY: `row < rows`, `col + len <= width`: inside row `row` (the caller's contract).
+            f(
+                unsafe { std::slice::from_raw_parts_mut(first.offset(row as isize * stride).add(col), len) },
+                filled,
+            );
             filled += len;
             col += len;
             if col == width {
                 (row, col) = (row + 1, 0);
             }
         }
-        let mut at = 0;
-        for &(r, c, len) in &pieces {
-            // SAFETY: `r < rows`, `c + len <= width`: inside row `r` (the caller's contract).
-            let values = unsafe { std::slice::from_raw_parts(first.offset(r as isize * stride).add(c), len) };
-            scaled[at..at + len].iter_mut().zip(values).for_each(|(s, x)| *s = *x * scale);
-            at += len;
-        }
+        ((row, col), filled)
+    };
+    let mut at = (0, 0);
+    while at.0 < rows {
+        let (next, filled) = chunk(at, &mut |values, offset| {
+            scaled[offset..offset + values.len()]
+                .iter_mut()
+                .zip(values.iter())
+                .for_each(|(s, x)| *s = *x * scale);
+        });
         erf.run(&mut scaled[..filled])?;
-        let mut at = 0;
-        for &(r, c, len) in &pieces {
-            // SAFETY: as above.
-            let values =
-                unsafe { std::slice::from_raw_parts_mut(first.offset(r as isize * stride).add(c), len) };
-            values.iter_mut().zip(&scaled[at..at + len]).for_each(|(x, e)| *x = (*x * 0.5) * (*e + 1.0));
-            at += len;
-        }
+        chunk(at, &mut |values, offset| {
+            values.iter_mut().zip(&scaled[offset..]).for_each(|(x, e)| *x = (*x * 0.5) * (*e + 1.0));
+        });
+        at = next;
     }
     Ok(())
 }
@@ -600,14 +606,10 @@ impl Op for MatMulF32 {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        let bias = match (self.bias, self.gelu) {
-            (false, false) => "",
-            (true, false) => " + bias",
-            (false, true) => ", GELU",
-            (true, true) => " + bias, GELU",
-        };
+        let bias = if self.bias { " + bias" } else { "" };
+        let gelu = if self.gelu { ", GELU" } else { "" };
         Ok(vec![format!(
-            "{} x ({}x{} by {}x{}){bias}",
+            "{} x ({}x{} by {}x{}){bias}{gelu}",
             self.batch_count(),
             self.m.len,
             self.k.len,

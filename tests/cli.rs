@@ -31,7 +31,7 @@ fn network_input(model: &OnnxModel, image: &Path) -> (Vec<usize>, Vec<f32>) {
 
 /// Runs the CLI on `image` with `model` and checks every output against the image size and the
 /// labels against onnxruntime on the same normalised input.
-fn check_against_onnxruntime(model_rel: &str, image_rel: &str) {
+fn check_against_onnxruntime(model_rel: &str, image_rel: &str, min_agreement: f64) {
     let model_path = fixture(model_rel);
     let image_path = fixture(image_rel);
     let out = tempfile::tempdir().unwrap();
@@ -88,22 +88,37 @@ fn check_against_onnxruntime(model_rel: &str, image_rel: &str) {
     assert_eq!(ref_shape, vec![height as usize, width as usize]);
     let agree = agreement(&labels, &reference);
     eprintln!("{model_rel} on {image_rel}: {:.4}% of pixels agree with onnxruntime", agree * 100.0);
-    assert!(agree >= 0.999, "only {:.4}% of pixels agree with onnxruntime", agree * 100.0);
+    assert!(agree >= min_agreement, "only {:.4}% of pixels agree with onnxruntime", agree * 100.0);
 }
 
 #[test]
 fn png_at_the_model_input_size_matches_onnxruntime() {
-    check_against_onnxruntime("semask-ref/tiny2.ortopt.onnx", "images/street_224x448.png");
+    check_against_onnxruntime("semask-ref/tiny2.ortopt.onnx", "images/street_224x448.png", 0.999);
+}
+
+/// The built-in model's int8 form (QOperator), whose linear layers run as our fused int8
+/// products (`MatMulI8`: quantize, integer product, rescale, bias), agrees with onnxruntime
+/// running the same graph. The bar is lower than fp32's: where the two engines' float
+/// operators (LayerNorm, softmax) differ in the last bit, an activation can round to the next
+/// int8 step. Measured: 99.82 % with our products and with tract's own (the same labels: the
+/// products are tract's values to the bit, `tract_i8` tests).
+#[test]
+fn int8_model_matches_onnxruntime() {
+    check_against_onnxruntime(
+        "../../calibration/semask-tiny-synth/model.qop.onnx",
+        "images/street_1024x512.png",
+        0.995,
+    );
 }
 
 #[test]
 fn larger_png_is_resized_and_labels_come_back_at_its_size() {
-    check_against_onnxruntime("semask-ref/tiny.onnx", "images/street_1024x512.png");
+    check_against_onnxruntime("semask-ref/tiny.onnx", "images/street_1024x512.png", 0.999);
 }
 
 #[test]
 fn smaller_jpeg_through_the_raw_export() {
-    check_against_onnxruntime("semask-ref/tiny2.onnx", "images/street_112x224.jpg");
+    check_against_onnxruntime("semask-ref/tiny2.onnx", "images/street_112x224.jpg", 0.999);
 }
 
 #[test]

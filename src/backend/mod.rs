@@ -17,6 +17,7 @@
 pub mod tensorrt;
 pub mod tract;
 mod tract_gemm;
+mod tract_i8;
 pub mod tract_ops;
 mod tract_rows;
 

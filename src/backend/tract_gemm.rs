@@ -29,11 +29,11 @@ use tract_onnx::tract_core::ops::nn::DataFormat;
 /// length and its stride, in elements, in each operand (0 where the axis is absent or
 /// broadcast).
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-struct ProductAxis {
-    len: usize,
-    a: isize,
-    b: isize,
-    c: isize,
+pub(super) struct ProductAxis {
+    pub len: usize,
+    pub a: isize,
+    pub b: isize,
+    pub c: isize,
 }
 
 impl ProductAxis {
@@ -63,45 +63,24 @@ fn merge(mut axes: Vec<ProductAxis>, key: impl Fn(&ProductAxis) -> isize) -> Vec
     merged
 }
 
-/// `c[batch, m, n] = sum over k of a[batch, m, k] * b[batch, k, n] (+ bias[n])` on f32 tensors of
-/// static shape, any layout of the axes (strides).
+/// How an `EinSum`'s axes make a matrix product `c[batch, m, n] = sum over k of a[batch, m, k] *
+/// b[batch, k, n]`, as strides in the operands: what [`MatMulF32`] and the int8 products
+/// ([`super::tract_i8::MatMulI8`]) compute.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
-pub struct MatMulF32 {
-    /// Shapes of the tensors received as `a` and `b`: the operands themselves, or tensors that
-    /// they were sliced from ([`Self::reading_slice`]).
-    a_shape: Vec<usize>,
-    b_shape: Vec<usize>,
-    c_shape: Vec<usize>,
-    /// Where operands `a` and `b` start in the tensors received (elements); the strides below
-    /// are the received tensors'.
-    offsets: [usize; 2],
+pub(super) struct ProductLayout {
     /// Outermost first; their product is the number of independent products.
-    batch: Vec<ProductAxis>,
-    m: ProductAxis,
-    n: ProductAxis,
-    k: ProductAxis,
-    /// Whether a third input, `n` values, is added to every row of the output.
-    bias: bool,
-    /// Whether exact GELU (`x/2 (1 + erf(x/sqrt 2))`, tract's `GeluExact`) is applied to the
-    /// output, after the bias, while each task's rows are still in cache ([`Self::with_gelu`]).
-    gelu: bool,
+    pub batch: Vec<ProductAxis>,
+    pub m: ProductAxis,
+    pub n: ProductAxis,
+    pub k: ProductAxis,
 }
 
-impl MatMulF32 {
-    /// The product an `EinSum` computes, when it is a plain f32 matrix product of two inputs of
-    /// the given shapes into `c_shape` (see the module docs); `None` otherwise, and tract keeps
-    /// its own operator.
-    pub fn from_einsum(
-        einsum: &EinSum,
-        a_shape: &[usize],
-        b_shape: &[usize],
-        c_shape: &[usize],
-    ) -> Option<Self> {
-        if einsum.q_params.is_some()
-            || einsum.operating_dt != f32::datum_type()
-            || einsum.axes.input_count() != 2
-            || einsum.axes.output_count() != 1
-        {
+impl ProductLayout {
+    /// The layout of a two-input, one-output `EinSum` on contiguous operands of the given
+    /// shapes, when each of its axes is a batch, `m`, `n` or `k` axis (no diagonal, no axis
+    /// summed over one operand only, one `k` axis after merging); `None` otherwise.
+    pub fn of(einsum: &EinSum, a_shape: &[usize], b_shape: &[usize], c_shape: &[usize]) -> Option<Self> {
+        if einsum.axes.input_count() < 2 || einsum.axes.output_count() != 1 {
             return None;
         }
         let strides = |shape: &[usize]| -> Vec<isize> {
@@ -120,8 +99,9 @@ impl MatMulF32 {
         let (mut batch, mut m, mut n, mut k) = (vec![], vec![], vec![], vec![]);
         for axis in einsum.axes.iter_all_axes() {
             let (ia, ib, ic) = (&axis.inputs[0], &axis.inputs[1], &axis.outputs[0]);
-            if ia.len() > 1 || ib.len() > 1 || ic.len() > 1 {
-                return None; // a diagonal: not a matrix product
+            if ia.len() > 1 || ib.len() > 1 || ic.len() > 1 || axis.inputs[2..].iter().any(|i| !i.is_empty())
+            {
+                return None; // a diagonal, or a third operand with axes: not a matrix product
             }
             let len = [
                 ic.first().map(|&p| c_shape[p]),
@@ -167,15 +147,82 @@ impl MatMulF32 {
         let (m_axis, n_axis) = (m.next().unwrap_or(ProductAxis::UNIT), n.next().unwrap_or(ProductAxis::UNIT));
         batch.extend(m.chain(n));
         let batch = merge(batch, |x| x.c);
+        Some(ProductLayout {
+            batch,
+            m: m_axis,
+            n: n_axis,
+            k: k.first().copied().unwrap_or(ProductAxis::UNIT),
+        })
+    }
+
+    pub fn batch_count(&self) -> usize {
+        self.batch.iter().map(|x| x.len).product()
+    }
+
+    /// Offsets in `a` and `c` of row `row` of all batch entries laid end to end.
+    pub fn row_offsets(&self, row: usize) -> (isize, isize) {
+        let [oa, _, oc] = self.batch_offsets(row / self.m.len);
+        let i = (row % self.m.len) as isize;
+        (oa + i * self.m.a, oc + i * self.m.c)
+    }
+
+    /// Offsets in `a`, `b` and `c` of batch entry `index`.
+    pub fn batch_offsets(&self, mut index: usize) -> [isize; 3] {
+        let mut offsets = [0isize; 3];
+        for axis in self.batch.iter().rev() {
+            let i = (index % axis.len) as isize;
+            index /= axis.len;
+            offsets[0] += i * axis.a;
+            offsets[1] += i * axis.b;
+            offsets[2] += i * axis.c;
+        }
+        offsets
+    }
+}
+
+/// `c[batch, m, n] = sum over k of a[batch, m, k] * b[batch, k, n] (+ bias[n])` on f32 tensors of
+/// static shape, any layout of the axes (strides).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct MatMulF32 {
+    /// Shapes of the tensors received as `a` and `b`: the operands themselves, or tensors that
+    /// they were sliced from ([`Self::reading_slice`]).
+    a_shape: Vec<usize>,
+    b_shape: Vec<usize>,
+    c_shape: Vec<usize>,
+    /// Where operands `a` and `b` start in the tensors received (elements); the strides below
+    /// are the received tensors'.
+    offsets: [usize; 2],
+    layout: ProductLayout,
+    /// Whether a third input, `n` values, is added to every row of the output.
+    bias: bool,
+    /// Whether exact GELU (`x/2 (1 + erf(x/sqrt 2))`, tract's `GeluExact`) is applied to the
+    /// output, after the bias, while each task's rows are still in cache ([`Self::with_gelu`]).
+    gelu: bool,
+}
+
+impl MatMulF32 {
+    /// The product an `EinSum` computes, when it is a plain f32 matrix product of two inputs of
+    /// the given shapes into `c_shape` (see the module docs); `None` otherwise, and tract keeps
+    /// its own operator.
+    pub fn from_einsum(
+        einsum: &EinSum,
+        a_shape: &[usize],
+        b_shape: &[usize],
+        c_shape: &[usize],
+    ) -> Option<Self> {
+        if einsum.q_params.is_some()
+            || einsum.operating_dt != f32::datum_type()
+            || einsum.axes.input_count() != 2
+        {
+            return None;
+        }
+        let layout = ProductLayout::of(einsum, a_shape, b_shape, c_shape)?;
         Some(MatMulF32 {
             a_shape: a_shape.to_vec(),
             b_shape: b_shape.to_vec(),
             c_shape: c_shape.to_vec(),
             offsets: [0, 0],
-            batch,
-            m: m_axis,
-            n: n_axis,
-            k: k.first().copied().unwrap_or(ProductAxis::UNIT),
+            layout,
             bias: false,
             gelu: false,
         })
@@ -214,7 +261,7 @@ impl MatMulF32 {
             }
         };
         let mut op = self.clone();
-        for axis in op.batch.iter_mut().chain([&mut op.m, &mut op.n, &mut op.k]) {
+        for axis in op.layout.batch.iter_mut().chain([&mut op.layout.m, &mut op.layout.n, &mut op.layout.k]) {
             let stride = if operand == 0 { &mut axis.a } else { &mut axis.b };
             *stride = widen(*stride, axis.len)?;
         }
@@ -234,7 +281,8 @@ impl MatMulF32 {
     /// are contiguous. The MLP's first layer: its GELU was one more pass over the largest
     /// activations of each stage (27-30 ms per frame on the full model, two threads).
     pub fn with_gelu(&self) -> Option<Self> {
-        (!self.gelu && (self.n.c == 1 || self.n.len == 1)).then(|| MatMulF32 { gelu: true, ..self.clone() })
+        (!self.gelu && (self.layout.n.c == 1 || self.layout.n.len == 1))
+            .then(|| MatMulF32 { gelu: true, ..self.clone() })
     }
 
     /// The same product followed by the addition of `n` values to every row, when a bias of
@@ -242,36 +290,20 @@ impl MatMulF32 {
     /// `n` axis, which is contiguous).
     pub fn with_bias(&self, bias_shape: &[usize]) -> Option<Self> {
         let rank = self.c_shape.len();
-        if self.bias || bias_shape.len() > rank || (self.n.c != 1 && self.n.len != 1) {
+        if self.bias || bias_shape.len() > rank || (self.layout.n.c != 1 && self.layout.n.len != 1) {
             return None;
         }
         let padded: Vec<usize> =
             std::iter::repeat_n(1, rank - bias_shape.len()).chain(bias_shape.iter().copied()).collect();
-        let only_last = padded[..rank - 1].iter().all(|&d| d == 1) && padded[rank - 1] == self.n.len;
-        (only_last && self.c_shape[rank - 1] == self.n.len).then(|| MatMulF32 { bias: true, ..self.clone() })
-    }
-
-    fn batch_count(&self) -> usize {
-        self.batch.iter().map(|x| x.len).product()
-    }
-
-    /// Offsets in `a`, `b` and `c` of batch entry `index`.
-    fn batch_offsets(&self, mut index: usize) -> [isize; 3] {
-        let mut offsets = [0isize; 3];
-        for axis in self.batch.iter().rev() {
-            let i = (index % axis.len) as isize;
-            index /= axis.len;
-            offsets[0] += i * axis.a;
-            offsets[1] += i * axis.b;
-            offsets[2] += i * axis.c;
-        }
-        offsets
+        let only_last = padded[..rank - 1].iter().all(|&d| d == 1) && padded[rank - 1] == self.layout.n.len;
+        (only_last && self.c_shape[rank - 1] == self.layout.n.len)
+            .then(|| MatMulF32 { bias: true, ..self.clone() })
     }
 
     /// How `rows` rows of `n` columns are cut into tasks, `tasks_wanted` of them if the sizes
     /// allow (see [`Tile`]).
     fn tile(&self, rows: usize, tasks_wanted: usize) -> Tile {
-        Tile::new(rows, self.n.len, tasks_wanted)
+        Tile::new(rows, self.layout.n.len, tasks_wanted)
     }
 
     /// Whether the rows of all batch entries are gathered into larger products: `b` is the same
@@ -279,14 +311,9 @@ impl MatMulF32 {
     /// products: 931 x 37 rows for the full model's stage-1 qkv projection, where each `gemm`
     /// call cost more than its rows, 30-60 GFLOP/s instead of 130) and entries are short.
     fn gathers_rows(&self) -> bool {
-        self.batch_count() > 1 && self.m.len < 128 && self.batch.iter().all(|axis| axis.b == 0)
-    }
-
-    /// Offsets in `a` and `c` of row `row` of all batch entries laid end to end.
-    fn row_offsets(&self, row: usize) -> (isize, isize) {
-        let [oa, _, oc] = self.batch_offsets(row / self.m.len);
-        let i = (row % self.m.len) as isize;
-        (oa + i * self.m.a, oc + i * self.m.c)
+        self.layout.batch_count() > 1
+            && self.layout.m.len < 128
+            && self.layout.batch.iter().all(|axis| axis.b == 0)
     }
 
     /// [`Self::compute`] for [`Self::gathers_rows`]: each task copies its rows of `a` into one
@@ -306,8 +333,8 @@ impl MatMulF32 {
         threads: usize,
         erf: Option<&dyn ElementWise<f32>>,
     ) -> TractResult<()> {
-        let (n, k) = (self.n, self.k);
-        let rows_total = self.batch_count() * self.m.len;
+        let (n, k) = (self.layout.n, self.layout.k);
+        let rows_total = self.layout.batch_count() * self.layout.m.len;
         let tile = self.tile(rows_total, 4 * threads);
         let (a_ptr, b_ptr, c_ptr) = (a.as_ptr() as usize, b.as_ptr() as usize, c.as_mut_ptr() as usize);
         let work = rows_total * n.len * k.len;
@@ -319,7 +346,7 @@ impl MatMulF32 {
             // caller), so every read and write is inside `a` and `c`; tasks write disjoint rows.
             unsafe {
                 for r in 0..count {
-                    let (oa, _) = self.row_offsets(first + r);
+                    let (oa, _) = self.layout.row_offsets(first + r);
                     let src = (a_ptr as *const f32).offset(oa);
                     for (j, d) in a_rows[r * k.len..(r + 1) * k.len].iter_mut().enumerate() {
                         *d = *src.offset(j as isize * k.a);
@@ -347,7 +374,7 @@ impl MatMulF32 {
                     gelu_rows(erf, c_rows.as_mut_ptr(), count, width, width as isize)?;
                 }
                 for r in 0..count {
-                    let (_, oc) = self.row_offsets(first + r);
+                    let (_, oc) = self.layout.row_offsets(first + r);
                     let dst = (c_ptr as *mut f32).offset(oc + col as isize * n.c);
                     for (j, &v) in c_rows[r * width..(r + 1) * width].iter().enumerate() {
                         *dst.offset(j as isize * n.c) = v;
@@ -368,10 +395,7 @@ impl MatMulF32 {
     /// offset on, `c` has `c_shape` elements (the caller checks),
     /// and `bias`, when the op has one, has `n.len`.
     unsafe fn compute(&self, a: &[f32], b: &[f32], bias: Option<&[f32]>, c: &mut [f32]) -> TractResult<()> {
-        let threads = match tract_linalg::multithread::current_tract_executor() {
-            tract_linalg::multithread::Executor::MultiThread(pool) => pool.current_num_threads(),
-            _ => 1,
-        };
+        let threads = pool_threads();
         // The GELU epilogue's erf kernel (tract's), looked up once for all tasks.
         let erf = self.gelu.then(|| Func::Erf.ew_f32()).transpose()?;
         let erf = erf.as_deref();
@@ -379,14 +403,14 @@ impl MatMulF32 {
             // SAFETY: as for this function.
             return unsafe { self.compute_gathered(a, b, bias, c, threads, erf) };
         }
-        let tasks_wanted = (4 * threads).div_ceil(self.batch_count().max(1));
-        let tile = self.tile(self.m.len, tasks_wanted);
-        let tasks = self.batch_count() * tile.count();
+        let tasks_wanted = (4 * threads).div_ceil(self.layout.batch_count().max(1));
+        let tile = self.tile(self.layout.m.len, tasks_wanted);
+        let tasks = self.layout.batch_count() * tile.count();
         let (a_ptr, b_ptr, c_ptr) = (a.as_ptr() as usize, b.as_ptr() as usize, c.as_mut_ptr() as usize);
-        let (m, n, k) = (self.m, self.n, self.k);
+        let (m, n, k) = (self.layout.m, self.layout.n, self.layout.k);
         let run_task = |task: usize| -> TractResult<()> {
             let (batch, (first, rows, col, width)) = (task / tile.count(), tile.task(task % tile.count()));
-            let [oa, ob, oc] = self.batch_offsets(batch);
+            let [oa, ob, oc] = self.layout.batch_offsets(batch);
             let oa = oa + first as isize * m.a;
             let ob = ob + col as isize * n.b;
             let oc = oc + first as isize * m.c + col as isize * n.c;
@@ -426,7 +450,7 @@ impl MatMulF32 {
             }
             Ok(())
         };
-        let work = self.batch_count() * m.len * n.len * k.len;
+        let work = self.layout.batch_count() * m.len * n.len * k.len;
         for_each_task(tasks, work, || (), |_, t| run_task(t))
     }
 }
@@ -438,11 +462,12 @@ impl MatMulF32 {
 /// core, against ~90 in 256-row calls. Rows are capped at [`Tile::ROWS`] (balanced between
 /// blocks); columns are split only when there are fewer row blocks than the threads want.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Tile {
+pub(super) struct Tile {
     rows_total: usize,
     cols_total: usize,
-    rows: usize,
-    cols: usize,
+    /// Rows and columns of one task at most.
+    pub rows: usize,
+    pub cols: usize,
 }
 
 impl Tile {
@@ -451,7 +476,7 @@ impl Tile {
     /// Columns of one task at least, when columns are split (gemm's kernels are 16 wide).
     const MIN_COLS: usize = 64;
 
-    fn new(rows_total: usize, cols_total: usize, tasks_wanted: usize) -> Tile {
+    pub fn new(rows_total: usize, cols_total: usize, tasks_wanted: usize) -> Tile {
         let row_blocks = rows_total.div_ceil(Self::ROWS).max(1);
         let rows = rows_total.div_ceil(row_blocks).max(1);
         let col_blocks = tasks_wanted.div_ceil(row_blocks).min(cols_total / Self::MIN_COLS).max(1);
@@ -461,12 +486,12 @@ impl Tile {
         Tile { rows_total, cols_total, rows, cols }
     }
 
-    fn count(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.rows_total.div_ceil(self.rows) * self.cols_total.div_ceil(self.cols)
     }
 
     /// Task `index`'s first row, row count, first column and column count.
-    fn task(&self, index: usize) -> (usize, usize, usize, usize) {
+    pub fn task(&self, index: usize) -> (usize, usize, usize, usize) {
         let col_blocks = self.cols_total.div_ceil(self.cols);
         let (first, col) = (index / col_blocks * self.rows, index % col_blocks * self.cols);
         (first, self.rows.min(self.rows_total - first), col, self.cols.min(self.cols_total - col))
@@ -523,10 +548,18 @@ unsafe fn gemm_call(
     }
 }
 
+/// How many threads tract's executor runs operators on (1 without a pool).
+pub(super) fn pool_threads() -> usize {
+    match tract_linalg::multithread::current_tract_executor() {
+        tract_linalg::multithread::Executor::MultiThread(pool) => pool.current_num_threads(),
+        _ => 1,
+    }
+}
+
 /// Runs `task(scratch, index)` for every index of `0..tasks`, spread over tract's threads (one
 /// "row" of `par_chunks_mut` per task); `work` (multiply-adds in all) feeds tract's gate for
 /// threading at all; `scratch` is made once per chunk of tasks.
-fn for_each_task<S>(
+pub(super) fn for_each_task<S>(
     tasks: usize,
     work: usize,
     new_scratch: impl Fn() -> S + Sync + Send,
@@ -610,11 +643,11 @@ impl Op for MatMulF32 {
         let gelu = if self.gelu { ", GELU" } else { "" };
         Ok(vec![format!(
             "{} x ({}x{} by {}x{}){bias}{gelu}",
-            self.batch_count(),
-            self.m.len,
-            self.k.len,
-            self.k.len,
-            self.n.len
+            self.layout.batch_count(),
+            self.layout.m.len,
+            self.layout.k.len,
+            self.layout.k.len,
+            self.layout.n.len
         )])
     }
 
@@ -639,10 +672,10 @@ impl EvalOp for MatMulF32 {
         let bias = match inputs.get(2) {
             Some(bias) => {
                 ensure!(
-                    bias.len() == self.n.len,
+                    bias.len() == self.layout.n.len,
                     "MatMulF32's bias has {} values, expected {}",
                     bias.len(),
-                    self.n.len
+                    self.layout.n.len
                 );
                 Some(bias.try_as_plain_ram()?)
             }
@@ -1018,7 +1051,7 @@ mod tests {
         }
         let got = slice(&op.eval(&ctx, inputs).unwrap()[0]);
         assert_eq!(got.len(), expected.len());
-        let k = op.k.len as f32;
+        let k = op.layout.k.len as f32;
         for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
             // Sums of k products of values in [-1, 1], in another order than tract's.
             assert!(
@@ -1221,9 +1254,15 @@ mod tests {
     #[test]
     fn contiguous_axes_merge_into_one_product() {
         let op = check("bmk,kn->bmn", &[4, 49, 96], &[96, 288], true);
-        assert_eq!((op.batch_count(), op.m.len, op.n.len, op.k.len), (1, 196, 288, 96));
+        assert_eq!(
+            (op.layout.batch_count(), op.layout.m.len, op.layout.n.len, op.layout.k.len),
+            (1, 196, 288, 96)
+        );
         let op = check("bhmk,bhnk->bhmn", &[2, 3, 49, 32], &[2, 3, 49, 32], false);
-        assert_eq!((op.batch_count(), op.m.len, op.n.len, op.k.len), (6, 49, 49, 32));
+        assert_eq!(
+            (op.layout.batch_count(), op.layout.m.len, op.layout.n.len, op.layout.k.len),
+            (6, 49, 49, 32)
+        );
     }
 
     /// What is not a plain product stays tract's; inputs of other shapes than planned are errors.

@@ -24,6 +24,7 @@
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::array::Slice;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::ops::cast::Cast;
 use tract_onnx::tract_core::ops::change_axes::AxisOp;
 use tract_onnx::tract_core::ops::cnn::Conv;
 use tract_onnx::tract_core::ops::einsum::EinSum;
@@ -33,6 +34,7 @@ use tract_onnx::tract_core::ops::nn::{GeluExact, Softmax, SoftmaxKind};
 use tract_onnx::tract_core::ops::quant::QuantizeLinearI8;
 
 use super::tract_gemm::{ConvF32, MatMulF32};
+use super::tract_i8::{Epilogue, MatMulI8};
 use super::tract_rows::SoftmaxLastAxis;
 use crate::resample::{LinearTap, linear_taps};
 
@@ -681,6 +683,116 @@ fn replace_matmul(model: &mut TypedModel, id: usize) -> TractResult<bool> {
     Ok(true)
 }
 
+/// Replaces an int8 linear layer, as tract reads ONNX's QOperator form, by one [`MatMulI8`]:
+/// `QuantizeLinearI8` (f32 input) -> reshapes -> `EinSum` node `id` (int8 by a constant int8,
+/// int32 out, zero points 0) -> reshapes -> `Cast` to f32 -> `Mul` by a constant -> `Add` of a
+/// constant (optional), the constants one value per output column or one in all. Whether it did.
+fn replace_matmul_i8(model: &mut TypedModel, id: usize) -> TractResult<bool> {
+    let node = model.node(id);
+    let Some(einsum) = node.op_as::<EinSum>() else { return Ok(false) };
+    if einsum.q_params != Some(i32::datum_type()) || node.inputs.len() != 9 {
+        return Ok(false);
+    }
+    let konst = |outlet: OutletId| model.outlet_fact(outlet).ok().and_then(|f| f.konst.clone());
+    // A plain integer product (ONNX MatMulInteger): bias and zero points 0, scales 1.
+    let plain =
+        [(2, 0.0), (3, 0.0), (4, 1.0), (5, 0.0), (6, 1.0), (7, 0.0), (8, 1.0)].iter().all(|&(slot, want)| {
+            konst(node.inputs[slot])
+                .and_then(|t| f32_values(&t))
+                .is_some_and(|v| v.iter().all(|&x| x == want))
+        });
+    let Some(b) = konst(node.inputs[1]) else { return Ok(false) };
+    if !plain || b.datum_type() != i8::datum_type() {
+        return Ok(false);
+    }
+    // The activations: a QuantizeLinearI8 of an f32 tensor, maybe reshaped.
+    let is_reshape = |n: &TypedNode| matches!(n.op_as::<AxisOp>(), Some(AxisOp::Reshape(..)));
+    let mut source = model.node(node.inputs[0].node);
+    while is_reshape(source) {
+        source = model.node(source.inputs[0].node);
+    }
+    let Some(quantize) = source.op_as::<ElementWiseOp>().and_then(|e| e.0.downcast_ref::<QuantizeLinearI8>())
+    else {
+        return Ok(false);
+    };
+    let quantize = QuantizeI8::new(quantize.scale, quantize.zero_point);
+    let x = source.inputs[0];
+    let shape = |outlet: OutletId| {
+        model.outlet_fact(outlet).ok().and_then(|f| f.shape.as_concrete().map(|s| s.to_vec()))
+    };
+    let (Some(a_shape), Some(product_shape)) = (shape(node.inputs[0]), shape(OutletId::new(id, 0))) else {
+        return Ok(false);
+    };
+    if model.outlet_fact(x)?.datum_type != f32::datum_type() {
+        return Ok(false);
+    }
+    // The output: reshapes, Cast, Mul, maybe Add; each step the only consumer of the last, and
+    // nothing but the last a model output.
+    let next = |outlet: OutletId| -> Option<&TypedNode> {
+        match model.node(outlet.node).outputs[outlet.slot].successors.as_slice() {
+            [only] if !model.outputs.contains(&outlet) => Some(model.node(only.node)),
+            _ => None,
+        }
+    };
+    // The constant other operand of a binary `name` node, as one value per column of `columns`.
+    let per_column = |n: &TypedNode, name: &str, from: OutletId, columns: usize| -> Option<Vec<f32>> {
+        n.op_as::<TypedBinOp>().filter(|b| b.0.name() == name)?;
+        let other = *n.inputs.iter().find(|&&i| i != from)?;
+        let value = konst(other)?;
+        let fact = model.outlet_fact(OutletId::new(n.id, 0)).ok()?;
+        let out_shape = fact.shape.as_concrete()?;
+        let leading_ones = value.shape().iter().rev().skip(1).all(|&d| d == 1);
+        let last = value.shape().last().copied().unwrap_or(1);
+        let values = f32_values(&value)?;
+        let fits = value.datum_type() == f32::datum_type()
+            && value.rank() <= out_shape.len()
+            && leading_ones
+            && out_shape.last() == Some(&columns);
+        match last {
+            _ if !fits => None,
+            1 => Some(vec![values[0]; columns]),
+            l if l == columns => Some(values),
+            _ => None,
+        }
+    };
+    let mut at = OutletId::new(id, 0);
+    let mut step = next(at);
+    while let Some(n) = step.filter(|n| is_reshape(n)) {
+        at = OutletId::new(n.id, 0);
+        step = next(at);
+    }
+    let Some(cast) = step.filter(|n| n.op_as::<Cast>().is_some_and(|c| c.to == f32::datum_type())) else {
+        return Ok(false);
+    };
+    at = OutletId::new(cast.id, 0);
+    let Some(c_shape) = shape(at) else { return Ok(false) };
+    let columns = *c_shape.last().unwrap_or(&1);
+    let Some((mul, rescale)) = next(at).and_then(|n| Some((n, per_column(n, "Mul", at, columns)?))) else {
+        return Ok(false);
+    };
+    at = OutletId::new(mul.id, 0);
+    let mut bias = None;
+    if let Some((add, values)) = next(at).and_then(|n| Some((n, per_column(n, "Add", at, columns)?))) {
+        at = OutletId::new(add.id, 0);
+        bias = Some(values);
+    }
+    let epilogue = Epilogue { rescale: rescale.into(), bias: bias.map(Into::into) };
+    let Some(op) = MatMulI8::new(einsum, &a_shape, &b, &product_shape, &c_shape, quantize, epilogue) else {
+        return Ok(false);
+    };
+    let x_len: usize = shape(x).map(|s| s.iter().product()).unwrap_or(0);
+    if x_len != a_shape.iter().product::<usize>() {
+        return Ok(false);
+    }
+    rewire(model, &[x], at, op)?;
+    Ok(true)
+}
+
+/// A tensor's values as f32 (cast when needed).
+fn f32_values(tensor: &Tensor) -> Option<Vec<f32>> {
+    Some(tensor.cast_to::<f32>().ok()?.try_as_plain_ram().ok()?.as_slice::<f32>().ok()?.to_vec())
+}
+
 /// Rewires node `id` (single output) to `op`, with the same inputs and name.
 fn replace_node(model: &mut TypedModel, id: usize, op: impl TypedOp) -> TractResult<()> {
     let inputs = model.node(id).inputs.clone();
@@ -708,7 +820,7 @@ pub fn accelerate(model: &mut TypedModel) -> TractResult<usize> {
     let mut replaced = 0;
     for id in model.eval_order()? {
         if model.node(id).op_as::<EinSum>().is_some() {
-            replaced += replace_matmul(model, id)? as usize;
+            replaced += (replace_matmul(model, id)? || replace_matmul_i8(model, id)?) as usize;
             continue;
         }
         if let Some(conv) = model.node(id).op_as::<Conv>() {

@@ -1,0 +1,576 @@
+//! The int8 linear layers of a QOperator model as one operator each ([`MatMulI8`]), swapped in
+//! by [`super::tract_ops::accelerate`] before tract optimises the model.
+//!
+//! An int8 linear layer arrives as five ONNX nodes: `QuantizeLinear` (f32 -> int8 activations),
+//! `MatMulInteger` (int8 x int8 -> int32), `Cast` (-> f32), `Mul` (the rescale, one factor per
+//! output column) and `Add` (the bias). tract runs them as five operators, and makes the product
+//! itself slow on SeMask: it keeps the window partition's axes as batch axes of the integer
+//! product (the built-in model's stage-1 qkv projection became 490 products of 96x32 by 32x19),
+//! then Cast, Mul and Add each pass over the int32 output again. On the built-in model the int8
+//! form took twice the time of our f32 one (docs/performance.md).
+//!
+//! Here the rows of all windows are gathered into tiles, as the f32 products do
+//! ([`ProductLayout`], [`Tile`]); each row is quantized as it is gathered (so the int8
+//! activations are never a tensor of their own), the integer product runs on AVX-512 VNNI where
+//! the CPU has it (`vpdpbusd`: 64 multiply-adds of u8 by i8 per instruction; a portable kernel
+//! elsewhere, tested under qemu on aarch64), and the rescale and bias are applied while the
+//! tile's sums are in cache.
+//!
+//! The values are tract's, bit for bit: the quantization is [`QuantizeI8`]'s (tract's rounding,
+//! tested), the integer sums are exact, and the epilogue converts, multiplies and adds in
+//! tract's order, each step rounded as tract rounds it.
+//!
+//! VNNI multiplies unsigned by signed bytes, so activations are stored with 128 added (`q ^
+//! 0x80` as u8), and `128 * column sum of b` is subtracted from each sum: exact in i32 for any
+//! `k` below 2^16.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::einsum::EinSum;
+
+use super::tract_gemm::{ProductLayout, Tile, for_each_task, pool_threads};
+use super::tract_ops::QuantizeI8;
+
+/// Output columns per panel of packed weights: one 512-bit register of i32 sums.
+const LANES: usize = 16;
+/// `k` values per group: what one `vpdpbusd` lane multiplies and adds.
+const GROUP: usize = 4;
+
+/// The constant right operand `b` (`k x n`, int8), packed for the kernels: panels of
+/// [`LANES`] columns; in a panel, for each group of [`GROUP`] consecutive `k`, the group's
+/// values of each column side by side (`[panel][k / 4][column][4]`), zero-padded in `k` and `n`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct PackedWeights {
+    k: usize,
+    n: usize,
+    /// `k` rounded up to whole groups, divided by [`GROUP`].
+    groups: usize,
+    data: Vec<i8>,
+    /// `128 * sum over k of b[k][column]`: what the u8 offset of the activations adds.
+    offset_sums: Vec<i32>,
+}
+
+impl PackedWeights {
+    /// Packs `b`, element `(kk, col)` at `kk * k_stride + col * n_stride`.
+    fn new(b: &[i8], k: usize, n: usize, k_stride: isize, n_stride: isize) -> Option<Self> {
+        let groups = k.div_ceil(GROUP);
+        let panels = n.div_ceil(LANES);
+        let mut data = vec![0i8; panels * groups * LANES * GROUP];
+        let mut offset_sums = vec![0i32; n];
+        for (col, sum) in offset_sums.iter_mut().enumerate() {
+            for kk in 0..k {
+                let v = *b.get(usize::try_from(kk as isize * k_stride + col as isize * n_stride).ok()?)?;
+                let (panel, lane) = (col / LANES, col % LANES);
+                data[((panel * groups + kk / GROUP) * LANES + lane) * GROUP + kk % GROUP] = v;
+                *sum += 128 * v as i32;
+            }
+        }
+        Some(PackedWeights { k, n, groups, data, offset_sums })
+    }
+
+    fn panel_len(&self) -> usize {
+        self.groups * LANES * GROUP
+    }
+}
+
+/// Which integer kernel runs: chosen once per evaluation from what the CPU has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kernel {
+    #[cfg(target_arch = "x86_64")]
+    Vnni512,
+    Portable,
+}
+
+impl Kernel {
+    fn best() -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512vnni")
+        {
+            return Kernel::Vnni512;
+        }
+        Kernel::Portable
+    }
+
+    /// `sums[r][c] = sum over k of a[r][k] * b[k][c]` for `rows` rows of `a` (u8, one row every
+    /// `a_stride` bytes, `4 * groups` values each) and the panels `panels` of `b`; `sums` rows
+    /// are `LANES * panels.len()` apart.
+    fn products(
+        self,
+        a: &[u8],
+        a_stride: usize,
+        rows: usize,
+        b: &PackedWeights,
+        panels: Range<usize>,
+        sums: &mut [i32],
+    ) {
+        let (first_panel, panels) = (panels.start, panels.len());
+        let width = LANES * panels;
+        assert!(
+            rows == 0
+                || (a.len() >= (rows - 1) * a_stride + b.groups * GROUP && a_stride >= b.groups * GROUP)
+        );
+        assert!(sums.len() >= rows * width && (first_panel + panels) * b.panel_len() <= b.data.len());
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `best` saw the CPU features; the asserts above bound every access.
+            Kernel::Vnni512 => unsafe { vnni::products(a, a_stride, rows, b, first_panel, panels, sums) },
+            Kernel::Portable => {
+                for (r, out) in sums.chunks_exact_mut(width).take(rows).enumerate() {
+                    let row = &a[r * a_stride..r * a_stride + b.groups * GROUP];
+                    for (p, out) in out.chunks_exact_mut(LANES).enumerate() {
+                        let panel = &b.data[(first_panel + p) * b.panel_len()..][..b.panel_len()];
+                        let mut acc = [0i32; LANES];
+                        for (quad, weights) in row.chunks_exact(GROUP).zip(panel.chunks_exact(LANES * GROUP))
+                        {
+                            for (lane, w) in acc.iter_mut().zip(weights.chunks_exact(GROUP)) {
+                                for j in 0..GROUP {
+                                    *lane += quad[j] as i32 * w[j] as i32;
+                                }
+                            }
+                        }
+                        out.copy_from_slice(&acc);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod vnni {
+    use std::arch::x86_64::*;
+
+    use super::{GROUP, LANES, PackedWeights};
+
+    /// [`super::Kernel::products`] on AVX-512 VNNI: tiles of up to 8 rows by 2 panels (16
+    /// accumulators in registers), `b`'s panels read once per 8 rows.
+    ///
+    /// # Safety
+    ///
+    /// The CPU has AVX-512F and VNNI; the operands hold what `products` asserts.
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    pub(super) unsafe fn products(
+        a: &[u8],
+        a_stride: usize,
+        rows: usize,
+        b: &PackedWeights,
+        first_panel: usize,
+        panels: usize,
+        sums: &mut [i32],
+    ) {
+        let width = LANES * panels;
+        let (a, b_len, sums) = (a.as_ptr(), b.panel_len(), sums.as_mut_ptr());
+        let data = b.data.as_ptr();
+        let mut p = 0;
+        while p < panels {
+            let pair = (panels - p).min(2);
+            let mut r = 0;
+            while r < rows {
+                // SAFETY: rows `r..r + step` of `a`, panels `p..p + pair` of `b` and the same
+                // rows and columns of `sums` are inside the operands (the caller's contract).
+                r += unsafe {
+                    let bp = data.add((first_panel + p) * b_len);
+                    let (ar, out) = (a.add(r * a_stride), sums.add(r * width + p * LANES));
+                    let g = b.groups;
+                    match (rows - r, pair) {
+                        (8.., 2) => tile::<8, 2>(ar, a_stride, g, bp, b_len, out, width),
+                        (8.., _) => tile::<8, 1>(ar, a_stride, g, bp, b_len, out, width),
+                        (4.., 2) => tile::<4, 2>(ar, a_stride, g, bp, b_len, out, width),
+                        (4.., _) => tile::<4, 1>(ar, a_stride, g, bp, b_len, out, width),
+                        (_, 2) => tile::<1, 2>(ar, a_stride, g, bp, b_len, out, width),
+                        (_, _) => tile::<1, 1>(ar, a_stride, g, bp, b_len, out, width),
+                    }
+                };
+            }
+            p += pair;
+        }
+    }
+
+    /// `MR` rows by `NP` panels; returns `MR`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    unsafe fn tile<const MR: usize, const NP: usize>(
+        a: *const u8,
+        a_stride: usize,
+        groups: usize,
+        b: *const i8,
+        panel_len: usize,
+        out: *mut i32,
+        out_stride: usize,
+    ) -> usize {
+        // SAFETY: (the whole body) `a` has `MR` rows of `4 * groups` bytes, `a_stride` apart;
+        // `b` has `NP` panels of `panel_len` bytes, `out` `MR` rows of `16 * NP` sums (the caller's).
+        unsafe {
+            let mut acc = [[_mm512_setzero_si512(); NP]; MR];
+            for g in 0..groups {
+                let mut weights = [_mm512_setzero_si512(); NP];
+                for (p, w) in weights.iter_mut().enumerate() {
+                    *w = _mm512_loadu_si512(b.add(p * panel_len + g * LANES * GROUP) as *const _);
+                }
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let quad =
+                        _mm512_set1_epi32((a.add(r * a_stride + g * GROUP) as *const i32).read_unaligned());
+                    for (acc, w) in acc.iter_mut().zip(&weights) {
+                        *acc = _mm512_dpbusd_epi32(*acc, quad, *w);
+                    }
+                }
+            }
+            for (r, acc) in acc.iter().enumerate() {
+                for (p, acc) in acc.iter().enumerate() {
+                    _mm512_storeu_si512(out.add(r * out_stride + p * LANES) as *mut _, *acc);
+                }
+            }
+        }
+        MR
+    }
+}
+
+/// What follows the integer product, per output column: `* rescale[c]`, then `+ bias[c]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Epilogue {
+    pub rescale: Arc<[f32]>,
+    pub bias: Option<Arc<[f32]>>,
+}
+
+/// `c = (quantize(a) x b) * rescale + bias`: an int8 linear layer (see the module docs) on an
+/// f32 input `a` of static shape; `b`, `rescale` and `bias` are constants held by the op.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MatMulI8 {
+    /// The shape the product reads `a` in (the `MatMulInteger`'s input); the received tensor is
+    /// the same values before reshapes, so only its length is checked.
+    a_shape: Vec<usize>,
+    /// The output's shape (the replaced `Add`'s); the layout's `c` strides are those of the
+    /// `MatMulInteger`'s output, the same values before reshapes.
+    c_shape: Vec<usize>,
+    layout: ProductLayout,
+    quantize: QuantizeI8,
+    weights: Arc<PackedWeights>,
+    epilogue: Epilogue,
+}
+
+// tract compares ops (`DynEq`); the f32 constants come from a model's initialisers, where a
+// NaN rescale would be a broken model, so equality is reflexive in practice.
+impl Eq for MatMulI8 {}
+
+impl MatMulI8 {
+    /// The layer computed by `einsum` (a plain integer product: zero points 0, see
+    /// [`super::tract_ops`]) from `a` of `a_shape`, quantized by `quantize`, with the constant
+    /// `b`, into `product_shape`, then scaled and shifted by `epilogue` (one value per
+    /// column) into `c_shape`. `None` when it is not such a product, when `b` differs between
+    /// batch entries, or when the output's columns are not its last, contiguous axis.
+    pub fn new(
+        einsum: &EinSum,
+        a_shape: &[usize],
+        b: &Tensor,
+        product_shape: &[usize],
+        c_shape: &[usize],
+        quantize: QuantizeI8,
+        epilogue: Epilogue,
+    ) -> Option<Self> {
+        let layout = ProductLayout::of(einsum, a_shape, b.shape(), product_shape)?;
+        let (k, n) = (layout.k, layout.n);
+        let columns_last = (n.c == 1 || n.len == 1) && c_shape.last() == Some(&n.len);
+        if !columns_last
+            || layout.batch.iter().any(|axis| axis.b != 0)
+            || epilogue.rescale.len() != n.len
+            || epilogue.bias.as_ref().is_some_and(|b| b.len() != n.len)
+            || k.len >= 1 << 16
+            || a_shape.iter().product::<usize>() == 0
+            || c_shape.iter().product::<usize>() != product_shape.iter().product::<usize>()
+        {
+            return None;
+        }
+        let b_values = b.try_as_plain_ram().ok()?.as_slice::<i8>().ok()?;
+        let weights = PackedWeights::new(b_values, k.len, n.len, k.b, n.b)?;
+        Some(MatMulI8 {
+            a_shape: a_shape.to_vec(),
+            c_shape: c_shape.to_vec(),
+            layout,
+            quantize,
+            weights: Arc::new(weights),
+            epilogue,
+        })
+    }
+
+    fn rows(&self) -> usize {
+        self.layout.batch_count() * self.layout.m.len
+    }
+
+    /// Fills `c` (`c_shape` values) from `a` (`a_shape` values; the caller checks both lengths).
+    fn compute(&self, a: &[f32], c: &mut [f32]) -> TractResult<()> {
+        let (k, n) = (self.layout.k, self.layout.n);
+        let weights = &*self.weights;
+        let kernel = Kernel::best();
+        let rows_total = self.rows();
+        let tile = Tile::new(rows_total, n.len, 4 * pool_threads());
+        let row_bytes = weights.groups * GROUP;
+        let scratch = || {
+            (
+                vec![0i8; tile.rows * row_bytes],
+                vec![0f32; if k.a == 1 { 0 } else { k.len }],
+                vec![0i32; tile.rows * tile.cols.next_multiple_of(LANES)],
+            )
+        };
+        let c_ptr = c.as_mut_ptr() as usize;
+        let c_len = c.len() as isize;
+        let work = rows_total * n.len * k.len;
+        for_each_task(tile.count(), work, scratch, |(a_rows, gathered, sums), task| {
+            let (first, count, col, width) = tile.task(task);
+            // Tiles split columns in multiples of 16 (LANES), so a task starts on a panel.
+            debug_assert_eq!(col % LANES, 0);
+            for (r, dst) in a_rows.chunks_exact_mut(row_bytes).take(count).enumerate() {
+                let (oa, _) = self.layout.row_offsets(first + r);
+                let oa = oa as usize;
+                let src = if k.a == 1 {
+                    &a[oa..oa + k.len]
+                } else {
+                    for (j, g) in gathered.iter_mut().enumerate() {
+                        *g = a[oa + j * k.a as usize];
+                    }
+                    &gathered[..]
+                };
+                self.quantize.quantize(src, &mut dst[..k.len]);
+                // +128: u8 for vpdpbusd (see the module docs).
+                dst[..k.len].iter_mut().for_each(|v| *v ^= i8::MIN);
+            }
+            let panels = width.div_ceil(LANES);
+            // SAFETY: i8 and u8 have the same size and alignment; any byte is a valid u8.
+            let a_u8 = unsafe { std::slice::from_raw_parts(a_rows.as_ptr() as *const u8, a_rows.len()) };
+            kernel.products(a_u8, row_bytes, count, weights, col / LANES..col / LANES + panels, sums);
+            let sums_width = panels * LANES;
+            let (offsets, rescale) =
+                (&weights.offset_sums[col..col + width], &self.epilogue.rescale[col..col + width]);
+            for r in 0..count {
+                let (_, oc) = self.layout.row_offsets(first + r);
+                // Columns are contiguous in `c` (`n.c == 1`, or one column: `new`).
+                let oc = oc + col as isize;
+                ensure!(oc >= 0 && oc + width as isize <= c_len, "MatMulI8: output row out of bounds");
+                // SAFETY: the row's `width` values from `oc` are inside `c` (checked above);
+                // tasks write disjoint rows and columns, so no two slices overlap.
+                let dst = unsafe { std::slice::from_raw_parts_mut((c_ptr as *mut f32).offset(oc), width) };
+                let row = &sums[r * sums_width..r * sums_width + width];
+                // tract's order: Cast (i32 -> f32), then Mul, then Add; no fused multiply-add.
+                let scaled = row.iter().zip(offsets).zip(rescale).map(|((&s, &o), &k)| (s - o) as f32 * k);
+                match &self.epilogue.bias {
+                    Some(bias) => {
+                        for ((d, v), &b) in dst.iter_mut().zip(scaled).zip(&bias[col..col + width]) {
+                            *d = v + b;
+                        }
+                    }
+                    None => dst.iter_mut().zip(scaled).for_each(|(d, v)| *d = v),
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+impl Op for MatMulI8 {
+    fn name(&self) -> StaticName {
+        "MatMulI8".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        let (w, kernel) = (&self.weights, Kernel::best());
+        let bias = if self.epilogue.bias.is_some() { " + bias" } else { "" };
+        Ok(vec![format!(
+            "{} rows x {} by {} x {} (int8, {kernel:?}), rescaled{bias}",
+            self.rows(),
+            w.k,
+            w.k,
+            w.n
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for MatMulI8 {
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        let a = input.try_as_plain_ram()?.as_slice::<f32>()?;
+        let expected: usize = self.a_shape.iter().product();
+        ensure!(
+            a.len() == expected,
+            "MatMulI8 planned for {:?} ({expected} values), got {:?}",
+            self.a_shape,
+            input.shape()
+        );
+        // SAFETY: `compute` writes every element: its tiles cover every row (batch entry and
+        // `m`) and every column, and the output's axes are those (`ProductLayout::of`); on an
+        // error the tensor is dropped unread.
+        let mut output = unsafe { Tensor::uninitialized::<f32>(&self.c_shape)? };
+        self.compute(a, output.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?)?;
+        Ok(tvec!(output.into_tvalue()))
+    }
+
+    op_out_of_plan!();
+}
+
+impl TypedOp for MatMulI8 {
+    fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec!(f32::fact(&self.c_shape)))
+    }
+
+    as_op!();
+}
+
+#[cfg(test)]
+mod tests {
+    use tract_linalg::multithread::{Executor, multithread_tract_scope};
+    use tract_onnx::tract_core::ops::cast::cast;
+    use tract_onnx::tract_core::ops::change_axes::AxisOp;
+    use tract_onnx::tract_core::ops::math::{add, mul};
+    use tract_onnx::tract_core::ops::quant::quantize_linear_i8;
+
+    use super::*;
+
+    /// Deterministic pseudo-random values (a hash of the index), uniform in `[0, 1)`.
+    fn unit(i: usize, seed: usize) -> f32 {
+        let mut z = (i as u64).wrapping_add((seed as u64) << 32).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        ((z ^ (z >> 29)) >> 40) as f32 / (1u64 << 24) as f32
+    }
+
+    /// Both kernels against a plain triple loop: rows around the 8- and 4-row tiles, `k` around
+    /// the groups of 4, one to three panels from a panel other than the first.
+    #[test]
+    fn kernels_sum_exactly() {
+        let mut kernels = vec![Kernel::Portable];
+        if Kernel::best() != Kernel::Portable {
+            kernels.push(Kernel::best());
+        }
+        for (rows, k, n) in [(1, 1, 1), (3, 5, 17), (8, 4, 16), (13, 33, 40), (19, 97, 48), (9, 300, 33)] {
+            let b: Vec<i8> = (0..k * n).map(|i| (unit(i, 1) * 256.0 - 128.0) as i8).collect();
+            let weights = PackedWeights::new(&b, k, n, n as isize, 1).unwrap();
+            let stride = weights.groups * GROUP + 3; // rows apart by more than their length
+            let a: Vec<u8> = (0..rows * stride).map(|i| (unit(i, 2) * 256.0) as u8).collect();
+            let total_panels = n.div_ceil(LANES);
+            for first in 0..total_panels {
+                let panels = total_panels - first;
+                for &kernel in &kernels {
+                    let mut sums = vec![-7i32; rows * panels * LANES];
+                    kernel.products(&a, stride, rows, &weights, first..first + panels, &mut sums);
+                    for r in 0..rows {
+                        for c in 0..panels * LANES {
+                            let col = first * LANES + c;
+                            let expected: i32 = if col < n {
+                                (0..k).map(|kk| a[r * stride + kk] as i32 * b[kk * n + col] as i32).sum()
+                            } else {
+                                0
+                            };
+                            assert_eq!(
+                                sums[r * panels * LANES + c],
+                                expected,
+                                "{kernel:?} {rows}x{k}x{n} row {r} col {col}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// An int8 linear layer as tract reads ONNX's QOperator form: QuantizeLinear, a reshape into
+    /// `windows` (if any), MatMulInteger, the reshape back, Cast, Mul by the rescale (one per
+    /// column, or one in all), Add of the bias (if any).
+    fn layer(
+        rows: usize,
+        k: usize,
+        n: usize,
+        windows: usize,
+        scalar_rescale: bool,
+        bias: bool,
+    ) -> TractResult<TypedModel> {
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([rows, k]))?;
+        // 1/scale chosen so that values beyond +-3 saturate.
+        let q = model.wire_node("q", quantize_linear_i8(42.5, 0), &[x])?;
+        let split =
+            AxisOp::Reshape(0, tvec![rows.to_dim()], tvec![windows.to_dim(), (rows / windows).to_dim()]);
+        let a = model.wire_node("windows", split, &q)?;
+        let b: Vec<i8> = (0..k * n).map(|i| (unit(i, 3) * 255.0 - 127.0) as i8).collect();
+        let b = model.add_const("b", tensor1(&b).into_shape(&[k, n])?)?;
+        let mut inputs = tvec![a[0], b];
+        for (name, v) in [
+            ("bias", 0.0),
+            ("a0", 0.0),
+            ("a_scale", 1.0),
+            ("b0", 0.0),
+            ("b_scale", 1.0),
+            ("c0", 0.0),
+            ("c_scale", 1.0),
+        ] {
+            let konst = if v == 0.0 { tensor0(0i32) } else { tensor0(1f32) };
+            inputs.push(model.add_const(name, konst)?);
+        }
+        let einsum = EinSum {
+            axes: "wmk,kn,,,,,,,->wmn".parse()?,
+            operating_dt: i32::datum_type(),
+            q_params: Some(i32::datum_type()),
+        };
+        let product = model.wire_node("product", einsum, &inputs)?;
+        let merge =
+            AxisOp::Reshape(0, tvec![windows.to_dim(), (rows / windows).to_dim()], tvec![rows.to_dim()]);
+        let product = model.wire_node("merge", merge, &product)?;
+        let float = model.wire_node("cast", cast(f32::datum_type()), &product)?;
+        let rescale: Vec<f32> = (0..n).map(|i| 1e-3 * (0.5 + unit(i, 4))).collect();
+        let rescale =
+            if scalar_rescale { tensor2(&[[rescale[0]]]) } else { tensor1(&rescale).into_shape(&[1, n])? };
+        let rescale = model.add_const("rescale", rescale)?;
+        let mut out = model.wire_node("rescaled", mul(), &[float[0], rescale])?;
+        if bias {
+            let bias: Vec<f32> = (0..n).map(|i| unit(i, 5) - 0.5).collect();
+            let bias = model.add_const("bias_values", tensor1(&bias).into_shape(&[1, n])?)?;
+            out = model.wire_node("biased", add(), &[out[0], bias])?;
+        }
+        model.select_output_outlets(&out)?;
+        Ok(model)
+    }
+
+    /// The layer with `MatMulI8` swapped in gives tract's values to the bit: windows, odd `k` and
+    /// `n`, more rows than one task, per-column and scalar rescale, with and without a bias, the
+    /// activations saturating and on rounding ties; one thread and three.
+    #[test]
+    fn int8_layers_are_tracts_to_the_bit() {
+        let cases = [
+            (1, 1, 1, 1, false, true),
+            (7, 3, 5, 1, true, true),
+            (98, 33, 17, 2, false, false),
+            (490, 32, 96, 10, false, true),
+            (600, 97, 40, 3, true, true),
+            (300, 384, 33, 4, false, true),
+        ];
+        let check = || {
+            for (rows, k, n, windows, scalar_rescale, bias) in cases {
+                let model = layer(rows, k, n, windows, scalar_rescale, bias).unwrap();
+                let mut ours = model.clone();
+                assert_eq!(super::super::tract_ops::accelerate(&mut ours).unwrap(), 1);
+                let names: Vec<String> =
+                    ours.eval_order().unwrap().iter().map(|&i| ours.node(i).op.name().to_string()).collect();
+                assert!(
+                    names.contains(&"MatMulI8".to_string()) && !names.iter().any(|n| n == "Cast"),
+                    "{names:?}"
+                );
+                let mut x: Vec<f32> = (0..rows * k).map(|i| (unit(i, 6) - 0.5) * 8.0).collect();
+                // Exact ties of the rounding (x / scale = j + 0.5), both signs.
+                for (j, v) in x.iter_mut().take(8).enumerate() {
+                    *v = (j as f32 - 3.5) / 42.5;
+                }
+                let input = tvec!(tensor1(&x).into_shape(&[rows, k]).unwrap().into_tvalue());
+                let run = |m: TypedModel| m.into_runnable().unwrap().run(input.clone()).unwrap().remove(0);
+                let (expected, got) = (run(model), run(ours));
+                let values = |t: &TValue| t.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec();
+                let (expected, got) = (values(&expected), values(&got));
+                assert_eq!(expected.len(), got.len());
+                for (i, (e, g)) in expected.iter().zip(&got).enumerate() {
+                    assert_eq!(e.to_bits(), g.to_bits(), "{rows}x{k}x{n} [{i}]: {g} vs tract's {e}");
+                }
+            }
+        };
+        check();
+        multithread_tract_scope(Executor::multithread(3), check);
+    }
+}

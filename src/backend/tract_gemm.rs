@@ -580,7 +580,7 @@ pub(super) fn for_each_task<S>(
 /// # Safety
 ///
 /// The rows lie inside one allocation, and nothing else reads or writes them meanwhile.
-unsafe fn gelu_rows(
+pub(super) unsafe fn gelu_rows(
     erf: &dyn ElementWise<f32>,
     first: *mut f32,
     rows: usize,

@@ -30,7 +30,9 @@ use std::sync::Arc;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 
-use super::tract_gemm::{ProductLayout, Tile, for_each_task, pool_threads};
+use tract_linalg::routines::Func;
+
+use super::tract_gemm::{ProductLayout, Tile, for_each_task, gelu_rows, pool_threads};
 use super::tract_ops::QuantizeI8;
 
 /// Output columns per panel of packed weights: one 512-bit register of i32 sums.
@@ -248,6 +250,9 @@ pub struct MatMulI8 {
     quantize: QuantizeI8,
     weights: Arc<PackedWeights>,
     epilogue: Epilogue,
+    /// Whether exact GELU (tract's `GeluExact`, as [`super::tract_gemm::MatMulF32`] applies it)
+    /// follows the bias ([`Self::with_gelu`]).
+    gelu: bool,
 }
 
 // tract compares ops (`DynEq`); the f32 constants come from a model's initialisers, where a
@@ -291,7 +296,13 @@ impl MatMulI8 {
             quantize,
             weights: Arc::new(weights),
             epilogue,
+            gelu: false,
         })
+    }
+
+    /// The same layer followed by exact GELU (the MLP's first layer); `None` if it has it.
+    pub fn with_gelu(&self) -> Option<Self> {
+        (!self.gelu).then(|| MatMulI8 { gelu: true, ..self.clone() })
     }
 
     fn rows(&self) -> usize {
@@ -311,12 +322,16 @@ impl MatMulI8 {
                 vec![0i8; tile.rows * row_bytes],
                 vec![0f32; if k.a == 1 { 0 } else { k.len }],
                 vec![0i32; tile.rows * tile.cols.next_multiple_of(LANES)],
+                vec![0f32; if self.gelu { tile.rows * tile.cols } else { 0 }],
             )
         };
+        // The GELU epilogue's erf kernel (tract's), looked up once for all tasks.
+        let erf = self.gelu.then(|| Func::Erf.ew_f32()).transpose()?;
+        let erf = erf.as_deref();
         let c_ptr = c.as_mut_ptr() as usize;
         let c_len = c.len() as isize;
         let work = rows_total * n.len * k.len;
-        for_each_task(tile.count(), work, scratch, |(a_rows, gathered, sums), task| {
+        for_each_task(tile.count(), work, scratch, |(a_rows, gathered, sums, block), task| {
             let (first, count, col, width) = tile.task(task);
             // Tiles split columns in multiples of 16 (LANES), so a task starts on a panel.
             debug_assert_eq!(col % LANES, 0);
@@ -342,14 +357,19 @@ impl MatMulI8 {
             let sums_width = panels * LANES;
             let (offsets, rescale) =
                 (&weights.offset_sums[col..col + width], &self.epilogue.rescale[col..col + width]);
-            for r in 0..count {
+            // The row of `c` that output row `r` of the task goes to.
+            let c_row = |r: usize| -> TractResult<&mut [f32]> {
                 let (_, oc) = self.layout.row_offsets(first + r);
                 // Columns are contiguous in `c` (`n.c == 1`, or one column: `new`).
                 let oc = oc + col as isize;
                 ensure!(oc >= 0 && oc + width as isize <= c_len, "MatMulI8: output row out of bounds");
                 // SAFETY: the row's `width` values from `oc` are inside `c` (checked above);
-                // tasks write disjoint rows and columns, so no two slices overlap.
-                let dst = unsafe { std::slice::from_raw_parts_mut((c_ptr as *mut f32).offset(oc), width) };
+                // tasks write disjoint rows and columns, and each row is taken once per task.
+                Ok(unsafe { std::slice::from_raw_parts_mut((c_ptr as *mut f32).offset(oc), width) })
+            };
+            for r in 0..count {
+                // With GELU, rows go to a block first: tract's erf kernel runs on many rows at once.
+                let dst = if erf.is_some() { &mut block[r * width..(r + 1) * width] } else { c_row(r)? };
                 let row = &sums[r * sums_width..r * sums_width + width];
                 // tract's order: Cast (i32 -> f32), then Mul, then Add; no fused multiply-add.
                 let scaled = row.iter().zip(offsets).zip(rescale).map(|((&s, &o), &k)| (s - o) as f32 * k);
@@ -360,6 +380,13 @@ impl MatMulI8 {
                         }
                     }
                     None => dst.iter_mut().zip(scaled).for_each(|(d, v)| *d = v),
+                }
+            }
+            if let Some(erf) = erf {
+                // SAFETY: `block` holds `count` rows of `width` values, this task's own.
+                unsafe { gelu_rows(erf, block.as_mut_ptr(), count, width, width as isize)? };
+                for r in 0..count {
+                    c_row(r)?.copy_from_slice(&block[r * width..(r + 1) * width]);
                 }
             }
             Ok(())
@@ -375,6 +402,7 @@ impl Op for MatMulI8 {
     fn info(&self) -> TractResult<Vec<String>> {
         let (w, kernel) = (&self.weights, Kernel::best());
         let bias = if self.epilogue.bias.is_some() { " + bias" } else { "" };
+        let bias = if self.gelu { format!("{bias}, GELU") } else { bias.to_string() };
         Ok(vec![format!(
             "{} rows x {} by {} x {} (int8, {kernel:?}), rescaled{bias}",
             self.rows(),
@@ -483,6 +511,7 @@ mod tests {
         windows: usize,
         scalar_rescale: bool,
         bias: bool,
+        gelu: bool,
     ) -> TractResult<TypedModel> {
         let mut model = TypedModel::default();
         let x = model.add_source("x", f32::fact([rows, k]))?;
@@ -526,34 +555,43 @@ mod tests {
             let bias = model.add_const("bias_values", tensor1(&bias).into_shape(&[1, n])?)?;
             out = model.wire_node("biased", add(), &[out[0], bias])?;
         }
+        if gelu {
+            out = model.wire_node("act", tract_onnx::tract_core::ops::nn::gelu_exact::gelu_exact(), &out)?;
+        }
         model.select_output_outlets(&out)?;
         Ok(model)
     }
 
     /// The layer with `MatMulI8` swapped in gives tract's values to the bit: windows, odd `k` and
-    /// `n`, more rows than one task, per-column and scalar rescale, with and without a bias, the
-    /// activations saturating and on rounding ties; one thread and three.
+    /// `n`, more rows than one task, per-column and scalar rescale, with and without a bias and
+    /// a GELU after it (taken in after tract optimises), the activations saturating and on
+    /// rounding ties; one thread and three.
     #[test]
     fn int8_layers_are_tracts_to_the_bit() {
         let cases = [
-            (1, 1, 1, 1, false, true),
-            (7, 3, 5, 1, true, true),
-            (98, 33, 17, 2, false, false),
-            (490, 32, 96, 10, false, true),
-            (600, 97, 40, 3, true, true),
-            (300, 384, 33, 4, false, true),
+            (1, 1, 1, 1, false, true, false),
+            (7, 3, 5, 1, true, true, true),
+            (98, 33, 17, 2, false, false, false),
+            (490, 32, 96, 10, false, true, true),
+            (600, 97, 40, 3, true, true, false),
+            (300, 384, 33, 4, false, true, true),
         ];
         let check = || {
-            for (rows, k, n, windows, scalar_rescale, bias) in cases {
-                let model = layer(rows, k, n, windows, scalar_rescale, bias).unwrap();
+            for (rows, k, n, windows, scalar_rescale, bias, gelu) in cases {
+                let model = layer(rows, k, n, windows, scalar_rescale, bias, gelu).unwrap();
                 let mut ours = model.clone();
                 assert_eq!(super::super::tract_ops::accelerate(&mut ours).unwrap(), 1);
+                let mut ours = ours.into_optimized().unwrap();
+                super::super::tract_ops::accelerate_optimized(&mut ours).unwrap();
                 let names: Vec<String> =
                     ours.eval_order().unwrap().iter().map(|&i| ours.node(i).op.name().to_string()).collect();
-                assert!(
-                    names.contains(&"MatMulI8".to_string()) && !names.iter().any(|n| n == "Cast"),
-                    "{names:?}"
-                );
+                let left = names.iter().any(|n| n == "Cast" || n.contains("Gelu"));
+                assert!(names.contains(&"MatMulI8".to_string()) && !left, "{names:?}");
+                let fused = ours
+                    .nodes()
+                    .iter()
+                    .any(|n| n.op_is::<MatMulI8>() && n.op.info().unwrap()[0].contains("GELU"));
+                assert_eq!(fused, gelu, "{names:?}");
                 let mut x: Vec<f32> = (0..rows * k).map(|i| (unit(i, 6) - 0.5) * 8.0).collect();
                 // Exact ties of the rounding (x / scale = j + 0.5), both signs.
                 for (j, v) in x.iter_mut().take(8).enumerate() {

@@ -561,6 +561,14 @@ pub fn accelerate_optimized(model: &mut TypedModel) -> TractResult<usize> {
             replaced += refine_matmul(model, id)? as usize;
             continue;
         }
+        if let Some(fused) = node.op_as::<MatMulI8>().and_then(|op| op.with_gelu()) {
+            if let Some(gelu) = only_gelu_after(model, id) {
+                let inputs = node.inputs.clone();
+                rewire(model, &inputs, OutletId::new(gelu, 0), fused)?;
+                replaced += 1;
+            }
+            continue;
+        }
         if let Some(AxisOp::Move(from, to)) = node.op_as::<AxisOp>() {
             let input = model.outlet_fact(node.inputs[0])?;
             let op = match input.shape.as_concrete() {
@@ -623,20 +631,25 @@ fn refine_matmul(model: &mut TypedModel, id: usize) -> TractResult<bool> {
         }
     }
     let mut replaced = OutletId::new(id, 0);
-    if let [only] = node.outputs[0].successors.as_slice() {
-        let next = model.node(only.node);
-        let is_gelu = next.op_as::<ElementWiseOp>().is_some_and(|e| e.0.is::<GeluExact>());
-        let is_output = model.outputs.contains(&replaced);
-        if let (true, false, Some(fused)) = (is_gelu, is_output, op.with_gelu()) {
-            op = fused;
-            replaced = OutletId::new(next.id, 0);
-            changed = true;
-        }
+    if let (Some(gelu), Some(fused)) = (only_gelu_after(model, id), op.with_gelu()) {
+        op = fused;
+        replaced = OutletId::new(gelu, 0);
+        changed = true;
     }
     if changed {
         rewire(model, &inputs, replaced, op)?;
     }
     Ok(changed)
+}
+
+/// The exact GELU node that is the only consumer of node `id`'s output, when that output is not
+/// a model output: what a product can take in as its epilogue.
+fn only_gelu_after(model: &TypedModel, id: usize) -> Option<usize> {
+    let output = OutletId::new(id, 0);
+    let [only] = model.node(id).outputs[0].successors.as_slice() else { return None };
+    let next = model.node(only.node);
+    let is_gelu = next.op_as::<ElementWiseOp>().is_some_and(|e| e.0.is::<GeluExact>());
+    (is_gelu && !model.outputs.contains(&output)).then_some(next.id)
 }
 
 /// Replaces the `EinSum` node `id` by a [`MatMulF32`] when it is a plain f32 matrix product,

@@ -725,19 +725,27 @@ impl TypedOp for MatMulF32 {
 /// accumulator to stay in cache across all taps, spread over tract's threads.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct ConvF32 {
-    /// `[n, ci, h, w]`.
-    input: [usize; 4],
-    /// `[co, ci, kh, kw]`.
-    kernel: [usize; 4],
-    /// Zero rows above and below, columns left and right.
-    pad: [usize; 4],
-    /// Vertical and horizontal stride.
-    stride: [usize; 2],
+    geometry: ConvGeometry,
 }
 
-impl ConvF32 {
-    /// `None` unless the convolution is one this op computes (see the type's docs).
-    pub fn from_conv(conv: &Conv, input: &[usize], kernel: &[usize], bias_len: usize) -> Option<Self> {
+/// The shape of a 2-D convolution of an NCHW tensor by an OIHW kernel (one group, no
+/// dilation, explicit zero padding): what [`ConvF32`] and the int8
+/// [`super::tract_i8::ConvI8`] compute.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub(super) struct ConvGeometry {
+    /// `[n, ci, h, w]`.
+    pub input: [usize; 4],
+    /// `[co, ci, kh, kw]`.
+    pub kernel: [usize; 4],
+    /// Zero rows above and below, columns left and right.
+    pub pad: [usize; 4],
+    /// Vertical and horizontal stride.
+    pub stride: [usize; 2],
+}
+
+impl ConvGeometry {
+    /// `None` unless `conv` is such a convolution of `input` by `kernel`, non-empty.
+    pub fn of(conv: &Conv, input: &[usize], kernel: &[usize]) -> Option<Self> {
         let spec = &conv.pool_spec;
         let unit = |v: &Option<TVec<usize>>| v.as_ref().is_none_or(|v| v.iter().all(|&x| x == 1));
         let pad = match &spec.padding {
@@ -750,22 +758,19 @@ impl ConvF32 {
             _ => return None,
         };
         let (&[n, ci, h, w], &[co, kci, kh, kw]) = (input, kernel) else { return None };
-        let plain = conv.q_params.is_none()
-            && conv.group == 1
+        let plain = conv.group == 1
             && spec.data_format == DataFormat::NCHW
             && conv.kernel_fmt == KernelFormat::OIHW
             && unit(&spec.dilations)
             && kci == ci
-            && kh * kw > 1
-            && (bias_len == co || bias_len == 1)
-            && n * ci * h * w * co > 0;
+            && n * ci * h * w * co * kh * kw > 0;
         let stride = match spec.strides.as_deref() {
             None => [1, 1],
             Some(&[sh, sw]) if sh > 0 && sw > 0 => [sh, sw],
             Some(_) => return None,
         };
         let (hp, wp) = (h + pad[0] + pad[1], w + pad[2] + pad[3]);
-        (plain && hp >= kh && wp >= kw).then_some(ConvF32 {
+        (plain && hp >= kh && wp >= kw).then_some(ConvGeometry {
             input: [n, ci, h, w],
             kernel: [co, ci, kh, kw],
             pad,
@@ -774,11 +779,27 @@ impl ConvF32 {
     }
 
     /// Padded input size and output size: `(hp, wp, ho, wo)`.
-    fn sizes(&self) -> (usize, usize, usize, usize) {
+    pub fn sizes(&self) -> (usize, usize, usize, usize) {
         let [_, _, h, w] = self.input;
         let [_, _, kh, kw] = self.kernel;
         let (hp, wp) = (h + self.pad[0] + self.pad[1], w + self.pad[2] + self.pad[3]);
         (hp, wp, (hp - kh) / self.stride[0] + 1, (wp - kw) / self.stride[1] + 1)
+    }
+
+    /// `[n, co, ho, wo]`.
+    pub fn output_shape(&self) -> [usize; 4] {
+        let (_, _, ho, wo) = self.sizes();
+        [self.input[0], self.kernel[0], ho, wo]
+    }
+}
+
+impl ConvF32 {
+    /// `None` unless the convolution is one this op computes (see the type's docs).
+    pub fn from_conv(conv: &Conv, input: &[usize], kernel: &[usize], bias_len: usize) -> Option<Self> {
+        let geometry = ConvGeometry::of(conv, input, kernel)?;
+        let [co, _, kh, kw] = geometry.kernel;
+        let plain = conv.q_params.is_none() && kh * kw > 1 && (bias_len == co || bias_len == 1);
+        plain.then_some(ConvF32 { geometry })
     }
 
     /// One image by im2col (any stride): `x` is `[ci, h, w]`, `out` `[co, ho, wo]`, `patches`
@@ -791,10 +812,10 @@ impl ConvF32 {
         patches: &mut Vec<f32>,
         out: &mut [f32],
     ) -> TractResult<()> {
-        let [_, ci, h, w] = self.input;
-        let [co, _, kh, kw] = self.kernel;
-        let [sh, sw] = self.stride;
-        let (_, _, ho, wo) = self.sizes();
+        let [_, ci, h, w] = self.geometry.input;
+        let [co, _, kh, kw] = self.geometry.kernel;
+        let [sh, sw] = self.geometry.stride;
+        let (_, _, ho, wo) = self.geometry.sizes();
         let flat = ho * wo;
         patches.clear();
         patches.resize(ci * kh * kw * flat, 0.0);
@@ -803,9 +824,11 @@ impl ConvF32 {
             let plane = &x[c * h * w..(c + 1) * h * w];
             for (y, dst) in dst.chunks_exact_mut(wo).enumerate() {
                 // Source row of output row y; outside the input it stays zero (padding).
-                let Some(sy) = (y * sh + dy).checked_sub(self.pad[0]).filter(|&sy| sy < h) else { continue };
+                let Some(sy) = (y * sh + dy).checked_sub(self.geometry.pad[0]).filter(|&sy| sy < h) else {
+                    continue;
+                };
                 for (x, d) in dst.iter_mut().enumerate() {
-                    if let Some(sx) = (x * sw + dx).checked_sub(self.pad[2]).filter(|&sx| sx < w) {
+                    if let Some(sx) = (x * sw + dx).checked_sub(self.geometry.pad[2]).filter(|&sx| sx < w) {
                         *d = plane[sy * w + sx];
                     }
                 }
@@ -849,11 +872,6 @@ impl ConvF32 {
         )
     }
 
-    fn output_shape(&self) -> [usize; 4] {
-        let (_, _, ho, wo) = self.sizes();
-        [self.input[0], self.kernel[0], ho, wo]
-    }
-
     /// One image with stride 1: `x` is `[ci, h, w]`, `out` `[co, ho, wo]`, `padded` scratch for the padded
     /// planes (plus `kw` values: the last tap of the last row reads that far).
     fn image(
@@ -864,14 +882,16 @@ impl ConvF32 {
         padded: &mut Vec<f32>,
         out: &mut [f32],
     ) -> TractResult<()> {
-        let [_, ci, h, w] = self.input;
-        let [co, _, kh, kw] = self.kernel;
-        let (hp, wp, ho, wo) = self.sizes();
+        let [_, ci, h, w] = self.geometry.input;
+        let [co, _, kh, kw] = self.geometry.kernel;
+        let (hp, wp, ho, wo) = self.geometry.sizes();
         padded.clear();
         padded.resize(ci * hp * wp + kw, 0.0);
         for (src, dst) in x.chunks_exact(h * w).zip(padded.chunks_exact_mut(hp * wp)) {
-            for (row, dst_row) in src.chunks_exact(w).zip(dst[self.pad[0] * wp..].chunks_exact_mut(wp)) {
-                dst_row[self.pad[2]..self.pad[2] + w].copy_from_slice(row);
+            for (row, dst_row) in
+                src.chunks_exact(w).zip(dst[self.geometry.pad[0] * wp..].chunks_exact_mut(wp))
+            {
+                dst_row[self.geometry.pad[2]..self.geometry.pad[2] + w].copy_from_slice(row);
             }
         }
         // The kernel tap by tap (`[tap][o][i]`: each tap one contiguous `co x ci` matrix), so
@@ -954,9 +974,9 @@ impl Op for ConvF32 {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        let [co, ci, kh, kw] = self.kernel;
-        let [_, _, ho, wo] = self.output_shape();
-        let [sh, sw] = self.stride;
+        let [co, ci, kh, kw] = self.geometry.kernel;
+        let [_, _, ho, wo] = self.geometry.output_shape();
+        let [sh, sw] = self.geometry.stride;
         Ok(vec![format!("{kh}x{kw} stride {sh}x{sw}, {ci} -> {co} channels at {ho}x{wo}")])
     }
 
@@ -967,14 +987,14 @@ impl EvalOp for ConvF32 {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let (x, kernel, bias) = args_3!(inputs);
         ensure!(
-            x.shape() == self.input.as_slice() && kernel.shape() == self.kernel.as_slice(),
+            x.shape() == self.geometry.input.as_slice() && kernel.shape() == self.geometry.kernel.as_slice(),
             "ConvF32 was planned for {:?} by {:?}, got {:?} by {:?}",
-            self.input,
-            self.kernel,
+            self.geometry.input,
+            self.geometry.kernel,
             x.shape(),
             kernel.shape()
         );
-        let co = self.kernel[0];
+        let co = self.geometry.kernel[0];
         ensure!(
             bias.len() == co || bias.len() == 1,
             "ConvF32's bias has {} values for {co} channels",
@@ -982,15 +1002,15 @@ impl EvalOp for ConvF32 {
         );
         let (x, kernel, bias) = (x.try_as_plain_ram()?, kernel.try_as_plain_ram()?, bias.try_as_plain_ram()?);
         let (x, kernel, bias) = (x.as_slice::<f32>()?, kernel.as_slice::<f32>()?, bias.as_slice::<f32>()?);
-        let shape = self.output_shape();
+        let shape = self.geometry.output_shape();
         let mut out = Tensor::zero::<f32>(&shape)?;
         {
             let mut view = out.try_as_plain_ram_mut()?;
             let out = view.as_slice_mut::<f32>()?;
-            let (per_in, per_out) = (x.len() / self.input[0], out.len() / shape[0]);
+            let (per_in, per_out) = (x.len() / self.geometry.input[0], out.len() / shape[0]);
             let mut scratch = Vec::new();
             for (x, out) in x.chunks_exact(per_in).zip(out.chunks_exact_mut(per_out)) {
-                match self.stride {
+                match self.geometry.stride {
                     [1, 1] => self.image(x, kernel, bias, &mut scratch, out)?,
                     _ => self.image_by_patches(x, kernel, bias, &mut scratch, out)?,
                 }
@@ -1004,7 +1024,7 @@ impl EvalOp for ConvF32 {
 
 impl TypedOp for ConvF32 {
     fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        Ok(tvec!(f32::fact(self.output_shape())))
+        Ok(tvec!(f32::fact(self.geometry.output_shape())))
     }
 
     as_op!();

@@ -28,11 +28,12 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::cnn::Conv;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 
 use tract_linalg::routines::Func;
 
-use super::tract_gemm::{ProductLayout, Tile, for_each_task, gelu_rows, pool_threads};
+use super::tract_gemm::{ConvGeometry, ProductLayout, Tile, for_each_task, gelu_rows, pool_threads};
 use super::tract_ops::QuantizeI8;
 
 /// Output columns per panel of packed weights: one 512-bit register of i32 sums.
@@ -95,35 +96,34 @@ impl Kernel {
         Kernel::Portable
     }
 
-    /// `sums[r][c] = sum over k of a[r][k] * b[k][c]` for `rows` rows of `a` (u8, one row every
-    /// `a_stride` bytes, `4 * groups` values each) and the panels `panels` of `b`; `sums` rows
-    /// are `LANES * panels.len()` apart.
+    /// `sums[r][c] = sum over k of a[r][k] * b[k][c]` (or `+=` when `accumulate`) for the rows
+    /// of `a` and the panels `panels` of `b`; `sums` rows are `LANES * panels.len()` apart.
     fn products(
         self,
-        a: &[u8],
-        a_stride: usize,
-        rows: usize,
+        a: ByteRows,
         b: &PackedWeights,
         panels: Range<usize>,
         sums: &mut [i32],
+        accumulate: bool,
     ) {
-        let (first_panel, panels) = (panels.start, panels.len());
-        let width = LANES * panels;
-        assert!(
-            rows == 0
-                || (a.len() >= (rows - 1) * a_stride + b.groups * GROUP && a_stride >= b.groups * GROUP)
-        );
-        assert!(sums.len() >= rows * width && (first_panel + panels) * b.panel_len() <= b.data.len());
+        let width = LANES * panels.len();
+        let row_len = b.groups * GROUP;
+        let fits =
+            a.count == 0 || (a.bytes.len() >= (a.count - 1) * a.stride + row_len && a.stride >= row_len);
+        assert!(fits && sums.len() >= a.count * width && panels.end * b.panel_len() <= b.data.len());
         match self {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `best` saw the CPU features; the asserts above bound every access.
-            Kernel::Vnni512 => unsafe { vnni::products(a, a_stride, rows, b, first_panel, panels, sums) },
+            // SAFETY: `best` saw the CPU features; the assert above bounds every access.
+            Kernel::Vnni512 => unsafe { vnni::products(a, b, panels, sums, accumulate) },
             Kernel::Portable => {
-                for (r, out) in sums.chunks_exact_mut(width).take(rows).enumerate() {
-                    let row = &a[r * a_stride..r * a_stride + b.groups * GROUP];
-                    for (p, out) in out.chunks_exact_mut(LANES).enumerate() {
-                        let panel = &b.data[(first_panel + p) * b.panel_len()..][..b.panel_len()];
+                for (r, out) in sums.chunks_exact_mut(width).take(a.count).enumerate() {
+                    let row = &a.bytes[r * a.stride..r * a.stride + row_len];
+                    for (p, out) in panels.clone().zip(out.chunks_exact_mut(LANES)) {
+                        let panel = &b.data[p * b.panel_len()..][..b.panel_len()];
                         let mut acc = [0i32; LANES];
+                        if accumulate {
+                            acc.copy_from_slice(out);
+                        }
                         for (quad, weights) in row.chunks_exact(GROUP).zip(panel.chunks_exact(LANES * GROUP))
                         {
                             for (lane, w) in acc.iter_mut().zip(weights.chunks_exact(GROUP)) {
@@ -140,11 +140,21 @@ impl Kernel {
     }
 }
 
+/// Rows of activations as the kernels read them: u8 (the int8 value + 128), row `r` from byte
+/// `r * stride` of `bytes`, each `4 * groups` bytes of the weights long.
+#[derive(Clone, Copy, Debug)]
+struct ByteRows<'a> {
+    bytes: &'a [u8],
+    stride: usize,
+    count: usize,
+}
+
 #[cfg(target_arch = "x86_64")]
 mod vnni {
     use std::arch::x86_64::*;
+    use std::ops::Range;
 
-    use super::{GROUP, LANES, PackedWeights};
+    use super::{ByteRows, GROUP, LANES, PackedWeights};
 
     /// [`super::Kernel::products`] on AVX-512 VNNI: tiles of up to 8 rows by 2 panels (16
     /// accumulators in registers), `b`'s panels read once per 8 rows.
@@ -154,35 +164,33 @@ mod vnni {
     /// The CPU has AVX-512F and VNNI; the operands hold what `products` asserts.
     #[target_feature(enable = "avx512f,avx512vnni")]
     pub(super) unsafe fn products(
-        a: &[u8],
-        a_stride: usize,
-        rows: usize,
+        a: ByteRows,
         b: &PackedWeights,
-        first_panel: usize,
-        panels: usize,
+        panels: Range<usize>,
         sums: &mut [i32],
+        accumulate: bool,
     ) {
-        let width = LANES * panels;
-        let (a, b_len, sums) = (a.as_ptr(), b.panel_len(), sums.as_mut_ptr());
-        let data = b.data.as_ptr();
+        let width = LANES * panels.len();
+        let (rows, stride, b_len, g) = (a.count, a.stride, b.panel_len(), b.groups);
+        let (a, sums, data) = (a.bytes.as_ptr(), sums.as_mut_ptr(), b.data.as_ptr());
         let mut p = 0;
-        while p < panels {
-            let pair = (panels - p).min(2);
+        while p < panels.len() {
+            let pair = (panels.len() - p).min(2);
             let mut r = 0;
             while r < rows {
                 // SAFETY: rows `r..r + step` of `a`, panels `p..p + pair` of `b` and the same
                 // rows and columns of `sums` are inside the operands (the caller's contract).
                 r += unsafe {
-                    let bp = data.add((first_panel + p) * b_len);
-                    let (ar, out) = (a.add(r * a_stride), sums.add(r * width + p * LANES));
-                    let g = b.groups;
+                    let bp = data.add((panels.start + p) * b_len);
+                    let (ar, out) = (a.add(r * stride), sums.add(r * width + p * LANES));
+                    let acc = accumulate;
                     match (rows - r, pair) {
-                        (8.., 2) => tile::<8, 2>(ar, a_stride, g, bp, b_len, out, width),
-                        (8.., _) => tile::<8, 1>(ar, a_stride, g, bp, b_len, out, width),
-                        (4.., 2) => tile::<4, 2>(ar, a_stride, g, bp, b_len, out, width),
-                        (4.., _) => tile::<4, 1>(ar, a_stride, g, bp, b_len, out, width),
-                        (_, 2) => tile::<1, 2>(ar, a_stride, g, bp, b_len, out, width),
-                        (_, _) => tile::<1, 1>(ar, a_stride, g, bp, b_len, out, width),
+                        (8.., 2) => tile::<8, 2>(ar, stride, g, bp, b_len, out, width, acc),
+                        (8.., _) => tile::<8, 1>(ar, stride, g, bp, b_len, out, width, acc),
+                        (4.., 2) => tile::<4, 2>(ar, stride, g, bp, b_len, out, width, acc),
+                        (4.., _) => tile::<4, 1>(ar, stride, g, bp, b_len, out, width, acc),
+                        (_, 2) => tile::<1, 2>(ar, stride, g, bp, b_len, out, width, acc),
+                        (_, _) => tile::<1, 1>(ar, stride, g, bp, b_len, out, width, acc),
                     }
                 };
             }
@@ -190,9 +198,10 @@ mod vnni {
         }
     }
 
-    /// `MR` rows by `NP` panels; returns `MR`.
+    /// `MR` rows by `NP` panels, onto the sums in `out` when `accumulate`; returns `MR`.
     #[inline]
     #[target_feature(enable = "avx512f,avx512vnni")]
+    #[allow(clippy::too_many_arguments)] // a micro-kernel's pointers and strides
     unsafe fn tile<const MR: usize, const NP: usize>(
         a: *const u8,
         a_stride: usize,
@@ -201,11 +210,19 @@ mod vnni {
         panel_len: usize,
         out: *mut i32,
         out_stride: usize,
+        accumulate: bool,
     ) -> usize {
         // SAFETY: (the whole body) `a` has `MR` rows of `4 * groups` bytes, `a_stride` apart;
         // `b` has `NP` panels of `panel_len` bytes, `out` `MR` rows of `16 * NP` sums (the caller's).
         unsafe {
             let mut acc = [[_mm512_setzero_si512(); NP]; MR];
+            if accumulate {
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    for (p, acc) in acc.iter_mut().enumerate() {
+                        *acc = _mm512_loadu_si512(out.add(r * out_stride + p * LANES) as *const _);
+                    }
+                }
+            }
             for g in 0..groups {
                 let mut weights = [_mm512_setzero_si512(); NP];
                 for (p, w) in weights.iter_mut().enumerate() {
@@ -353,7 +370,8 @@ impl MatMulI8 {
             let panels = width.div_ceil(LANES);
             // SAFETY: i8 and u8 have the same size and alignment; any byte is a valid u8.
             let a_u8 = unsafe { std::slice::from_raw_parts(a_rows.as_ptr() as *const u8, a_rows.len()) };
-            kernel.products(a_u8, row_bytes, count, weights, col / LANES..col / LANES + panels, sums);
+            let rows = ByteRows { bytes: a_u8, stride: row_bytes, count };
+            kernel.products(rows, weights, col / LANES..col / LANES + panels, sums, false);
             let sums_width = panels * LANES;
             let (offsets, rescale) =
                 (&weights.offset_sums[col..col + width], &self.epilogue.rescale[col..col + width]);
@@ -445,6 +463,220 @@ impl TypedOp for MatMulI8 {
     as_op!();
 }
 
+/// `y = conv(quantize(x), kernel) * rescale + bias`: an int8 convolution of an NCHW f32 input
+/// (ONNX `QuantizeLinear` -> `ConvInteger` -> `Cast` -> `Mul` -> `Add`, one rescale and bias per
+/// output channel), for any [`ConvGeometry`] (the FPN's 3x3 convolutions, the 4x4 stride-4
+/// patch embedding, the 1x1 classifier).
+///
+/// tract runs these as Im2col (copying every input value once per kernel tap into its packed
+/// format), an integer product, then Cast, Mul and Add passes: on the full SeMask-T's int8 form
+/// ~450 of ~1,370 ms. Here the input is quantized once into a zero-padded NHWC copy (u8,
+/// channels padded to a multiple of 4), so that the 4 channels a VNNI lane multiplies are 4
+/// adjacent bytes, and each output row is the sum over kernel taps of one product each:
+/// `[wo pixels x ci] by [ci x co]`, the pixels read straight from the copy at the tap's offset
+/// (no im2col), the weights packed per tap at load time. Padding is the quantized zero.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConvI8 {
+    geometry: ConvGeometry,
+    /// How the f32 input received is laid out; the geometry is NCHW's.
+    layout: InputLayout,
+    quantize: QuantizeI8,
+    /// The kernel as one packed `ci x co` matrix per tap (`ty * kw + tx`).
+    taps: Arc<Vec<PackedWeights>>,
+    /// `128 * sum of every weight of each output channel`: what the u8 offset adds (all taps).
+    offsets: Arc<[i32]>,
+    epilogue: Epilogue,
+}
+
+// As for MatMulI8: the f32 constants come from the model's initialisers.
+impl Eq for ConvI8 {}
+
+/// The axis order of a convolution's f32 input, before quantization.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputLayout {
+    Nchw,
+    /// Channels last: in SeMask's decoder, tract moves the backbone's NHWC outputs to NCHW after
+    /// quantizing them; the padded copy is NHWC, so the move costs nothing here.
+    Nhwc,
+}
+
+impl ConvI8 {
+    /// `None` unless `conv` is a plain integer convolution (zero points 0, see
+    /// [`super::tract_ops`]) of `input` by the constant int8 `kernel` that [`ConvGeometry`]
+    /// describes, the input quantized with a zero point of 0 (so that zero padding is the
+    /// quantized zero), with one rescale (and bias) per output channel.
+    pub fn new(
+        conv: &Conv,
+        input: &[usize],
+        layout: InputLayout,
+        kernel: &Tensor,
+        quantize: QuantizeI8,
+        epilogue: Epilogue,
+    ) -> Option<Self> {
+        let geometry = ConvGeometry::of(conv, input, kernel.shape())?;
+        let [co, ci, kh, kw] = geometry.kernel;
+        let per_channel =
+            epilogue.rescale.len() == co && epilogue.bias.as_ref().is_none_or(|b| b.len() == co);
+        if !per_channel || quantize.zero_point() != 0 || ci * kh * kw >= 1 << 16 {
+            return None;
+        }
+        let values = kernel.try_as_plain_ram().ok()?.as_slice::<i8>().ok()?;
+        let taps = (0..kh * kw)
+            .map(|tap| {
+                PackedWeights::new(&values[tap..], ci, co, (kh * kw) as isize, (ci * kh * kw) as isize)
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let offsets = (0..co).map(|c| taps.iter().map(|t| t.offset_sums[c]).sum()).collect();
+        Some(ConvI8 { geometry, layout, quantize, taps: Arc::new(taps), offsets, epilogue })
+    }
+
+    /// `[n, co, ho, wo]`.
+    pub fn output_shape(&self) -> [usize; 4] {
+        self.geometry.output_shape()
+    }
+
+    /// How many values the input has.
+    pub fn input_len(&self) -> usize {
+        self.geometry.input.iter().product()
+    }
+
+    /// Fills `out` (`[co, ho, wo]`) from one image `x` (`[ci, h, w]`).
+    fn image(&self, x: &[f32], out: &mut [f32]) -> TractResult<()> {
+        let ConvGeometry { input: [_, ci, h, w], kernel: [co, _, kh, kw], pad, stride: [sh, sw] } =
+            self.geometry;
+        let (hp, wp, ho, wo) = self.geometry.sizes();
+        let channels = ci.next_multiple_of(GROUP);
+        // The quantized, padded NHWC copy; padding (and padding channels) 128: the quantized zero.
+        let mut padded = vec![128u8; hp * wp * channels];
+        let padded_ptr = padded.as_mut_ptr() as usize;
+        for_each_task(
+            h,
+            h * w * ci,
+            || vec![0i8; w * ci],
+            |row, y| {
+                // SAFETY: input row `y` goes to padded row `y + pad[0]`, its own: tasks write
+                // disjoint bytes, all inside `padded` (`hp = h + pad[0] + pad[1]`, `wp` likewise).
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        (padded_ptr as *mut u8).add((y + pad[0]) * wp * channels),
+                        wp * channels,
+                    )
+                };
+                let dst = &mut dst[pad[2] * channels..];
+                match self.layout {
+                    InputLayout::Nchw => {
+                        let row = &mut row[..w];
+                        for c in 0..ci {
+                            self.quantize.quantize(&x[(c * h + y) * w..(c * h + y + 1) * w], row);
+                            for (xx, &q) in row.iter().enumerate() {
+                                dst[xx * channels + c] = (q ^ i8::MIN) as u8;
+                            }
+                        }
+                    }
+                    InputLayout::Nhwc => {
+                        self.quantize.quantize(&x[y * w * ci..(y + 1) * w * ci], row);
+                        for (pixel, values) in dst.chunks_exact_mut(channels).zip(row.chunks_exact(ci)) {
+                            for (d, &q) in pixel.iter_mut().zip(values) {
+                                *d = (q ^ i8::MIN) as u8;
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        let kernel = Kernel::best();
+        let panels = co.div_ceil(LANES);
+        let width = panels * LANES;
+        let out_ptr = out.as_mut_ptr() as usize;
+        let flat = ho * wo;
+        for_each_task(
+            ho,
+            ho * wo * co * ci * kh * kw,
+            || vec![0i32; wo * width],
+            |sums, y| {
+                for (tap, weights) in self.taps.iter().enumerate() {
+                    let (dy, dx) = (tap / kw, tap % kw);
+                    let start = ((y * sh + dy) * wp + dx) * channels;
+                    let rows = ByteRows { bytes: &padded[start..], stride: sw * channels, count: wo };
+                    kernel.products(rows, weights, 0..panels, sums, tap > 0);
+                }
+                for c in 0..co {
+                    // SAFETY: output row `y` of channel `c`, inside `out` (`[co, ho, wo]`), this task's own.
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut((out_ptr as *mut f32).add(c * flat + y * wo), wo)
+                    };
+                    let (offset, rescale) = (self.offsets[c], self.epilogue.rescale[c]);
+                    let sums = sums.iter().skip(c).step_by(width);
+                    // tract's order: Cast (i32 -> f32), then Mul, then Add; no fused multiply-add.
+                    let scaled = sums.map(|&s| (s - offset) as f32 * rescale);
+                    match &self.epilogue.bias {
+                        Some(bias) => dst.iter_mut().zip(scaled).for_each(|(d, v)| *d = v + bias[c]),
+                        None => dst.iter_mut().zip(scaled).for_each(|(d, v)| *d = v),
+                    }
+                }
+                Ok(())
+            },
+        )
+    }
+}
+
+impl Op for ConvI8 {
+    fn name(&self) -> StaticName {
+        "ConvI8".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        let ConvGeometry { input, kernel, pad, stride } = self.geometry;
+        let bias = if self.epilogue.bias.is_some() { " + bias" } else { "" };
+        Ok(vec![format!(
+            "{input:?} ({:?} in) by {kernel:?}, pad {pad:?}, stride {stride:?} (int8, {:?}), rescaled{bias}",
+            self.layout,
+            Kernel::best()
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for ConvI8 {
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        ensure!(
+            input.len() == self.input_len(),
+            "ConvI8 planned for {:?} ({:?}), got {:?}",
+            self.geometry.input,
+            self.layout,
+            input.shape()
+        );
+        let x = input.try_as_plain_ram()?.as_slice::<f32>()?;
+        let out_shape = self.geometry.output_shape();
+        // SAFETY: `image` writes every element of each image's `[co, ho, wo]` (every output row
+        // of every channel); on an error the tensor is dropped unread.
+        let mut output = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
+        {
+            let mut view = output.try_as_plain_ram_mut()?;
+            let out = view.as_slice_mut::<f32>()?;
+            let [_, ci, h, w] = self.geometry.input;
+            let per_image = out_shape[1..].iter().product::<usize>();
+            for (x, out) in x.chunks_exact(ci * h * w).zip(out.chunks_exact_mut(per_image)) {
+                self.image(x, out)?;
+            }
+        }
+        Ok(tvec!(output.into_tvalue()))
+    }
+
+    op_out_of_plan!();
+}
+
+impl TypedOp for ConvI8 {
+    fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec!(f32::fact(self.geometry.output_shape())))
+    }
+
+    as_op!();
+}
+
 #[cfg(test)]
 mod tests {
     use tract_linalg::multithread::{Executor, multithread_tract_scope};
@@ -463,7 +695,8 @@ mod tests {
     }
 
     /// Both kernels against a plain triple loop: rows around the 8- and 4-row tiles, `k` around
-    /// the groups of 4, one to three panels from a panel other than the first.
+    /// the groups of 4, one to three panels from a panel other than the first, writing and
+    /// accumulating.
     #[test]
     fn kernels_sum_exactly() {
         let mut kernels = vec![Kernel::Portable];
@@ -478,17 +711,19 @@ mod tests {
             let total_panels = n.div_ceil(LANES);
             for first in 0..total_panels {
                 let panels = total_panels - first;
-                for &kernel in &kernels {
+                for (&kernel, accumulate) in kernels.iter().flat_map(|k| [(k, false), (k, true)]) {
                     let mut sums = vec![-7i32; rows * panels * LANES];
-                    kernel.products(&a, stride, rows, &weights, first..first + panels, &mut sums);
+                    let a_rows = ByteRows { bytes: &a, stride, count: rows };
+                    kernel.products(a_rows, &weights, first..first + panels, &mut sums, accumulate);
                     for r in 0..rows {
                         for c in 0..panels * LANES {
                             let col = first * LANES + c;
+                            let start = if accumulate { -7 } else { 0 };
                             let expected: i32 = if col < n {
                                 (0..k).map(|kk| a[r * stride + kk] as i32 * b[kk * n + col] as i32).sum()
                             } else {
                                 0
-                            };
+                            } + start;
                             assert_eq!(
                                 sums[r * panels * LANES + c],
                                 expected,
@@ -605,6 +840,122 @@ mod tests {
                 assert_eq!(expected.len(), got.len());
                 for (i, (e, g)) in expected.iter().zip(&got).enumerate() {
                     assert_eq!(e.to_bits(), g.to_bits(), "{rows}x{k}x{n} [{i}]: {g} vs tract's {e}");
+                }
+            }
+        };
+        check();
+        multithread_tract_scope(Executor::multithread(3), check);
+    }
+
+    /// An int8 convolution as tract reads ONNX's QOperator form (QuantizeLinear, ConvInteger,
+    /// Cast, Mul, Add) with `ConvI8` swapped in gives tract's values to the bit: 3x3 with
+    /// padding, channels not a multiple of 4, more output channels than one register, two
+    /// images, the 4x4 stride-4 patch embedding, a 1x1 classifier, strides with leftovers,
+    /// asymmetric padding, per-channel and scalar rescale, with and without bias, the input
+    /// NCHW or channels-last then moved; one thread and three.
+    #[test]
+    fn int8_convolutions_are_tracts_to_the_bit() {
+        use tract_onnx::tract_core::ops::cnn::{KernelFormat, PaddingSpec, PoolSpec};
+        use tract_onnx::tract_core::ops::nn::DataFormat;
+        #[allow(clippy::type_complexity)]
+        let cases: [(
+            usize,
+            usize,
+            usize,
+            (usize, usize),
+            (usize, usize),
+            [usize; 4],
+            [usize; 2],
+            bool,
+            bool,
+        ); 8] = [
+            (1, 3, 5, (7, 9), (3, 3), [1, 1, 1, 1], [1, 1], false, true),
+            (2, 17, 33, (13, 21), (3, 3), [1, 1, 1, 1], [1, 1], false, true),
+            (1, 64, 40, (30, 70), (3, 3), [1, 1, 1, 1], [1, 1], false, false),
+            (1, 3, 32, (64, 128), (4, 4), [0, 0, 0, 0], [4, 4], false, true),
+            (1, 32, 19, (16, 32), (1, 1), [0, 0, 0, 0], [1, 1], false, true),
+            (2, 5, 9, (17, 23), (3, 3), [1, 1, 1, 1], [2, 2], true, true),
+            (1, 4, 6, (11, 14), (3, 2), [0, 1, 2, 0], [3, 2], false, true),
+            (1, 8, 4, (9, 6), (5, 3), [2, 0, 1, 1], [1, 1], true, false),
+        ];
+        let check = || {
+            for ((n, ci, co, (h, w), (kh, kw), pad, stride, scalar_rescale, bias), nhwc) in
+                cases.into_iter().flat_map(|case| [(case, false), (case, true)])
+            {
+                let mut model = TypedModel::default();
+                let x_shape = if nhwc { [n, h, w, ci] } else { [n, ci, h, w] };
+                let x = model.add_source("x", f32::fact(x_shape)).unwrap();
+                let mut q = model.wire_node("q", quantize_linear_i8(42.5, 0), &[x]).unwrap();
+                if nhwc {
+                    // As tract leaves the decoder's inputs: quantized channels-last, then moved.
+                    q = model.wire_node("nchw", AxisOp::Move(3, 1), &q).unwrap();
+                }
+                let k: Vec<i8> = (0..co * ci * kh * kw).map(|i| (unit(i, 7) * 255.0 - 127.0) as i8).collect();
+                let k = model.add_const("k", tensor1(&k).into_shape(&[co, ci, kh, kw]).unwrap()).unwrap();
+                let mut inputs = tvec![q[0], k];
+                for (name, v) in [
+                    ("bias", 0),
+                    ("a0", 0),
+                    ("a_scale", 1),
+                    ("b0", 0),
+                    ("b_scale", 1),
+                    ("c0", 0),
+                    ("c_scale", 1),
+                ] {
+                    let konst = if v == 0 { tensor0(0i32) } else { tensor0(1f32) };
+                    inputs.push(model.add_const(name, konst).unwrap());
+                }
+                let conv = Conv {
+                    pool_spec: PoolSpec {
+                        data_format: DataFormat::NCHW,
+                        kernel_shape: tvec![kh, kw],
+                        padding: PaddingSpec::Explicit(tvec![pad[0], pad[2]], tvec![pad[1], pad[3]]),
+                        dilations: None,
+                        strides: Some(tvec![stride[0], stride[1]]),
+                        input_channels: ci,
+                        output_channels: co,
+                    },
+                    kernel_fmt: KernelFormat::OIHW,
+                    group: 1,
+                    q_params: Some(i32::datum_type()),
+                };
+                let y = model.wire_node("conv", conv, &inputs).unwrap();
+                let y = model.wire_node("cast", cast(f32::datum_type()), &y).unwrap();
+                let rescale: Vec<f32> = (0..co).map(|i| 1e-3 * (0.5 + unit(i, 8))).collect();
+                let rescale = if scalar_rescale { vec![rescale[0]] } else { rescale };
+                let len = rescale.len();
+                let rescale = model
+                    .add_const("rescale", tensor1(&rescale).into_shape(&[1, len, 1, 1]).unwrap())
+                    .unwrap();
+                let mut y = model.wire_node("rescaled", mul(), &[y[0], rescale]).unwrap();
+                if bias {
+                    let b: Vec<f32> = (0..co).map(|i| unit(i, 9) - 0.5).collect();
+                    let b = model
+                        .add_const("bias_values", tensor1(&b).into_shape(&[1, co, 1, 1]).unwrap())
+                        .unwrap();
+                    y = model.wire_node("biased", add(), &[y[0], b]).unwrap();
+                }
+                model.select_output_outlets(&y).unwrap();
+                let mut ours = model.clone();
+                assert_eq!(super::super::tract_ops::accelerate(&mut ours).unwrap(), 1);
+                let names: Vec<String> =
+                    ours.eval_order().unwrap().iter().map(|&i| ours.node(i).op.name().to_string()).collect();
+                assert!(
+                    names.contains(&"ConvI8".to_string()) && !names.iter().any(|n| n == "Cast"),
+                    "{names:?}"
+                );
+                let x: Vec<f32> = (0..n * ci * h * w).map(|i| (unit(i, 10) - 0.5) * 8.0).collect();
+                let input = tvec!(tensor1(&x).into_shape(&x_shape).unwrap().into_tvalue());
+                let run = |m: TypedModel| m.into_runnable().unwrap().run(input.clone()).unwrap().remove(0);
+                let (expected, got) = (run(model), run(ours));
+                assert_eq!(expected.shape(), got.shape());
+                let values = |t: &TValue| t.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec();
+                for (i, (e, g)) in values(&expected).iter().zip(&values(&got)).enumerate() {
+                    assert_eq!(
+                        e.to_bits(),
+                        g.to_bits(),
+                        "{ci}->{co} {h}x{w} k{kh}x{kw} {pad:?} [{i}]: {g} vs tract's {e}"
+                    );
                 }
             }
         };

@@ -34,7 +34,7 @@ use tract_onnx::tract_core::ops::nn::{GeluExact, Softmax, SoftmaxKind};
 use tract_onnx::tract_core::ops::quant::QuantizeLinearI8;
 
 use super::tract_gemm::{ConvF32, MatMulF32};
-use super::tract_i8::{Epilogue, MatMulI8};
+use super::tract_i8::{ConvI8, Epilogue, InputLayout, MatMulI8};
 use super::tract_rows::SoftmaxLastAxis;
 use crate::resample::{LinearTap, linear_taps};
 
@@ -481,6 +481,10 @@ impl QuantizeI8 {
         QuantizeI8 { inv_scale_bits: inv_scale.to_bits(), zero_point }
     }
 
+    pub fn zero_point(&self) -> i8 {
+        self.zero_point
+    }
+
     /// Quantizes `src` into `dst` (same length).
     #[allow(clippy::manual_clamp)] // max/min, not clamp: NaN must land on a bound (see below)
     pub fn quantize(&self, src: &[f32], dst: &mut [i8]) {
@@ -703,102 +707,148 @@ fn replace_matmul(model: &mut TypedModel, id: usize) -> TractResult<bool> {
 fn replace_matmul_i8(model: &mut TypedModel, id: usize) -> TractResult<bool> {
     let node = model.node(id);
     let Some(einsum) = node.op_as::<EinSum>() else { return Ok(false) };
-    if einsum.q_params != Some(i32::datum_type()) || node.inputs.len() != 9 {
+    if einsum.q_params != Some(i32::datum_type()) || !plain_integer_product(model, node) {
         return Ok(false);
     }
-    let konst = |outlet: OutletId| model.outlet_fact(outlet).ok().and_then(|f| f.konst.clone());
-    // A plain integer product (ONNX MatMulInteger): bias and zero points 0, scales 1.
-    let plain =
-        [(2, 0.0), (3, 0.0), (4, 1.0), (5, 0.0), (6, 1.0), (7, 0.0), (8, 1.0)].iter().all(|&(slot, want)| {
-            konst(node.inputs[slot])
-                .and_then(|t| f32_values(&t))
-                .is_some_and(|v| v.iter().all(|&x| x == want))
-        });
-    let Some(b) = konst(node.inputs[1]) else { return Ok(false) };
-    if !plain || b.datum_type() != i8::datum_type() {
-        return Ok(false);
-    }
-    // The activations: a QuantizeLinearI8 of an f32 tensor, maybe reshaped.
-    let is_reshape = |n: &TypedNode| matches!(n.op_as::<AxisOp>(), Some(AxisOp::Reshape(..)));
-    let mut source = model.node(node.inputs[0].node);
-    while is_reshape(source) {
-        source = model.node(source.inputs[0].node);
-    }
-    let Some(quantize) = source.op_as::<ElementWiseOp>().and_then(|e| e.0.downcast_ref::<QuantizeLinearI8>())
-    else {
-        return Ok(false);
-    };
-    let quantize = QuantizeI8::new(quantize.scale, quantize.zero_point);
-    let x = source.inputs[0];
     let shape = |outlet: OutletId| {
         model.outlet_fact(outlet).ok().and_then(|f| f.shape.as_concrete().map(|s| s.to_vec()))
     };
-    let (Some(a_shape), Some(product_shape)) = (shape(node.inputs[0]), shape(OutletId::new(id, 0))) else {
+    let (Some(b), Some(a_shape), Some(product_shape)) =
+        (constant_i8(model, node.inputs[1]), shape(node.inputs[0]), shape(OutletId::new(id, 0)))
+    else {
         return Ok(false);
     };
-    if model.outlet_fact(x)?.datum_type != f32::datum_type() {
+    let Some((quantize, x)) = quantized_from(model, node.inputs[0]) else { return Ok(false) };
+    let Some((epilogue, last)) = epilogue_after(model, OutletId::new(id, 0), 0) else { return Ok(false) };
+    let (Some(x_shape), Some(c_shape)) = (shape(x), shape(last)) else { return Ok(false) };
+    let Some(op) = MatMulI8::new(einsum, &a_shape, &b, &product_shape, &c_shape, quantize, epilogue) else {
+        return Ok(false);
+    };
+    if x_shape.iter().product::<usize>() != a_shape.iter().product::<usize>() {
         return Ok(false);
     }
-    // The output: reshapes, Cast, Mul, maybe Add; each step the only consumer of the last, and
-    // nothing but the last a model output.
+    rewire(model, &[x], last, op)?;
+    Ok(true)
+}
+
+/// Replaces an int8 convolution, as tract reads ONNX's `QuantizeLinear` -> `ConvInteger` ->
+/// `Cast` -> `Mul` -> `Add` (optional), by one [`ConvI8`]: the `Conv` node `id` with int8
+/// input and constant kernel, int32 out, zero points 0, the rescale and bias one value per
+/// output channel or one in all. Whether it did.
+fn replace_conv_i8(model: &mut TypedModel, id: usize) -> TractResult<bool> {
+    let node = model.node(id);
+    let Some(conv) = node.op_as::<Conv>() else { return Ok(false) };
+    if conv.q_params != Some(i32::datum_type()) || !plain_integer_product(model, node) {
+        return Ok(false);
+    }
+    let Some(kernel) = constant_i8(model, node.inputs[1]) else { return Ok(false) };
+    // The decoder's inputs: quantized in NHWC, then moved to NCHW.
+    let producer = model.node(node.inputs[0].node);
+    let (quantized, layout) = match producer.op_as::<AxisOp>() {
+        Some(AxisOp::Move(3, 1)) => (producer.inputs[0], InputLayout::Nhwc),
+        _ => (node.inputs[0], InputLayout::Nchw),
+    };
+    let Some((quantize, x)) = quantized_from(model, quantized) else { return Ok(false) };
+    let input = model.outlet_fact(node.inputs[0])?.shape.as_concrete().map(|s| s.to_vec());
+    // NCHW: channels are the third axis from the end.
+    let Some((epilogue, last)) = epilogue_after(model, OutletId::new(id, 0), 2) else { return Ok(false) };
+    let Some(op) = input.and_then(|input| ConvI8::new(conv, &input, layout, &kernel, quantize, epilogue))
+    else {
+        return Ok(false);
+    };
+    let same_shape = model.outlet_fact(last)?.shape.as_concrete() == Some(&op.output_shape()[..]);
+    let x_len = model.outlet_fact(x)?.shape.as_concrete().map(|s| s.iter().product::<usize>());
+    if !same_shape || x_len != Some(op.input_len()) {
+        return Ok(false);
+    }
+    rewire(model, &[x], last, op)?;
+    Ok(true)
+}
+
+/// Whether the int8 product or convolution `node` (tract's 9 inputs: a, b, bias, a0, a_scale,
+/// b0, b_scale, c0, c_scale) is a plain integer one, as ONNX `MatMulInteger` / `ConvInteger`
+/// without zero points: bias and zero points 0, scales 1.
+fn plain_integer_product(model: &TypedModel, node: &TypedNode) -> bool {
+    let wanted = [(2, 0.0), (3, 0.0), (4, 1.0), (5, 0.0), (6, 1.0), (7, 0.0), (8, 1.0)];
+    node.inputs.len() == 9
+        && wanted.iter().all(|&(slot, want)| {
+            let konst = model.outlet_fact(node.inputs[slot]).ok().and_then(|f| f.konst.clone());
+            konst.and_then(|t| f32_values(&t)).is_some_and(|v| v.iter().all(|&x| x == want))
+        })
+}
+
+/// The constant int8 tensor `outlet` holds, if it is one.
+fn constant_i8(model: &TypedModel, outlet: OutletId) -> Option<Arc<Tensor>> {
+    let konst = model.outlet_fact(outlet).ok()?.konst.clone()?;
+    (konst.datum_type() == i8::datum_type()).then_some(konst)
+}
+
+/// The quantization and the f32 tensor that the int8 tensor `outlet` is made from: a
+/// `QuantizeLinearI8` of an f32 tensor, through reshapes if any.
+fn quantized_from(model: &TypedModel, outlet: OutletId) -> Option<(QuantizeI8, OutletId)> {
+    let mut source = model.node(outlet.node);
+    while matches!(source.op_as::<AxisOp>(), Some(AxisOp::Reshape(..))) {
+        source = model.node(source.inputs[0].node);
+    }
+    let quantize = source.op_as::<ElementWiseOp>()?.0.downcast_ref::<QuantizeLinearI8>()?;
+    let x = source.inputs[0];
+    let is_f32 = model.outlet_fact(x).ok()?.datum_type == f32::datum_type();
+    is_f32.then(|| (QuantizeI8::new(quantize.scale, quantize.zero_point), x))
+}
+
+/// What follows an int32 product at `outlet` as tract reads ONNX's QOperator form: reshapes,
+/// `Cast` to f32, `Mul` by a constant, `Add` of a constant (optional), each the only consumer of
+/// the one before and none but the last a model output; the constants vary along one axis of
+/// the output only, `axis_from_end` from its last (or not at all). The epilogue, and the outlet
+/// it ends at.
+fn epilogue_after(
+    model: &TypedModel,
+    outlet: OutletId,
+    axis_from_end: usize,
+) -> Option<(Epilogue, OutletId)> {
     let next = |outlet: OutletId| -> Option<&TypedNode> {
         match model.node(outlet.node).outputs[outlet.slot].successors.as_slice() {
             [only] if !model.outputs.contains(&outlet) => Some(model.node(only.node)),
             _ => None,
         }
     };
-    // The constant other operand of a binary `name` node, as one value per column of `columns`.
-    let per_column = |n: &TypedNode, name: &str, from: OutletId, columns: usize| -> Option<Vec<f32>> {
-        n.op_as::<TypedBinOp>().filter(|b| b.0.name() == name)?;
-        let other = *n.inputs.iter().find(|&&i| i != from)?;
-        let value = konst(other)?;
-        let fact = model.outlet_fact(OutletId::new(n.id, 0)).ok()?;
-        let out_shape = fact.shape.as_concrete()?;
-        let leading_ones = value.shape().iter().rev().skip(1).all(|&d| d == 1);
-        let last = value.shape().last().copied().unwrap_or(1);
-        let values = f32_values(&value)?;
-        let fits = value.datum_type() == f32::datum_type()
-            && value.rank() <= out_shape.len()
-            && leading_ones
-            && out_shape.last() == Some(&columns);
-        match last {
-            _ if !fits => None,
-            1 => Some(vec![values[0]; columns]),
-            l if l == columns => Some(values),
-            _ => None,
-        }
-    };
-    let mut at = OutletId::new(id, 0);
+    let mut at = outlet;
     let mut step = next(at);
-    while let Some(n) = step.filter(|n| is_reshape(n)) {
+    while let Some(n) = step.filter(|n| matches!(n.op_as::<AxisOp>(), Some(AxisOp::Reshape(..)))) {
         at = OutletId::new(n.id, 0);
         step = next(at);
     }
-    let Some(cast) = step.filter(|n| n.op_as::<Cast>().is_some_and(|c| c.to == f32::datum_type())) else {
-        return Ok(false);
-    };
+    let cast = step.filter(|n| n.op_as::<Cast>().is_some_and(|c| c.to == f32::datum_type()))?;
     at = OutletId::new(cast.id, 0);
-    let Some(c_shape) = shape(at) else { return Ok(false) };
-    let columns = *c_shape.last().unwrap_or(&1);
-    let Some((mul, rescale)) = next(at).and_then(|n| Some((n, per_column(n, "Mul", at, columns)?))) else {
-        return Ok(false);
+    let shape = model.outlet_fact(at).ok()?.shape.as_concrete()?.to_vec();
+    let axis = shape.len().checked_sub(axis_from_end + 1)?;
+    let len = shape[axis];
+    // The other operand of the binary `name` node `n` (one of whose inputs is `from`), as `len`
+    // values along `axis`.
+    let along_axis = |n: &TypedNode, name: &str, from: OutletId| -> Option<Vec<f32>> {
+        n.op_as::<TypedBinOp>().filter(|b| b.0.name() == name)?;
+        let value = model.outlet_fact(*n.inputs.iter().find(|&&i| i != from)?).ok()?.konst.clone()?;
+        let same_shape =
+            model.outlet_fact(OutletId::new(n.id, 0)).ok()?.shape.as_concrete() == Some(&shape[..]);
+        let rank_gap = shape.len().checked_sub(value.rank())?;
+        let varying =
+            value.shape().iter().enumerate().filter(|&(i, &d)| d != 1 && i + rank_gap != axis).count();
+        let values = f32_values(&value)?;
+        match values.len() {
+            _ if !same_shape || varying > 0 || value.datum_type() != f32::datum_type() => None,
+            1 => Some(vec![values[0]; len]),
+            l if l == len => Some(values),
+            _ => None,
+        }
     };
+    let (mul, rescale) = next(at).and_then(|n| Some((n, along_axis(n, "Mul", at)?)))?;
     at = OutletId::new(mul.id, 0);
     let mut bias = None;
-    if let Some((add, values)) = next(at).and_then(|n| Some((n, per_column(n, "Add", at, columns)?))) {
+    if let Some((add, values)) = next(at).and_then(|n| Some((n, along_axis(n, "Add", at)?))) {
         at = OutletId::new(add.id, 0);
-        bias = Some(values);
+        bias = Some(values.into());
     }
-    let epilogue = Epilogue { rescale: rescale.into(), bias: bias.map(Into::into) };
-    let Some(op) = MatMulI8::new(einsum, &a_shape, &b, &product_shape, &c_shape, quantize, epilogue) else {
-        return Ok(false);
-    };
-    let x_len: usize = shape(x).map(|s| s.iter().product()).unwrap_or(0);
-    if x_len != a_shape.iter().product::<usize>() {
-        return Ok(false);
-    }
-    rewire(model, &[x], at, op)?;
-    Ok(true)
+    Some((Epilogue { rescale: rescale.into(), bias }, at))
 }
 
 /// A tensor's values as f32 (cast when needed).
@@ -837,6 +887,10 @@ pub fn accelerate(model: &mut TypedModel) -> TractResult<usize> {
             continue;
         }
         if let Some(conv) = model.node(id).op_as::<Conv>() {
+            if conv.q_params.is_some() {
+                replaced += replace_conv_i8(model, id)? as usize;
+                continue;
+            }
             let facts = model.node_input_facts(id)?;
             let f32_inputs = facts.len() == 3 && facts.iter().all(|f| f.datum_type == f32::datum_type());
             let op = match (

@@ -1,28 +1,30 @@
-//! The int8 linear layers of a QOperator model as one operator each ([`MatMulI8`]), swapped in
-//! by [`super::tract_ops::accelerate`] before tract optimises the model.
+//! The int8 layers of a QOperator model as one operator each, swapped in by
+//! [`super::tract_ops::accelerate`] before tract optimises the model: linear layers
+//! ([`MatMulI8`]) and convolutions ([`ConvI8`]).
 //!
-//! An int8 linear layer arrives as five ONNX nodes: `QuantizeLinear` (f32 -> int8 activations),
-//! `MatMulInteger` (int8 x int8 -> int32), `Cast` (-> f32), `Mul` (the rescale, one factor per
-//! output column) and `Add` (the bias). tract runs them as five operators, and makes the product
-//! itself slow on SeMask: it keeps the window partition's axes as batch axes of the integer
-//! product (the built-in model's stage-1 qkv projection became 490 products of 96x32 by 32x19),
-//! then Cast, Mul and Add each pass over the int32 output again. On the built-in model the int8
-//! form took twice the time of our f32 one (docs/performance.md).
+//! An int8 layer arrives as five ONNX nodes: `QuantizeLinear` (f32 -> int8 activations),
+//! `MatMulInteger` or `ConvInteger` (int8 x int8 -> int32), `Cast` (-> f32), `Mul` (the
+//! rescale, one factor per output column or channel) and `Add` (the bias). tract runs them as
+//! five operators and makes the product itself slow on SeMask: it keeps the window partition's
+//! axes as batch axes of the integer product (the built-in model's stage-1 qkv projection
+//! became 490 products of 96x32 by 32x19), copies every convolution input once per kernel tap
+//! (Im2col), then Cast, Mul and Add each pass over the int32 output again. On the built-in
+//! model the int8 form took 1.5-2x the time of our f32 one (docs/performance.md).
 //!
 //! Here the rows of all windows are gathered into tiles, as the f32 products do
 //! ([`ProductLayout`], [`Tile`]); each row is quantized as it is gathered (so the int8
 //! activations are never a tensor of their own), the integer product runs on AVX-512 VNNI where
 //! the CPU has it (`vpdpbusd`: 64 multiply-adds of u8 by i8 per instruction; a portable kernel
-//! elsewhere, tested under qemu on aarch64), and the rescale and bias are applied while the
-//! tile's sums are in cache.
+//! elsewhere, tested under qemu on aarch64), and the rescale and bias (and a GELU that follows)
+//! are applied while the tile's sums are in cache. Convolutions: see [`ConvI8`].
 //!
 //! The values are tract's, bit for bit: the quantization is [`QuantizeI8`]'s (tract's rounding,
 //! tested), the integer sums are exact, and the epilogue converts, multiplies and adds in
 //! tract's order, each step rounded as tract rounds it.
 //!
 //! VNNI multiplies unsigned by signed bytes, so activations are stored with 128 added (`q ^
-//! 0x80` as u8), and `128 * column sum of b` is subtracted from each sum: exact in i32 for any
-//! `k` below 2^16.
+//! 0x80` as u8), and `128 * sum of the weights` of each output is subtracted from its sum: exact
+//! in i32 for any `k` below 2^16.
 
 use std::ops::Range;
 use std::sync::Arc;

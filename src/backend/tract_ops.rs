@@ -15,11 +15,13 @@
 //!   attention bias and shift mask of every window, 49x49; bias adds over 96 channels). These ran
 //!   element by element; this one coalesces axes, runs contiguous rows, and splits rows across
 //!   tract's threads.
-//! - [`QuantizeI8`] replaces tract's `QuantizeLinearI8` (f32 -> int8 before each integer
-//!   product of an int8 QOperator model): tract rounds element by element through a generic
-//!   function; on the built-in model's int8 form it was 21 % of the network time, more than
-//!   the int8 products saved. This one vectorises (clamp, then round half to even by the 1.5 *
-//!   2^23 trick, exact for the clamped range) and splits the tensor across tract's threads.
+//! - An int8 QOperator model's layers (`QuantizeLinear`, `MatMulInteger` or `ConvInteger`,
+//!   `Cast`, `Mul`, `Add`) each become one [`MatMulI8`] or [`ConvI8`] (`super::tract_i8`).
+//! - [`QuantizeI8`] replaces tract's `QuantizeLinearI8` (f32 -> int8) where one is left (the
+//!   int8 layers above quantize their own input with it): tract rounds element by element
+//!   through a generic function; on the built-in model's int8 form it was 21 % of the network
+//!   time. This one vectorises (clamp, then round half to even by the 1.5 * 2^23 trick, exact
+//!   for the clamped range) and splits the tensor across tract's threads.
 
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::array::Slice;

@@ -738,6 +738,15 @@ mod tests {
         }
     }
 
+    /// How a test layer's activations reach the product.
+    #[derive(Clone, Copy, Debug)]
+    enum Form {
+        /// `[rows, k]`, reshaped into this many windows (1: none).
+        Windows(usize),
+        /// `[k, rows]`: each row's `k` values are strided (the gathering path).
+        KMajor,
+    }
+
     /// An int8 linear layer as tract reads ONNX's QOperator form: QuantizeLinear, a reshape into
     /// `windows` (if any), MatMulInteger, the reshape back, Cast, Mul by the rescale (one per
     /// column, or one in all), Add of the bias (if any).
@@ -745,21 +754,29 @@ mod tests {
         rows: usize,
         k: usize,
         n: usize,
-        windows: usize,
+        form: Form,
         scalar_rescale: bool,
         bias: bool,
         gelu: bool,
     ) -> TractResult<TypedModel> {
         let mut model = TypedModel::default();
-        let x = model.add_source("x", f32::fact([rows, k]))?;
+        let x_shape = match form {
+            Form::Windows(_) => [rows, k],
+            Form::KMajor => [k, rows],
+        };
+        let x = model.add_source("x", f32::fact(x_shape))?;
         // 1/scale chosen so that values beyond +-3 saturate.
         let q = model.wire_node("q", quantize_linear_i8(42.5, 0), &[x])?;
-        let split =
-            AxisOp::Reshape(0, tvec![rows.to_dim()], tvec![windows.to_dim(), (rows / windows).to_dim()]);
-        let a = model.wire_node("windows", split, &q)?;
+        let a = match form {
+            Form::Windows(w) => {
+                let split = AxisOp::Reshape(0, tvec![rows.to_dim()], tvec![w.to_dim(), (rows / w).to_dim()]);
+                model.wire_node("windows", split, &q)?[0]
+            }
+            Form::KMajor => q[0],
+        };
         let b: Vec<i8> = (0..k * n).map(|i| (unit(i, 3) * 255.0 - 127.0) as i8).collect();
         let b = model.add_const("b", tensor1(&b).into_shape(&[k, n])?)?;
-        let mut inputs = tvec![a[0], b];
+        let mut inputs = tvec![a, b];
         for (name, v) in [
             ("bias", 0.0),
             ("a0", 0.0),
@@ -772,15 +789,22 @@ mod tests {
             let konst = if v == 0.0 { tensor0(0i32) } else { tensor0(1f32) };
             inputs.push(model.add_const(name, konst)?);
         }
+        let expr = match form {
+            Form::Windows(_) => "wmk,kn,,,,,,,->wmn",
+            Form::KMajor => "km,kn,,,,,,,->mn",
+        };
         let einsum = EinSum {
-            axes: "wmk,kn,,,,,,,->wmn".parse()?,
+            axes: expr.parse()?,
             operating_dt: i32::datum_type(),
             q_params: Some(i32::datum_type()),
         };
         let product = model.wire_node("product", einsum, &inputs)?;
-        let merge =
-            AxisOp::Reshape(0, tvec![windows.to_dim(), (rows / windows).to_dim()], tvec![rows.to_dim()]);
-        let product = model.wire_node("merge", merge, &product)?;
+        let product = if let Form::Windows(w) = form {
+            let merge = AxisOp::Reshape(0, tvec![w.to_dim(), (rows / w).to_dim()], tvec![rows.to_dim()]);
+            model.wire_node("merge", merge, &product)?
+        } else {
+            product
+        };
         let float = model.wire_node("cast", cast(f32::datum_type()), &product)?;
         let rescale: Vec<f32> = (0..n).map(|i| 1e-3 * (0.5 + unit(i, 4))).collect();
         let rescale =
@@ -800,22 +824,24 @@ mod tests {
     }
 
     /// The layer with `MatMulI8` swapped in gives tract's values to the bit: windows, odd `k` and
-    /// `n`, more rows than one task, per-column and scalar rescale, with and without a bias and
+    /// `n`, more rows than one task, activations read with a stride (k-major), per-column and scalar rescale, with and without a bias and
     /// a GELU after it (taken in after tract optimises), the activations saturating and on
     /// rounding ties; one thread and three.
     #[test]
     fn int8_layers_are_tracts_to_the_bit() {
         let cases = [
-            (1, 1, 1, 1, false, true, false),
-            (7, 3, 5, 1, true, true, true),
-            (98, 33, 17, 2, false, false, false),
-            (490, 32, 96, 10, false, true, true),
-            (600, 97, 40, 3, true, true, false),
-            (300, 384, 33, 4, false, true, true),
+            (1, 1, 1, Form::Windows(1), false, true, false),
+            (7, 3, 5, Form::Windows(1), true, true, true),
+            (98, 33, 17, Form::Windows(2), false, false, false),
+            (490, 32, 96, Form::Windows(10), false, true, true),
+            (600, 97, 40, Form::Windows(3), true, true, false),
+            (300, 384, 33, Form::Windows(4), false, true, true),
+            (5, 7, 3, Form::KMajor, false, true, false),
+            (300, 45, 70, Form::KMajor, true, false, true),
         ];
         let check = || {
-            for (rows, k, n, windows, scalar_rescale, bias, gelu) in cases {
-                let model = layer(rows, k, n, windows, scalar_rescale, bias, gelu).unwrap();
+            for (rows, k, n, form, scalar_rescale, bias, gelu) in cases {
+                let model = layer(rows, k, n, form, scalar_rescale, bias, gelu).unwrap();
                 let mut ours = model.clone();
                 assert_eq!(super::super::tract_ops::accelerate(&mut ours).unwrap(), 1);
                 let mut ours = ours.into_optimized().unwrap();
@@ -834,7 +860,8 @@ mod tests {
                 for (j, v) in x.iter_mut().take(8).enumerate() {
                     *v = (j as f32 - 3.5) / 42.5;
                 }
-                let input = tvec!(tensor1(&x).into_shape(&[rows, k]).unwrap().into_tvalue());
+                let shape = if let Form::KMajor = form { [k, rows] } else { [rows, k] };
+                let input = tvec!(tensor1(&x).into_shape(&shape).unwrap().into_tvalue());
                 let run = |m: TypedModel| m.into_runnable().unwrap().run(input.clone()).unwrap().remove(0);
                 let (expected, got) = (run(model), run(ours));
                 let values = |t: &TValue| t.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec();

@@ -21,6 +21,8 @@ mkdir -p "$out/labels"
 "$host" run -i "synth://?seed=7&frames=$frames&size=640x320" -o "$out/soak.mp4" --labels "$out/labels" \
   --stats "$out/stats.jsonl" --threads "${SOAK_THREADS:-0}" -q >"$out/summary.txt" 2>"$out/stderr.txt" &
 pid=$!
+# If this script stops early, the run stops with it rather than going on unsampled.
+trap 'kill "$pid" 2>/dev/null || true' EXIT
 echo "frames,rss_kib,fds,threads,seconds" >"$out/samples.csv"
 start=$(date +%s)
 next=0
@@ -32,14 +34,17 @@ while kill -0 "$pid" 2>/dev/null; do
     fds=$(ls "/proc/$pid/fd" 2>/dev/null | wc -l)
     [ -n "$rss" ] && echo "$done_frames,$rss,$fds,$threads,$(($(date +%s) - start))" >>"$out/samples.csv"
     next=$(((done_frames / 1000 + 1) * 1000))
-    # The label folder rotates: the newest 1000 PNGs stay.
-    (cd "$out/labels" && ls -t | tail -n +1001 | xargs -r rm -f)
+    # The label folder rotates: the newest 1000 PNGs stay. A `.partial` file can be renamed
+    # between ls's listing and its stat: ls then fails, which must not end the soak (it did, at
+    # frame 63,007 of the first full run, leaving the run unsampled).
+    (cd "$out/labels" && { ls -t 2>/dev/null || true; } | grep -v '\.partial$' | tail -n +1001 | xargs -r rm -f) || true
   fi
   sleep 1
 done
 set +e
 wait "$pid"
 status=$?
+trap - EXIT
 set -e
 echo "semask-edge exited with $status"
 cat "$out/summary.txt" | head -n 1

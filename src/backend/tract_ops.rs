@@ -648,14 +648,20 @@ fn refine_matmul(model: &mut TypedModel, id: usize) -> TractResult<bool> {
     Ok(changed)
 }
 
-/// The exact GELU node that is the only consumer of node `id`'s output, when that output is not
-/// a model output: what a product can take in as its epilogue.
+/// The only consumer of `outlet`, when it has exactly one and is not a model output: a node
+/// that an operator can take in after itself.
+fn sole_consumer(model: &TypedModel, outlet: OutletId) -> Option<&TypedNode> {
+    match model.node(outlet.node).outputs[outlet.slot].successors.as_slice() {
+        [only] if !model.outputs.contains(&outlet) => Some(model.node(only.node)),
+        _ => None,
+    }
+}
+
+/// The exact GELU node that is the [`sole_consumer`] of node `id`'s output: what a product can
+/// take in as its epilogue.
 fn only_gelu_after(model: &TypedModel, id: usize) -> Option<usize> {
-    let output = OutletId::new(id, 0);
-    let [only] = model.node(id).outputs[0].successors.as_slice() else { return None };
-    let next = model.node(only.node);
-    let is_gelu = next.op_as::<ElementWiseOp>().is_some_and(|e| e.0.is::<GeluExact>());
-    (is_gelu && !model.outputs.contains(&output)).then_some(next.id)
+    let next = sole_consumer(model, OutletId::new(id, 0))?;
+    next.op_as::<ElementWiseOp>().is_some_and(|e| e.0.is::<GeluExact>()).then_some(next.id)
 }
 
 /// Replaces the `EinSum` node `id` by a [`MatMulF32`] when it is a plain f32 matrix product,
@@ -808,12 +814,7 @@ fn epilogue_after(
     outlet: OutletId,
     axis_from_end: usize,
 ) -> Option<(Epilogue, OutletId)> {
-    let next = |outlet: OutletId| -> Option<&TypedNode> {
-        match model.node(outlet.node).outputs[outlet.slot].successors.as_slice() {
-            [only] if !model.outputs.contains(&outlet) => Some(model.node(only.node)),
-            _ => None,
-        }
-    };
+    let next = |outlet: OutletId| sole_consumer(model, outlet);
     let mut at = outlet;
     let mut step = next(at);
     while let Some(n) = step.filter(|n| matches!(n.op_as::<AxisOp>(), Some(AxisOp::Reshape(..)))) {

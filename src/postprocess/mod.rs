@@ -77,8 +77,10 @@ pub struct Postprocessor {
     low_res: Vec<u8>,
     /// Fast mode: running maxima for the argmax at logits resolution.
     scratch: Vec<f32>,
-    /// Exact mode: output x positions of the current row near a class boundary.
-    boundary: Vec<u32>,
+    /// Exact mode: what decides the labels of each x run, for the logits rows
+    /// `cells_source_rows` (the two rows the current output row interpolates).
+    cells: CellRow,
+    cells_source_rows: Option<(u32, u32)>,
     /// Exact mode: x-resampled logits rows `[K][frame width]`.
     rows: TwoRowCache,
     /// Exact mode: best value and best class (as f32) of each pixel of the current output row.
@@ -94,6 +96,127 @@ struct Plan {
     y_nearest: Vec<u32>,
     x_taps: Vec<LinearTap>,
     y_taps: Vec<LinearTap>,
+    /// Runs of output columns that read the same two logits columns (`x_taps` grouped).
+    x_runs: Vec<XRun>,
+}
+
+/// Output columns `start..end`, which all interpolate logits columns `i0` and `i1`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct XRun {
+    start: u32,
+    end: u32,
+    i0: u32,
+    i1: u32,
+}
+
+fn x_runs(taps: &[LinearTap]) -> Vec<XRun> {
+    let mut runs: Vec<XRun> = Vec::new();
+    for (x, tap) in taps.iter().enumerate() {
+        match runs.last_mut() {
+            Some(run) if (run.i0, run.i1) == (tap.i0, tap.i1) => run.end = x as u32 + 1,
+            _ => runs.push(XRun { start: x as u32, end: x as u32 + 1, i0: tap.i0, i1: tap.i1 }),
+        }
+    }
+    runs
+}
+
+/// How the labels of one cell (an x run between two logits rows) are found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Cell {
+    /// The four logits pixels share their argmax: that class wins every convex combination of
+    /// them, so every pixel of the cell has this label without interpolating.
+    Uniform(u8),
+    /// Near a class boundary: each pixel is interpolated, but only for the classes
+    /// `candidates[first..first + count]`; the others provably cannot win anywhere in the cell.
+    Mixed { first: u32, count: u32 },
+}
+
+/// The cells of one pair of logits rows, one per x run.
+#[derive(Debug, Clone, Default)]
+struct CellRow {
+    cells: Vec<Cell>,
+    /// Indices into `cells` of the `Mixed` ones.
+    mixed: Vec<u32>,
+    candidates: Vec<u8>,
+    /// The four corner logits of each candidate (top left, top right, bottom left, bottom
+    /// right), parallel to `candidates`: read once per cell, not once per pixel.
+    corners: Vec<[f32; 4]>,
+    /// Output pixels per row in `Mixed` cells.
+    mixed_pixels: usize,
+}
+
+impl CellRow {
+    /// Sizes the buffers for the largest possible row, so that classifying never allocates
+    /// mid-stream.
+    fn reserve(&mut self, runs: usize, classes: usize) {
+        self.cells.clear();
+        self.cells.reserve(runs);
+        self.mixed.clear();
+        self.mixed.reserve(runs);
+        self.candidates.clear();
+        self.candidates.reserve(runs * classes);
+        self.corners.clear();
+        self.corners.reserve(runs * classes);
+    }
+
+    /// Classifies the cells between logits rows `ytap.i0` and `ytap.i1`.
+    ///
+    /// A class is dropped from a mixed cell when even its largest corner value is below the
+    /// smallest corner value of another class, by more than the rounding of the interpolation
+    /// (`margin`): the interpolated value of the first stays below the second's everywhere in the
+    /// cell, so it can neither win nor tie. Non-finite logits keep every class (and the order of
+    /// comparisons that decides NaN's fate).
+    fn classify(
+        &mut self,
+        logits: &[f32],
+        (k, h, w): (usize, usize, usize),
+        low_res: &[u8],
+        ytap: &LinearTap,
+        runs: &[XRun],
+    ) {
+        let (y0, y1) = (ytap.i0 as usize, ytap.i1 as usize);
+        let (top, bottom) = (&low_res[y0 * w..(y0 + 1) * w], &low_res[y1 * w..(y1 + 1) * w]);
+        self.cells.clear();
+        self.mixed.clear();
+        self.candidates.clear();
+        self.corners.clear();
+        self.mixed_pixels = 0;
+        for run in runs {
+            let (x0, x1) = (run.i0 as usize, run.i1 as usize);
+            let a = top[x0];
+            if a == top[x1] && a == bottom[x0] && a == bottom[x1] {
+                self.cells.push(Cell::Uniform(a));
+                continue;
+            }
+            let corners = |c: usize| {
+                let plane = &logits[c * h * w..(c + 1) * h * w];
+                [plane[y0 * w + x0], plane[y0 * w + x1], plane[y1 * w + x0], plane[y1 * w + x1]]
+            };
+            let (mut floor, mut largest, mut finite) = (f32::NEG_INFINITY, 0.0f32, true);
+            for c in 0..k {
+                let v = corners(c);
+                finite &= v.iter().all(|x| x.is_finite());
+                floor = floor.max(v[0].min(v[1]).min(v[2]).min(v[3]));
+                largest = largest.max(v[0].abs().max(v[1].abs()).max(v[2].abs()).max(v[3].abs()));
+            }
+            // The interpolation is three weighted sums of weights that add up to 1 within a
+            // rounding: its error is a few units in the last place of the largest value. 1e-5
+            // of it is a wide margin; pruning less never changes a label, only the work.
+            let margin = 1e-5 * largest + f32::MIN_POSITIVE;
+            let first = self.candidates.len() as u32;
+            for c in 0..k {
+                let v = corners(c);
+                if !finite || v[0].max(v[1]).max(v[2]).max(v[3]) >= floor - 2.0 * margin {
+                    self.candidates.push(c as u8);
+                    self.corners.push(v);
+                }
+            }
+            let count = self.candidates.len() as u32 - first;
+            self.mixed.push(self.cells.len() as u32);
+            self.cells.push(Cell::Mixed { first, count });
+            self.mixed_pixels += (run.end - run.start) as usize;
+        }
+    }
 }
 
 impl Postprocessor {
@@ -109,7 +232,8 @@ impl Postprocessor {
             plan: None,
             low_res: Vec::new(),
             scratch: Vec::new(),
-            boundary: Vec::new(),
+            cells: CellRow::default(),
+            cells_source_rows: None,
             rows: TwoRowCache::default(),
             row_best: Vec::new(),
             row_best_class: Vec::new(),
@@ -167,43 +291,42 @@ impl Postprocessor {
             Upsample::Fast => {
                 self.low_res.resize(h * w, 0);
                 argmax::argmax_planes(logits, k, &mut self.low_res, &mut self.scratch);
+                let out_w = labels.width;
                 for (y, &sy) in plan.y_nearest.iter().enumerate() {
+                    let (done, rest) = labels.data.split_at_mut(y * out_w);
+                    let dst = &mut rest[..out_w];
+                    if y > 0 && plan.y_nearest[y - 1] == sy {
+                        // Upscaling repeats rows: copy the one above.
+                        dst.copy_from_slice(&done[(y - 1) * out_w..]);
+                        continue;
+                    }
                     let src = &self.low_res[sy as usize * w..(sy as usize + 1) * w];
-                    let dst = &mut labels.data[y * labels.width..(y + 1) * labels.width];
                     for (d, &sx) in dst.iter_mut().zip(&plan.x_nearest) {
                         *d = src[sx as usize];
                     }
                 }
             }
             Upsample::Exact => {
-                // Where the four logits pixels an output pixel interpolates share one argmax,
-                // that class wins every convex combination of them: the label is known without
-                // interpolating. Only pixels near class boundaries need the K interpolations,
-                // one by one when they are few, as a vectorised row when they are many.
                 self.low_res.resize(h * w, 0);
                 argmax::argmax_planes(logits, k, &mut self.low_res, &mut self.scratch);
                 let out_w = labels.width;
                 self.row_best.resize(out_w, 0.0);
                 self.row_best_class.resize(out_w, 0.0);
-                // At most one boundary pixel per output column: sized once, so that a row with
-                // more boundary pixels than any before does not allocate mid-stream.
-                self.boundary.clear();
-                self.boundary.reserve(out_w);
+                self.cells_source_rows = None;
                 for (y, ytap) in plan.y_taps.iter().enumerate() {
-                    let lo_top = &self.low_res[ytap.i0 as usize * w..(ytap.i0 as usize + 1) * w];
-                    let lo_bottom = &self.low_res[ytap.i1 as usize * w..(ytap.i1 as usize + 1) * w];
-                    let dst = &mut labels.data[y * out_w..(y + 1) * out_w];
-                    self.boundary.clear();
-                    for (x, (d, xtap)) in dst.iter_mut().zip(&plan.x_taps).enumerate() {
-                        let (x0, x1) = (xtap.i0 as usize, xtap.i1 as usize);
-                        let a = lo_top[x0];
-                        if a == lo_top[x1] && a == lo_bottom[x0] && a == lo_bottom[x1] {
-                            *d = a;
-                        } else {
-                            self.boundary.push(x as u32);
-                        }
+                    // Consecutive output rows read the same two logits rows (8 of them at the
+                    // network's stride 4 and a frame twice its input): their cells are
+                    // classified once, and their uniform cells are the same.
+                    let same_cells = self.cells_source_rows == Some((ytap.i0, ytap.i1));
+                    if !same_cells {
+                        self.cells.classify(logits, (k, h, w), &self.low_res, ytap, &plan.x_runs);
+                        self.cells_source_rows = Some((ytap.i0, ytap.i1));
                     }
-                    if self.boundary.len() * 4 > out_w {
+                    let (done, rest) = labels.data.split_at_mut(y * out_w);
+                    let dst = &mut rest[..out_w];
+                    if self.cells.mixed_pixels * 4 > out_w {
+                        // Most of the row is near a boundary (noise-like logits): one
+                        // vectorised pass over every pixel and class.
                         let (top, bottom) = self.rows.rows(ytap, |src_row, out| {
                             resample_logits_row(logits, (k, h, w), src_row, &plan.x_taps, out)
                         });
@@ -217,9 +340,30 @@ impl Postprocessor {
                             &mut self.row_best,
                             &mut self.row_best_class,
                         );
+                        continue;
+                    }
+                    if same_cells {
+                        // The row above has the same cells: its uniform spans are ours.
+                        dst.copy_from_slice(&done[(y - 1) * out_w..]);
                     } else {
-                        for &x in &self.boundary {
-                            dst[x as usize] = exact_pixel(logits, (k, h, w), ytap, &plan.x_taps[x as usize]);
+                        for (run, cell) in plan.x_runs.iter().zip(&self.cells.cells) {
+                            if let Cell::Uniform(label) = *cell {
+                                dst[run.start as usize..run.end as usize].fill(label);
+                            }
+                        }
+                    }
+                    let cells = &self.cells;
+                    for &i in &cells.mixed {
+                        let (run, Cell::Mixed { first, count }) =
+                            (plan.x_runs[i as usize], cells.cells[i as usize])
+                        else {
+                            unreachable!("`mixed` lists only mixed cells")
+                        };
+                        let candidates = first as usize..(first + count) as usize;
+                        let (classes, corners) =
+                            (&cells.candidates[candidates.clone()], &cells.corners[candidates]);
+                        for x in run.start as usize..run.end as usize {
+                            dst[x] = exact_pixel(classes, corners, ytap, &plan.x_taps[x]);
                         }
                     }
                 }
@@ -239,29 +383,30 @@ impl Postprocessor {
             y_nearest: nearest_indices(h, height),
             x_taps: linear_taps(w, width),
             y_taps: linear_taps(h, height),
+            x_runs: x_runs(&linear_taps(w, width)),
         });
         self.rows.reset(k * width);
+        self.cells.reserve(w.min(width), k);
+        self.cells_source_rows = None;
     }
 }
 
-/// The `exact` label of one output pixel: the same arithmetic, in the same order, as
-/// [`resample_logits_row`] followed by [`argmax::argmax_blended_rows`], so both give identical
-/// labels.
-fn exact_pixel(logits: &[f32], (k, h, w): (usize, usize, usize), ytap: &LinearTap, xtap: &LinearTap) -> u8 {
-    let (y0, y1, x0, x1) = (ytap.i0 as usize, ytap.i1 as usize, xtap.i0 as usize, xtap.i1 as usize);
+/// The `exact` label of one output pixel among `classes` (ascending), whose four corner logits
+/// are `corners`: the same arithmetic, in the same order, as [`resample_logits_row`] followed by
+/// [`argmax::argmax_blended_rows`], so both give identical labels.
+fn exact_pixel(classes: &[u8], corners: &[[f32; 4]], ytap: &LinearTap, xtap: &LinearTap) -> u8 {
     let mut best = f32::NEG_INFINITY;
     let mut best_class = 0;
-    for c in 0..k {
-        let plane = &logits[c * h * w..(c + 1) * h * w];
-        let top = xtap.w0 * plane[y0 * w + x0] + xtap.w1 * plane[y0 * w + x1];
-        let bottom = xtap.w0 * plane[y1 * w + x0] + xtap.w1 * plane[y1 * w + x1];
+    for (i, (&c, v)) in classes.iter().zip(corners).enumerate() {
+        let top = xtap.w0 * v[0] + xtap.w1 * v[1];
+        let bottom = xtap.w0 * v[2] + xtap.w1 * v[3];
         let v = ytap.w0 * top + ytap.w1 * bottom;
-        if c == 0 || v > best {
+        if i == 0 || v > best {
             best = v;
             best_class = c;
         }
     }
-    best_class as u8
+    best_class
 }
 
 /// Row `src_row` of every class plane, resampled along x: `out[c * taps.len() + x]`.
@@ -360,6 +505,60 @@ mod tests {
                 post.labels(logits, &mut labels);
                 assert_eq!(labels.data, reference_exact(logits, k, h, w, oh, ow), "{oh}x{ow}");
             }
+        }
+    }
+
+    #[test]
+    fn exact_prunes_classes_without_changing_a_label() {
+        // Scene-like logits: each class leads in a band of columns with a margin that shrinks
+        // to exact ties at the band edges, plus far-behind classes that pruning drops.
+        let (k, h, w) = (6, 10, 16);
+        let mut logits = vec![0.0f32; k * h * w];
+        for c in 0..k {
+            for y in 0..h {
+                for x in 0..w {
+                    let lead = (x * 3 / w == c) as u32 as f32;
+                    let ramp = (x % 5) as f32 * 0.25 - (y % 3) as f32 * 0.5;
+                    logits[(c * h + y) * w + x] = if c >= 3 { -40.0 - c as f32 } else { 2.0 * lead + ramp };
+                }
+            }
+        }
+        // Ties between classes 0 and 1 at one corner, and an integer-valued pair of classes
+        // whose interpolations meet exactly.
+        logits[(h + 2) * w + 5] = logits[(2 * w) + 5];
+        let mut post = Postprocessor::new(Upsample::Exact, [1, k, h, w], ClassTable::generic(k), 0.5);
+        let (oh, ow) = (h * 8, w * 8);
+        let mut labels = LabelMap::new(ow, oh);
+        post.labels(&logits, &mut labels);
+        assert_eq!(labels.data, reference_exact(&logits, k, h, w, oh, ow));
+        // Pruning did happen: mixed cells hold fewer than all classes.
+        let cells = &post.cells;
+        assert!(cells.cells.iter().any(|c| matches!(c, Cell::Mixed { count, .. } if (*count as usize) < k)));
+    }
+
+    #[test]
+    fn exact_with_non_finite_logits_interpolates_every_class() {
+        // Wide bands of one class each, so that most cells are uniform and the mixed ones take
+        // the per-pixel path (not the whole-row one).
+        let (k, h, w) = (4, 5, 24);
+        let mut logits: Vec<f32> = (0..k * h * w)
+            .map(|i| if (i % w) * k / w == i / (h * w) { 5.0 } else { (i % 7) as f32 * 0.1 })
+            .collect();
+        logits[(2 * h + 1) * w + 2] = f32::NAN;
+        logits[(3 * h + 3) * w + 4] = f32::INFINITY;
+        logits[(h + 4) * w] = f32::NEG_INFINITY;
+        // A cell where class 3 is infinite at all four corners and class 1 at one of them:
+        // mixed (class 1 wins that corner's argmax), with an infinite floor.
+        for (y, x) in [(1, 0), (1, 1), (2, 0), (2, 1)] {
+            logits[(3 * h + y) * w + x] = f32::INFINITY;
+        }
+        logits[(h + 1) * w] = f32::INFINITY;
+        for (oh, ow) in [(40, 192), (9, 50)] {
+            let mut post = Postprocessor::new(Upsample::Exact, [1, k, h, w], ClassTable::generic(k), 0.5);
+            let mut labels = LabelMap::new(ow, oh);
+            post.labels(&logits, &mut labels);
+            let reference = reference_exact(&logits, k, h, w, oh, ow);
+            assert_eq!(labels.data, reference, "{oh}x{ow}");
         }
     }
 

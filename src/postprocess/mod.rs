@@ -362,8 +362,9 @@ impl Postprocessor {
                         let candidates = first as usize..(first + count) as usize;
                         let (classes, corners) =
                             (&cells.candidates[candidates.clone()], &cells.corners[candidates]);
-                        for x in run.start as usize..run.end as usize {
-                            dst[x] = exact_pixel(classes, corners, ytap, &plan.x_taps[x]);
+                        let span = run.start as usize..run.end as usize;
+                        for (d, xtap) in dst[span.clone()].iter_mut().zip(&plan.x_taps[span]) {
+                            *d = exact_pixel(classes, corners, ytap, xtap);
                         }
                     }
                 }

@@ -377,17 +377,19 @@ impl Postprocessor {
             return;
         }
         let (k, h, w) = self.logits_dims;
+        let x_taps = linear_taps(w, width);
+        let x_runs = x_runs(&x_taps);
+        self.cells.reserve(x_runs.len(), k);
         self.plan = Some(Plan {
             frame_width: width,
             frame_height: height,
             x_nearest: nearest_indices(w, width),
             y_nearest: nearest_indices(h, height),
-            x_taps: linear_taps(w, width),
+            x_taps,
             y_taps: linear_taps(h, height),
-            x_runs: x_runs(&linear_taps(w, width)),
+            x_runs,
         });
         self.rows.reset(k * width);
-        self.cells.reserve(w.min(width), k);
         self.cells_source_rows = None;
     }
 }

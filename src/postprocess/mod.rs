@@ -159,21 +159,10 @@ impl CellRow {
         self.corners.reserve(runs * classes);
     }
 
-    /// Classifies the cells between logits rows `ytap.i0` and `ytap.i1`.
-    ///
-    /// A class is dropped from a mixed cell when even its largest corner value is below the
-    /// smallest corner value of another class, by more than the rounding of the interpolation
-    /// (`margin`): the interpolated value of the first stays below the second's everywhere in the
-    /// cell, so it can neither win nor tie. Non-finite logits keep every class (and the order of
-    /// comparisons that decides NaN's fate).
-    fn classify(
-        &mut self,
-        logits: &[f32],
-        (k, h, w): (usize, usize, usize),
-        low_res: &[u8],
-        ytap: &LinearTap,
-        runs: &[XRun],
-    ) {
+    /// Classifies the cells between logits rows `ytap.i0` and `ytap.i1` as uniform or mixed,
+    /// from the labels at logits resolution; the mixed cells' candidates are left empty
+    /// ([`CellRow::find_candidates`] fills them, when the row is not done whole).
+    fn classify(&mut self, low_res: &[u8], w: usize, ytap: &LinearTap, runs: &[XRun]) {
         let (y0, y1) = (ytap.i0 as usize, ytap.i1 as usize);
         let (top, bottom) = (&low_res[y0 * w..(y0 + 1) * w], &low_res[y1 * w..(y1 + 1) * w]);
         self.cells.clear();
@@ -186,8 +175,32 @@ impl CellRow {
             let a = top[x0];
             if a == top[x1] && a == bottom[x0] && a == bottom[x1] {
                 self.cells.push(Cell::Uniform(a));
-                continue;
+            } else {
+                self.mixed.push(self.cells.len() as u32);
+                self.cells.push(Cell::Mixed { first: 0, count: 0 });
+                self.mixed_pixels += (run.end - run.start) as usize;
             }
+        }
+    }
+
+    /// The classes that can win somewhere in each mixed cell, and their corner logits.
+    ///
+    /// A class is dropped when even its largest corner value is below the smallest corner value
+    /// of another class, by more than the rounding of the interpolation (`margin`): the
+    /// interpolated value of the first stays below the second's everywhere in the cell, so it
+    /// can neither win nor tie. Non-finite logits keep every class (and the order of
+    /// comparisons that decides NaN's fate).
+    fn find_candidates(
+        &mut self,
+        logits: &[f32],
+        (k, h, w): (usize, usize, usize),
+        ytap: &LinearTap,
+        runs: &[XRun],
+    ) {
+        let (y0, y1) = (ytap.i0 as usize, ytap.i1 as usize);
+        for &i in &self.mixed {
+            let run = runs[i as usize];
+            let (x0, x1) = (run.i0 as usize, run.i1 as usize);
             let corners = |c: usize| {
                 let plane = &logits[c * h * w..(c + 1) * h * w];
                 [plane[y0 * w + x0], plane[y0 * w + x1], plane[y1 * w + x0], plane[y1 * w + x1]]
@@ -212,9 +225,7 @@ impl CellRow {
                 }
             }
             let count = self.candidates.len() as u32 - first;
-            self.mixed.push(self.cells.len() as u32);
-            self.cells.push(Cell::Mixed { first, count });
-            self.mixed_pixels += (run.end - run.start) as usize;
+            self.cells[i as usize] = Cell::Mixed { first, count };
         }
     }
 }
@@ -318,15 +329,19 @@ impl Postprocessor {
                     // network's stride 4 and a frame twice its input): their cells are
                     // classified once, and their uniform cells are the same.
                     let same_cells = self.cells_source_rows == Some((ytap.i0, ytap.i1));
+                    // Most of the row near a boundary (noise-like logits): one vectorised pass
+                    // over every pixel and class beats pixel by pixel.
+                    let whole_row = |cells: &CellRow| cells.mixed_pixels * 4 > out_w;
                     if !same_cells {
-                        self.cells.classify(logits, (k, h, w), &self.low_res, ytap, &plan.x_runs);
+                        self.cells.classify(&self.low_res, w, ytap, &plan.x_runs);
+                        if !whole_row(&self.cells) {
+                            self.cells.find_candidates(logits, (k, h, w), ytap, &plan.x_runs);
+                        }
                         self.cells_source_rows = Some((ytap.i0, ytap.i1));
                     }
                     let (done, rest) = labels.data.split_at_mut(y * out_w);
                     let dst = &mut rest[..out_w];
-                    if self.cells.mixed_pixels * 4 > out_w {
-                        // Most of the row is near a boundary (noise-like logits): one
-                        // vectorised pass over every pixel and class.
+                    if whole_row(&self.cells) {
                         let (top, bottom) = self.rows.rows(ytap, |src_row, out| {
                             resample_logits_row(logits, (k, h, w), src_row, &plan.x_taps, out)
                         });

@@ -77,10 +77,9 @@ pub struct Postprocessor {
     low_res: Vec<u8>,
     /// Fast mode: running maxima for the argmax at logits resolution.
     scratch: Vec<f32>,
-    /// Exact mode: what decides the labels of each x run, for the logits rows
-    /// `cells_source_rows` (the two rows the current output row interpolates).
+    /// Exact mode: what decides the labels of each x run between the two logits rows the
+    /// current output row interpolates.
     cells: CellRow,
-    cells_source_rows: Option<(u32, u32)>,
     /// Exact mode: x-resampled logits rows `[K][frame width]`.
     rows: TwoRowCache,
     /// Exact mode: best value and best class (as f32) of each pixel of the current output row.
@@ -134,6 +133,8 @@ enum Cell {
 /// The cells of one pair of logits rows, one per x run.
 #[derive(Debug, Clone, Default)]
 struct CellRow {
+    /// The logits rows (`i0`, `i1`) classified, `None` before the first of a frame.
+    source_rows: Option<(u32, u32)>,
     cells: Vec<Cell>,
     /// Indices into `cells` of the `Mixed` ones.
     mixed: Vec<u32>,
@@ -165,6 +166,7 @@ impl CellRow {
     fn classify(&mut self, low_res: &[u8], w: usize, ytap: &LinearTap, runs: &[XRun]) {
         let (y0, y1) = (ytap.i0 as usize, ytap.i1 as usize);
         let (top, bottom) = (&low_res[y0 * w..(y0 + 1) * w], &low_res[y1 * w..(y1 + 1) * w]);
+        self.source_rows = Some((ytap.i0, ytap.i1));
         self.cells.clear();
         self.mixed.clear();
         self.candidates.clear();
@@ -244,7 +246,6 @@ impl Postprocessor {
             low_res: Vec::new(),
             scratch: Vec::new(),
             cells: CellRow::default(),
-            cells_source_rows: None,
             rows: TwoRowCache::default(),
             row_best: Vec::new(),
             row_best_class: Vec::new(),
@@ -323,12 +324,12 @@ impl Postprocessor {
                 let out_w = labels.width;
                 self.row_best.resize(out_w, 0.0);
                 self.row_best_class.resize(out_w, 0.0);
-                self.cells_source_rows = None;
+                self.cells.source_rows = None;
                 for (y, ytap) in plan.y_taps.iter().enumerate() {
                     // Consecutive output rows read the same two logits rows (8 of them at the
                     // network's stride 4 and a frame twice its input): their cells are
                     // classified once, and their uniform cells are the same.
-                    let same_cells = self.cells_source_rows == Some((ytap.i0, ytap.i1));
+                    let same_cells = self.cells.source_rows == Some((ytap.i0, ytap.i1));
                     // Most of the row near a boundary (noise-like logits): one vectorised pass
                     // over every pixel and class beats pixel by pixel.
                     let whole_row = |cells: &CellRow| cells.mixed_pixels * 4 > out_w;
@@ -337,7 +338,6 @@ impl Postprocessor {
                         if !whole_row(&self.cells) {
                             self.cells.find_candidates(logits, (k, h, w), ytap, &plan.x_runs);
                         }
-                        self.cells_source_rows = Some((ytap.i0, ytap.i1));
                     }
                     let (done, rest) = labels.data.split_at_mut(y * out_w);
                     let dst = &mut rest[..out_w];
@@ -405,7 +405,6 @@ impl Postprocessor {
             x_runs,
         });
         self.rows.reset(k * width);
-        self.cells_source_rows = None;
     }
 }
 
@@ -541,8 +540,7 @@ mod tests {
                 }
             }
         }
-        // Ties between classes 0 and 1 at one corner, and an integer-valued pair of classes
-        // whose interpolations meet exactly.
+        // An exact tie between classes 0 and 1 at one corner.
         logits[(h + 2) * w + 5] = logits[(2 * w) + 5];
         let mut post = Postprocessor::new(Upsample::Exact, [1, k, h, w], ClassTable::generic(k), 0.5);
         let (oh, ow) = (h * 8, w * 8);

@@ -10,9 +10,9 @@
 //! - the quantizer's calibration pass against tract;
 //! - the command line: a run moving between devices, Ctrl-C, device errors and listing.
 //!
-//! Run with `cargo test --release --workspace --features semask-train/gpu` on any Vulkan
-//! device (without a GPU: Debian's mesa-vulkan-drivers, lavapipe). Not in CI yet: the GPU
-//! build and these tests do not fit its hour (docs/training.md, "On a GPU").
+//! In the README's test command (`--features semask-train/gpu`), so in CI: on any Vulkan device,
+//! and without a GPU on Debian's mesa-vulkan-drivers (lavapipe), with burn's autotune results
+//! for lavapipe imported from `tests/fixtures/gpu/` (docs/training.md, "On a GPU").
 #![cfg(feature = "gpu")]
 
 use std::process::{Command, Stdio};
@@ -27,9 +27,55 @@ mod util;
 use util::step::{check_data_parallel, cpu, gradients, worst_relative_difference};
 use util::{assert_clear_error, run_train, stderr, train_args};
 
-/// The first GPU adapter (lavapipe where there is no GPU).
+/// The first GPU adapter (lavapipe where there is no GPU), once the shipped autotune results are
+/// in cubecl's database.
 fn gpu() -> Device {
+    static IMPORTED: std::sync::Once = std::sync::Once::new();
+    IMPORTED.call_once(import_autotune_bundle);
     open_one(DeviceName::Gpu(0)).unwrap_or_else(|e| panic!("{e}")).device
+}
+
+/// cubecl's autotune results for lavapipe (`tests/fixtures/gpu/README.md`). burn times every
+/// candidate kernel of each matrix product, convolution and reduction the first time it meets
+/// the shape, and on lavapipe each candidate is a second of LLVM compiling: about half of these
+/// tests' cold time, which a fresh clone (CI) pays in full. Imported rows are only a head start:
+/// cubecl checks them like its own, keys them by its version and the device, and a bundle from
+/// another version or device is ignored, which costs time, not results.
+const AUTOTUNE_BUNDLE: &str = "gpu/lavapipe-autotune.bundle";
+
+/// Fills cubecl's database (`target/environment/`, shared with the `semask-train` processes the
+/// tests start) from [`AUTOTUNE_BUNDLE`]; rows already there are kept.
+fn import_autotune_bundle() {
+    let path = util::fixture(AUTOTUNE_BUNDLE);
+    let bundle = cubecl_environment::bundle::open(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (regenerate it: tests/fixtures/gpu/README.md)", path.display()));
+    let report = cubecl_environment::bundle::import(bundle.as_ref());
+    eprintln!(
+        "autotune bundle {}: {} results imported, {} already known, {} failed",
+        path.display(),
+        report.imported,
+        report.skipped,
+        report.failed
+    );
+}
+
+/// Writes [`AUTOTUNE_BUNDLE`] from cubecl's database after a cold run of these tests: a tool for
+/// when burn or Mesa changes (`tests/fixtures/gpu/README.md`), not a check.
+#[test]
+#[ignore = "writes tests/fixtures/gpu/lavapipe-autotune.bundle; run after a cold run of the GPU tests"]
+fn write_the_autotune_bundle() {
+    use cubecl_environment::bundle::{BundleFormat, ExportOptions, export};
+    let root = cubecl_environment::environment::root();
+    let options = ExportOptions {
+        name: "lavapipe (Mesa's software Vulkan): semask-train's GPU tests".into(),
+        // The results only: `records/` is cubecl's account of how they were measured.
+        namespaces: vec!["autotune".into()],
+        format: BundleFormat::Flat,
+        ..Default::default()
+    };
+    let out = util::fixture(AUTOTUNE_BUNDLE);
+    let manifest = export(&[&root], &out, &options).unwrap_or_else(|e| panic!("{}: {e}", root.display()));
+    eprintln!("{}: {manifest:?}", out.display());
 }
 
 #[test]
@@ -89,6 +135,7 @@ fn miou(weights: &std::path::Path, device: &Device) -> f64 {
 /// on the CPU. One GPU process: each compiles the kernels anew.
 #[test]
 fn a_run_moves_between_cpu_and_gpu_and_stops_on_ctrl_c() {
+    let gpu_here = gpu(); // and the autotune bundle imported before the child starts
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let run_s = run.to_str().unwrap();
@@ -127,7 +174,7 @@ fn a_run_moves_between_cpu_and_gpu_and_stops_on_ctrl_c() {
 
     let (weights, _, state) = training::latest_checkpoint(&run).unwrap();
     assert!(state.iteration >= 4, "Ctrl-C saved iteration {}", state.iteration);
-    let (on_cpu, on_gpu) = (miou(&weights, &semask_train::cpu()), miou(&weights, &gpu()));
+    let (on_cpu, on_gpu) = (miou(&weights, &semask_train::cpu()), miou(&weights, &gpu_here));
     assert!((on_cpu - on_gpu).abs() <= 1e-3, "mIoU cpu {on_cpu} gpu {on_gpu}");
 
     let total = (state.iteration + 1).to_string();

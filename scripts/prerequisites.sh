@@ -6,8 +6,9 @@
 # and plugins, for the cargo feature `gstreamer` (RTSP/RTP/CSI/gst:// inputs; the window,
 # RTP and RTSP outputs; gstreamer1.0-x has the X window sink and the text overlay). With --tests
 # also ffmpeg (the tests make clips with a writer other than ours), chromium (the browser
-# view is tested in it), xvfb (the window is tested on a virtual screen) and the `gstreamer`
-# set (the tests build with that feature); other
+# view is tested in it), xvfb (the window is tested on a virtual screen), the `gstreamer`
+# set (the tests build with that feature) and Mesa's software Vulkan device (lavapipe: the
+# training crate's GPU tests run on it where there is no GPU); other
 # scripts name their own extra packages (the aarch64 cross toolchain). The README's two set-up commands start with this, so a fresh
 # Debian/Ubuntu machine needs nothing else; elsewhere it says what to install.
 set -euo pipefail
@@ -18,7 +19,7 @@ gstreamer=(libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver
   gstreamer1.0-x)
 tests=""
 if [ "${1:-}" = "--tests" ]; then
-  packages+=(ffmpeg chromium xvfb "${gstreamer[@]}")
+  packages+=(ffmpeg chromium xvfb "${gstreamer[@]}" mesa-vulkan-drivers libvulkan1)
   tests=1
   shift
 fi

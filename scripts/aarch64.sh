@@ -45,7 +45,7 @@ build() {
 
 cross_check() {
   local host=target/release/semask-edge python=${SEMASK_PYTHON:-python3}
-  [ -x "$host" ] || cargo build --release --workspace --features semask-train/gpu --bin semask-edge
+  [ -x "$host" ] || cargo build-host-binary
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
   echo "--- aarch64 binary"

@@ -31,7 +31,7 @@ seed() {  # seed <target> <files...>
   for f in "$@"; do [ -f "$f" ] && cp "$f" "$dir/" || true; done
 }
 host=target/release/semask-edge
-[ -x "$host" ] || cargo build --release --workspace --features semask-train/gpu --bin semask-edge
+[ -x "$host" ] || cargo build-host-binary
 seeds=$(mktemp -d)
 trap 'rm -rf "$seeds"' EXIT
 "$host" record -i "synth://?frames=3&size=64x32" -o "$seeds/clip.mjpeg" >/dev/null

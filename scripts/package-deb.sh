@@ -14,11 +14,8 @@ arch=${1:-}
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 case "$arch" in
   amd64)
-    # With the tests' feature set but GStreamer (README's command 2): after the tests this
-    # rebuilds semask-edge alone (`-p semask-edge`, or the workspace without the training
-    # crate's `gpu`, resolves other features in the shared dependencies and rebuilds them all;
-    # `--bins` would rebuild burn for semask-train, whose test build unified more).
-    cargo build --release --workspace --features semask-train/gpu --bin semask-edge
+    # After the tests this rebuilds semask-edge alone (.cargo/config.toml says why).
+    cargo build-host-binary
     binary=target/release/semask-edge
     strip_tool=strip
     ;;
@@ -33,7 +30,7 @@ case "$arch" in
     ;;
 esac
 host=target/release/semask-edge
-[ -x "$host" ] || cargo build --release --workspace --features semask-train/gpu --bin semask-edge
+[ -x "$host" ] || cargo build-host-binary
 
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT

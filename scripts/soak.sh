@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 frames=${1:-100000}
 host=target/release/semask-edge
-[ -x "$host" ] || cargo build --release --workspace --features semask-train/gpu --bin semask-edge
+[ -x "$host" ] || cargo build-host-binary
 out=target/soak
 rm -rf "$out"
 mkdir -p "$out/labels"

@@ -31,6 +31,7 @@ use tract_onnx::tract_core::ops::change_axes::AxisOp;
 use tract_onnx::tract_core::ops::cnn::Conv;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
+use tract_onnx::tract_core::ops::konst::Const;
 use tract_onnx::tract_core::ops::nn::resize::{CoordTransformer, Interpolator, Resize};
 use tract_onnx::tract_core::ops::nn::{GeluExact, Softmax, SoftmaxKind};
 use tract_onnx::tract_core::ops::quant::QuantizeLinearI8;
@@ -575,6 +576,10 @@ pub fn accelerate_optimized(model: &mut TypedModel) -> TractResult<usize> {
             }
             continue;
         }
+        if node.op_is::<SoftmaxLastAxis>() {
+            replaced += take_in_added_constants(model, id)? as usize;
+            continue;
+        }
         if let Some(AxisOp::Move(from, to)) = node.op_as::<AxisOp>() {
             let input = model.outlet_fact(node.inputs[0])?;
             let op = match input.shape.as_concrete() {
@@ -614,6 +619,54 @@ pub fn accelerate_optimized(model: &mut TypedModel) -> TractResult<usize> {
         replaced += 1;
     }
     Ok(replaced)
+}
+
+/// Makes the [`SoftmaxLastAxis`] node `id` add the constants its input was given just before it
+/// (a chain of `Add`s of a `Const`, each used only by the next: Swin's attention bias and shift
+/// mask), so that the score tensor is not written and read once more per `Add`; whether it
+/// changed. The `Add`s, left without consumers, are not run.
+fn take_in_added_constants(model: &mut TypedModel, id: usize) -> TractResult<bool> {
+    let node = model.node(id);
+    let Some(softmax) = node.op_as::<SoftmaxLastAxis>() else { return Ok(false) };
+    if softmax.added_terms() > 0 || node.inputs.len() != 1 {
+        return Ok(false);
+    }
+    let Some(shape) = model.outlet_fact(node.inputs[0])?.shape.as_concrete().map(|s| s.to_vec()) else {
+        return Ok(false);
+    };
+    // Walk up from the softmax: each step finds `at = Add(input, constant)`.
+    let mut at = node.inputs[0];
+    let mut constants = vec![];
+    loop {
+        let add = model.node(at.node);
+        let is_add = add.op_as::<BroadcastBinary>().is_some_and(|b| b.kind == BinaryKind::Add);
+        let used_once = sole_consumer(model, at).is_some();
+        if !is_add || !used_once || add.inputs.len() != 2 {
+            break;
+        }
+        let constant = add.inputs.iter().position(|i| model.node(i.node).op_is::<Const>());
+        let Some(c) = constant else { break };
+        let input = add.inputs[1 - c];
+        if model.outlet_fact(input)?.shape.as_concrete() != Some(shape.as_slice()) {
+            break;
+        }
+        constants.push(add.inputs[c]);
+        at = input;
+    }
+    if constants.is_empty() {
+        return Ok(false);
+    }
+    // Added innermost first, as the `Add`s did.
+    constants.reverse();
+    let mut op = SoftmaxLastAxis::default();
+    for &c in &constants {
+        let Some(term) = model.outlet_fact(c)?.shape.as_concrete() else { return Ok(false) };
+        let Some(next) = op.adding(&shape, term) else { return Ok(false) };
+        op = next;
+    }
+    let inputs: Vec<OutletId> = std::iter::once(at).chain(constants).collect();
+    rewire(model, &inputs, OutletId::new(id, 0), op)?;
+    Ok(true)
 }
 
 /// Makes the [`MatMulF32`] node `id` read its operands that are `Slice`s of another tensor
@@ -923,7 +976,7 @@ pub fn accelerate(model: &mut TypedModel) -> TractResult<usize> {
                 && input.rank() > 0
                 && *softmax.axes == [input.rank() - 1]
             {
-                replace_node(model, id, SoftmaxLastAxis)?;
+                replace_node(model, id, SoftmaxLastAxis::default())?;
                 replaced += 1;
             }
             continue;
@@ -1149,6 +1202,46 @@ mod tests {
         for (e, g) in expected.iter().zip(&got) {
             e.close_enough(g, true).unwrap();
         }
+    }
+
+    /// After tract optimises: the attention bias and shift mask added to the scores become
+    /// terms of the softmax (no `BroadcastAdd` left), and the results are tract's own.
+    #[test]
+    fn softmax_takes_in_the_attention_bias_and_mask() {
+        let (windows, heads, n) = (6, 3, 9);
+        let mut model = TypedModel::default();
+        let build = |model: &mut TypedModel| -> TractResult<()> {
+            let scores = model.add_source("qk", f32::fact([windows, heads, n, n]))?;
+            let bias: Vec<f32> = (0..heads * n * n).map(|i| (i as f32 * 0.13).sin()).collect();
+            let bias = model.add_const("bias", tensor1(&bias).into_shape(&[1, heads, n, n])?)?;
+            let mask: Vec<f32> =
+                (0..windows * n * n).map(|i| if i % 7 == 3 { -100.0 } else { 0.0 }).collect();
+            let mask = model.add_const("mask", tensor1(&mask).into_shape(&[windows, 1, n, n])?)?;
+            let biased =
+                model.wire_node("add_bias", tract_onnx::tract_core::ops::math::add(), &[scores, bias])?;
+            let masked =
+                model.wire_node("add_mask", tract_onnx::tract_core::ops::math::add(), &[mask, biased[0]])?;
+            let softmax = Softmax::new(tvec![3], None, SoftmaxKind::Softmax);
+            let probs = model.wire_node("softmax", softmax, &masked)?;
+            model.select_output_outlets(&probs)?;
+            Ok(())
+        };
+        build(&mut model).unwrap();
+        let mut ours = model.clone();
+        accelerate(&mut ours).unwrap();
+        let mut ours = ours.into_optimized().unwrap();
+        accelerate_optimized(&mut ours).unwrap();
+        let plan = ours.clone().into_runnable().unwrap();
+        let ran: Vec<String> =
+            plan.order_without_consts().iter().map(|&n| ours.node(n).op.name().to_string()).collect();
+        assert!(!ran.iter().any(|op| op.contains("Add")), "{ran:?}");
+        let softmax = ours.nodes().iter().find(|n| n.op_is::<SoftmaxLastAxis>()).unwrap();
+        assert_eq!(softmax.op.info().unwrap().len(), 2, "{:?}", softmax.op.info());
+        let scores: Vec<f32> = (0..windows * heads * n * n).map(|i| (i as f32 * 0.71).cos() * 4.0).collect();
+        let inputs = tvec!(tensor1(&scores).into_shape(&[windows, heads, n, n]).unwrap().into_tvalue());
+        let expected = model.into_runnable().unwrap().run(inputs.clone()).unwrap();
+        let got = plan.run(inputs).unwrap();
+        expected[0].close_enough(&got[0], true).unwrap();
     }
 
     #[test]

@@ -188,29 +188,169 @@ simd_variants! {
 }
 
 /// ONNX / tract `Softmax` over the last axis of an f32 tensor, in place when the input is not
-/// shared. See the module docs.
+/// shared, optionally after adding constant terms to its input. See the module docs.
+///
+/// The terms are what Swin adds to each window's attention scores just before the softmax: the
+/// relative position bias (`[heads, N, N]`) and, in shifted blocks, the shift mask
+/// (`[windows, 1, N, N]`). As separate `Add`s each wrote and read the whole score tensor once
+/// more; here a row gets its terms while it is in cache, just before its softmax.
+/// [`super::tract_ops::accelerate_optimized`] takes them in ([`SoftmaxLastAxis::adding`]).
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq)]
+pub struct SoftmaxLastAxis {
+    /// Inputs 1.. in order: constants added to input 0 before the softmax, `(x + t1) + t2`, as
+    /// the `Add`s they replace did.
+    added: Vec<AddedTerm>,
+    /// The shape of input 0 the terms were planned for (empty when there are none).
+    in_shape: Vec<usize>,
+}
+
+/// One term added before the softmax, broadcast over the input's leading axes.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
-pub struct SoftmaxLastAxis;
+struct AddedTerm {
+    shape: Vec<usize>,
+    /// Step in the term's values per index of each leading axis of the input (0: broadcast).
+    /// Along the last axis the term is contiguous and as long as a row.
+    strides: Vec<usize>,
+}
+
+/// Leading axes a softmax with added terms supports (Swin's scores have 3).
+const MAX_LEADING_AXES: usize = 7;
+
+impl SoftmaxLastAxis {
+    /// This softmax with one more term added to its input first (the next input), a tensor of
+    /// `term_shape` broadcast to `in_shape` (the shape of input 0). `None` when it does not
+    /// broadcast so, or when it would broadcast along the rows themselves (its last axis is not
+    /// a row's length): those stay separate operators.
+    pub fn adding(&self, in_shape: &[usize], term_shape: &[usize]) -> Option<SoftmaxLastAxis> {
+        let rank = in_shape.len();
+        if !self.added.is_empty() && self.in_shape != in_shape {
+            return None;
+        }
+        if rank == 0
+            || rank - 1 > MAX_LEADING_AXES
+            || term_shape.len() > rank
+            || term_shape.last() != in_shape.last()
+            || in_shape.contains(&0)
+        {
+            return None;
+        }
+        let padded: Vec<usize> =
+            std::iter::repeat_n(1, rank - term_shape.len()).chain(term_shape.iter().copied()).collect();
+        let mut strides = vec![0; rank];
+        let mut step = 1;
+        for axis in (0..rank).rev() {
+            match padded[axis] {
+                d if d == in_shape[axis] => {
+                    strides[axis] = if d == 1 { 0 } else { step };
+                    step *= d;
+                }
+                1 => strides[axis] = 0,
+                _ => return None,
+            }
+        }
+        strides.pop();
+        let mut op = self.clone();
+        op.added.push(AddedTerm { shape: term_shape.to_vec(), strides });
+        op.in_shape = in_shape.to_vec();
+        Some(op)
+    }
+
+    /// How many terms it adds before the softmax.
+    pub fn added_terms(&self) -> usize {
+        self.added.len()
+    }
+}
+
+/// Adds `term` to `row`, element by element.
+fn add_to_row(row: &mut [f32], term: &[f32]) {
+    for (x, &t) in row.iter_mut().zip(term) {
+        *x += t;
+    }
+}
+
+/// The index of a row over the leading axes of a tensor, stepped row by row (no division per
+/// row: rows of 49 scores are short).
+struct RowIndex<'a> {
+    lengths: &'a [usize],
+    index: [usize; MAX_LEADING_AXES],
+}
+
+impl<'a> RowIndex<'a> {
+    fn new(lengths: &'a [usize], mut row: usize) -> Self {
+        let mut index = [0; MAX_LEADING_AXES];
+        for (axis, &len) in lengths.iter().enumerate().rev() {
+            index[axis] = row % len;
+            row /= len;
+        }
+        RowIndex { lengths, index }
+    }
+
+    fn offset(&self, strides: &[usize]) -> usize {
+        strides.iter().zip(&self.index).map(|(s, i)| s * i).sum()
+    }
+
+    fn advance(&mut self) {
+        for (axis, &len) in self.lengths.iter().enumerate().rev() {
+            self.index[axis] += 1;
+            if self.index[axis] < len {
+                return;
+            }
+            self.index[axis] = 0;
+        }
+    }
+}
 
 impl Op for SoftmaxLastAxis {
     fn name(&self) -> StaticName {
         "SoftmaxLastAxis".into()
     }
 
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(self.added.iter().map(|t| format!("adds a {:?} term first", t.shape)).collect())
+    }
+
     op_as_typed_op!();
 }
 
 impl EvalOp for SoftmaxLastAxis {
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let mut output = args_1!(inputs).into_tensor();
+    fn eval(&self, _ctx: &EvalContext, mut inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        ensure!(inputs.len() == 1 + self.added.len(), "softmax expects {} inputs", 1 + self.added.len());
+        let mut output = inputs.remove(0).into_tensor();
         let row_len = *output.shape().last().context("softmax of a scalar")?;
+        ensure!(row_len > 0, "softmax over an empty axis");
+        let mut terms: TVec<&[f32]> = tvec!();
+        for (term, value) in self.added.iter().zip(&inputs) {
+            ensure!(
+                output.shape() == self.in_shape.as_slice() && value.shape() == term.shape.as_slice(),
+                "SoftmaxLastAxis was planned for {:?} plus {:?}, got {:?} plus {:?}",
+                self.in_shape,
+                term.shape,
+                output.shape(),
+                value.shape()
+            );
+            terms.push(value.try_as_plain_ram()?.as_slice::<f32>()?);
+        }
+        let leading = &self.in_shape[..self.in_shape.len().saturating_sub(1)];
         {
             let mut view = output.try_as_plain_ram_mut()?;
             let data = view.as_slice_mut::<f32>()?;
             let total = data.len();
-            ensure!(row_len > 0, "softmax over an empty axis");
-            tract_linalg::multithread::par_chunks_mut(data, row_len, total, |_, rows| {
-                softmax_rows(rows, row_len);
+            tract_linalg::multithread::par_chunks_mut(data, row_len, total, |first_row, rows| {
+                if terms.is_empty() {
+                    softmax_rows(rows, row_len);
+                    return Ok(());
+                }
+                let mut index = RowIndex::new(leading, first_row);
+                for group in rows.chunks_mut(row_len * ROWS_TOGETHER) {
+                    for row in group.chunks_exact_mut(row_len) {
+                        for (term, values) in self.added.iter().zip(&terms) {
+                            let at = index.offset(&term.strides);
+                            add_to_row(row, &values[at..at + row_len]);
+                        }
+                        index.advance();
+                    }
+                    softmax_rows(group, row_len);
+                }
                 Ok(())
             })?;
         }
@@ -436,7 +576,7 @@ mod tests {
         let input = tract_ndarray::ArrayD::from_shape_vec(shape, data).unwrap().into_tensor().into_tvalue();
         let ctx = EvalContext::out_of_plan();
         let out = if ours {
-            SoftmaxLastAxis.eval(&ctx, tvec!(input)).unwrap()
+            SoftmaxLastAxis::default().eval(&ctx, tvec!(input)).unwrap()
         } else {
             let axes = tvec![shape.len() - 1];
             Softmax::new(axes, None, SoftmaxKind::Softmax).eval(&ctx, tvec!(input)).unwrap()
@@ -471,6 +611,66 @@ mod tests {
         };
         cases();
         multithread_tract_scope(Executor::multithread(3), cases);
+    }
+
+    /// Softmax of `x + t1 + t2 ...` with the terms taken in, against numpy-style broadcast adds
+    /// (ndarray) followed by tract's own `Softmax`: Swin's bias and shift mask, odd row lengths
+    /// and row counts that do not split evenly over threads (so chunks start mid-axis), terms of
+    /// lower rank, on one thread and on three.
+    #[test]
+    fn softmax_with_added_terms_matches_adds_then_tract() {
+        let cases: [(&[usize], &[&[usize]]); 6] = [
+            (&[5, 3, 49, 49], &[&[3, 49, 49], &[5, 1, 49, 49]]), // a shifted Swin block
+            (&[2, 7, 17], &[&[17], &[2, 1, 17]]),
+            (&[9, 16], &[&[9, 16]]),
+            (&[3, 1, 4, 15], &[&[1, 15], &[3, 1, 1, 15]]),
+            (&[6, 5, 33], &[&[6, 1, 33], &[1, 5, 33], &[33]]),
+            (&[1, 1], &[&[1]]),
+        ];
+        let check = || {
+            for (seed, (shape, terms)) in cases.iter().enumerate() {
+                let x = tract_ndarray::ArrayD::from_shape_vec(*shape, values(shape.iter().product(), seed))
+                    .unwrap();
+                let mut op = SoftmaxLastAxis::default();
+                let mut sum = x.clone();
+                let mut inputs = tvec!(x.into_tensor().into_tvalue());
+                for (t, term_shape) in terms.iter().enumerate() {
+                    let mut term = values(term_shape.iter().product(), 100 + 10 * seed + t);
+                    term[0] = -100.0; // as the shift mask
+                    let term = tract_ndarray::ArrayD::from_shape_vec(*term_shape, term).unwrap();
+                    sum = &sum + &term;
+                    op = op.adding(shape, term_shape).unwrap();
+                    inputs.push(term.into_tensor().into_tvalue());
+                }
+                let expected = run_softmax(shape, sum.into_raw_vec_and_offset().0, false);
+                let out = op.eval(&EvalContext::out_of_plan(), inputs).unwrap();
+                let got = out[0].try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec();
+                for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+                    assert!((g - e).abs() <= 1e-6 + 1e-5 * e.abs(), "{shape:?} {terms:?} [{i}]: {g} vs {e}");
+                }
+            }
+        };
+        check();
+        multithread_tract_scope(Executor::multithread(3), check);
+    }
+
+    /// Terms that do not broadcast to the input, or that would broadcast along a row, are left
+    /// to separate operators; a term of another shape than planned is an error, not a misread.
+    #[test]
+    fn softmax_takes_in_only_terms_it_can_add_row_by_row() {
+        let plain = SoftmaxLastAxis::default();
+        assert!(plain.adding(&[4, 49], &[4, 1]).is_none(), "broadcast along the row");
+        assert!(plain.adding(&[4, 49], &[3, 49]).is_none(), "does not broadcast");
+        assert!(plain.adding(&[4, 49], &[2, 4, 49]).is_none(), "higher rank");
+        assert!(plain.adding(&[], &[]).is_none(), "a scalar");
+        let op = plain.adding(&[4, 49], &[49]).unwrap();
+        assert!(op.adding(&[5, 49], &[49]).is_none(), "planned for another input");
+        let inputs = tvec!(
+            Tensor::zero::<f32>(&[4, 49]).unwrap().into_tvalue(),
+            Tensor::zero::<f32>(&[48]).unwrap().into_tvalue()
+        );
+        let error = op.eval(&EvalContext::out_of_plan(), inputs).unwrap_err();
+        assert!(format!("{error}").contains("planned for"), "{error}");
     }
 
     /// A row with NaN or +inf, or with nothing but -inf, is NaN; the other rows are untouched.

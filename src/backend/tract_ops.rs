@@ -24,7 +24,7 @@
 //!   for the clamped range) and splits the tensor across tract's threads.
 
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::array::Slice;
+use tract_onnx::tract_core::ops::array::{Slice, TypedConcat};
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::cast::Cast;
 use tract_onnx::tract_core::ops::change_axes::AxisOp;
@@ -386,6 +386,108 @@ impl TypedOp for BroadcastBinary {
     as_op!();
 }
 
+/// tract's `Concat` of f32 tensors along one axis, where each input may be a range of a larger
+/// tensor along that axis read in place: what a `Slice` feeding only the `Concat` was. Swin's
+/// cyclic shift (`torch.roll`, exported as two slices and a concat per axis, four times per
+/// shifted block) becomes one copy instead of three passes over the tensor.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct ConcatRanges {
+    pub axis: usize,
+    pub out_shape: Vec<usize>,
+    /// Per input, in output order: its shape (checked at each eval) and the range of `axis`
+    /// taken from it.
+    pieces: Vec<(Vec<usize>, std::ops::Range<usize>)>,
+}
+
+impl ConcatRanges {
+    /// `None` unless the inputs agree with each other outside `axis` and each range lies inside
+    /// its input.
+    pub fn new(axis: usize, pieces: Vec<(Vec<usize>, std::ops::Range<usize>)>) -> Option<Self> {
+        let (first, _) = pieces.first()?;
+        if axis >= first.len() {
+            return None;
+        }
+        let mut out_shape = first.clone();
+        out_shape[axis] = 0;
+        for (shape, range) in &pieces {
+            let same_elsewhere =
+                shape.len() == first.len() && (0..shape.len()).all(|a| a == axis || shape[a] == first[a]);
+            if !same_elsewhere || range.start > range.end || range.end > shape[axis] {
+                return None;
+            }
+            out_shape[axis] += range.len();
+        }
+        Some(ConcatRanges { axis, out_shape, pieces })
+    }
+}
+
+impl Op for ConcatRanges {
+    fn name(&self) -> StaticName {
+        "ConcatRanges".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!("axis {}: {:?}", self.axis, self.pieces)])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for ConcatRanges {
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        ensure!(inputs.len() == self.pieces.len(), "ConcatRanges expects {} inputs", self.pieces.len());
+        let mut sources: TVec<&[f32]> = tvec!();
+        for (input, (shape, _)) in inputs.iter().zip(&self.pieces) {
+            ensure!(
+                input.shape() == shape.as_slice(),
+                "ConcatRanges was planned for an input of {shape:?}, got {:?}",
+                input.shape()
+            );
+            sources.push(input.try_as_plain_ram()?.as_slice::<f32>()?);
+        }
+        // A row is one contiguous run of the output: one index along `axis` and every axis
+        // after it. Row r of the output is row `start + j` of one piece's source for the same
+        // outer index.
+        let inner: usize = self.out_shape[self.axis + 1..].iter().product();
+        let out_len = self.out_shape[self.axis];
+        if inner == 0 || out_len == 0 {
+            return Ok(tvec!(Tensor::zero::<f32>(&self.out_shape)?.into_tvalue()));
+        }
+        // SAFETY: each row is copied in full from a source row of `inner` values: the inputs
+        // have the shapes planned (checked above), in which every range lies (checked by `new`).
+        let output = unsafe {
+            tensor_by_rows(
+                &self.out_shape,
+                inner,
+                || (),
+                |_, row, dst| {
+                    let (outer, mut j) = (row / out_len, row % out_len);
+                    for ((shape, range), source) in self.pieces.iter().zip(&sources) {
+                        if j < range.len() {
+                            let at = (outer * shape[self.axis] + range.start + j) * inner;
+                            dst.copy_from_slice(&source[at..at + inner]);
+                            return;
+                        }
+                        j -= range.len();
+                    }
+                    unreachable!("the ranges cover the output's axis");
+                },
+            )?
+        };
+        Ok(tvec!(output.into_tvalue()))
+    }
+
+    op_out_of_plan!();
+}
+
+impl TypedOp for ConcatRanges {
+    fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec!(f32::fact(&self.out_shape)))
+    }
+
+    as_op!();
+}
+
 /// tract's `MoveAxis` (one axis moved to another position) as one strided copy, for f32 tensors
 /// of static shape: contiguous runs are copied as slices, rows split across tract's threads.
 /// tract's own clones a shared input, then permutes element by element.
@@ -580,6 +682,10 @@ pub fn accelerate_optimized(model: &mut TypedModel) -> TractResult<usize> {
             replaced += take_in_added_constants(model, id)? as usize;
             continue;
         }
+        if node.op_is::<TypedConcat>() {
+            replaced += read_slices_into_concat(model, id)? as usize;
+            continue;
+        }
         if let Some(AxisOp::Move(from, to)) = node.op_as::<AxisOp>() {
             let input = model.outlet_fact(node.inputs[0])?;
             let op = match input.shape.as_concrete() {
@@ -619,6 +725,43 @@ pub fn accelerate_optimized(model: &mut TypedModel) -> TractResult<usize> {
         replaced += 1;
     }
     Ok(replaced)
+}
+
+/// Replaces the f32 `Concat` node `id` by a [`ConcatRanges`] that reads the `Slice`s along
+/// its axis feeding only it straight from their inputs; whether it did (not when no input is
+/// such a slice). The slices, left without consumers, are not run.
+fn read_slices_into_concat(model: &mut TypedModel, id: usize) -> TractResult<bool> {
+    let node = model.node(id);
+    let Some(axis) = node.op_as::<TypedConcat>().map(|c| c.axis) else { return Ok(false) };
+    let mut inputs = vec![];
+    let mut pieces = vec![];
+    for &input in &node.inputs {
+        let producer = model.node(input.node);
+        let slice =
+            producer.op_as::<Slice>().filter(|s| s.axis == axis && sole_consumer(model, input).is_some());
+        let range = slice.and_then(|s| Some(s.start.to_usize().ok()?..s.end.to_usize().ok()?));
+        let (source, range) = match range {
+            Some(range) => (producer.inputs[0], Some(range)),
+            None => (input, None),
+        };
+        let fact = model.outlet_fact(source)?;
+        let Some(shape) = fact.shape.as_concrete().filter(|_| fact.datum_type == f32::datum_type()) else {
+            return Ok(false);
+        };
+        let range = range.unwrap_or(0..shape.get(axis).copied().unwrap_or(0));
+        pieces.push((shape.to_vec(), range));
+        inputs.push(source);
+    }
+    if inputs == node.inputs {
+        return Ok(false);
+    }
+    let Some(op) = ConcatRanges::new(axis, pieces) else { return Ok(false) };
+    let expected = model.outlet_fact(OutletId::new(id, 0))?.shape.as_concrete().map(|s| s.to_vec());
+    if expected.as_deref() != Some(op.out_shape.as_slice()) {
+        return Ok(false);
+    }
+    rewire(model, &inputs, OutletId::new(id, 0), op)?;
+    Ok(true)
 }
 
 /// Makes the [`SoftmaxLastAxis`] node `id` add the constants its input was given just before it
@@ -1013,6 +1156,8 @@ pub fn accelerate(model: &mut TypedModel) -> TractResult<usize> {
 
 #[cfg(test)]
 mod tests {
+    use tract_linalg::multithread::{Executor, multithread_tract_scope};
+
     use super::*;
 
     /// Same values as tract's own QuantizeLinear arithmetic, ties included, correct saturation, on a
@@ -1242,6 +1387,87 @@ mod tests {
         let expected = model.into_runnable().unwrap().run(inputs.clone()).unwrap();
         let got = plan.run(inputs).unwrap();
         expected[0].close_enough(&got[0], true).unwrap();
+    }
+
+    /// `Concat`s of `Slice`s (Swin's cyclic shift; odd shapes, every axis, a piece that is a
+    /// whole tensor, a slice that another node also reads) against tract's own operators, on
+    /// one thread and on three: the slices feeding only the concat are read in place.
+    #[test]
+    fn concat_reads_its_slices_in_place() {
+        // (shape of x, axis, pieces: Some(range of x) for a slice, None for the whole of `y`)
+        type Case = (&'static [usize], usize, &'static [Option<(usize, usize)>]);
+        let cases: [Case; 6] = [
+            (&[1, 9, 13, 5], 1, &[Some((3, 9)), Some((0, 3))]), // roll by -3 along rows
+            (&[1, 9, 13, 5], 2, &[Some((10, 13)), Some((0, 10))]),
+            (&[7, 3], 0, &[Some((1, 2)), None, Some((0, 6))]),
+            (&[2, 3, 4], 2, &[Some((0, 0)), Some((3, 4)), Some((1, 3))]),
+            (&[5, 1, 17], 2, &[None, Some((16, 17))]),
+            (&[11], 0, &[Some((5, 11)), Some((2, 5)), Some((0, 2))]),
+        ];
+        for (case, &(shape, axis, pieces)) in cases.iter().enumerate() {
+            let mut y_shape = shape.to_vec();
+            y_shape[axis] = 2;
+            let mut model = TypedModel::default();
+            let mut build = || -> TractResult<()> {
+                let x = model.add_source("x", f32::fact(shape))?;
+                let y = model.add_source("y", f32::fact(&y_shape))?;
+                let mut parts = tvec!();
+                for (p, piece) in pieces.iter().enumerate() {
+                    parts.push(match piece {
+                        Some((start, end)) => {
+                            model.wire_node(format!("slice{p}"), Slice::new(axis, *start, *end), &[x])?[0]
+                        }
+                        None => y,
+                    });
+                }
+                let concat = model.wire_node("concat", TypedConcat { axis }, &parts)?;
+                // Case 2's first slice is also an output: it must stay, and be read by the concat.
+                let mut outputs = vec![concat[0]];
+                if case == 2 {
+                    outputs.push(parts[0]);
+                }
+                model.select_output_outlets(&outputs)?;
+                Ok(())
+            };
+            build().unwrap();
+            let mut ours = model.clone().into_optimized().unwrap();
+            accelerate_optimized(&mut ours).unwrap();
+            let plan = ours.clone().into_runnable().unwrap();
+            let ran: Vec<String> =
+                plan.order_without_consts().iter().map(|&n| ours.node(n).op.name().to_string()).collect();
+            assert!(ran.contains(&"ConcatRanges".to_string()), "case {case}: {ran:?}");
+            let slices_left = ran.iter().filter(|op| *op == "Slice").count();
+            assert_eq!(slices_left, (case == 2) as usize, "case {case}: {ran:?}");
+            let values = |shape: &[usize], seed: usize| {
+                let data: Vec<f32> =
+                    (0..shape.iter().product::<usize>()).map(|i| (i * 31 + seed) as f32).collect();
+                tensor1(&data).into_shape(shape).unwrap().into_tvalue()
+            };
+            let inputs = tvec!(values(shape, 0), values(&y_shape, 7));
+            let expected = model.into_runnable().unwrap().run(inputs.clone()).unwrap();
+            for threads in [1, 3] {
+                let got =
+                    multithread_tract_scope(Executor::multithread(threads), || plan.run(inputs.clone()))
+                        .unwrap();
+                for (e, g) in expected.iter().zip(&got) {
+                    assert_eq!(e, g, "case {case}, {threads} threads");
+                }
+            }
+        }
+    }
+
+    /// Ranges outside their input, or inputs that differ off the axis, are refused when
+    /// planned; an input of another shape than planned is an error at run time.
+    #[test]
+    fn concat_ranges_checks_its_pieces() {
+        assert!(ConcatRanges::new(1, vec![(vec![2, 5], 3..6)]).is_none(), "past the end");
+        assert!(ConcatRanges::new(1, vec![(vec![2, 5], 0..2), (vec![3, 5], 0..2)]).is_none(), "2 vs 3 rows");
+        assert!(ConcatRanges::new(2, vec![(vec![2, 5], 0..2)]).is_none(), "no axis 2");
+        let op = ConcatRanges::new(1, vec![(vec![2, 5], 3..5), (vec![2, 5], 0..3)]).unwrap();
+        assert_eq!(op.out_shape, [2, 5]);
+        let wrong = Tensor::zero::<f32>(&[2, 4]).unwrap().into_tvalue();
+        let error = op.eval(&EvalContext::out_of_plan(), tvec!(wrong.clone(), wrong)).unwrap_err();
+        assert!(format!("{error}").contains("planned for"), "{error}");
     }
 
     #[test]

@@ -386,91 +386,132 @@ impl TypedOp for BroadcastBinary {
     as_op!();
 }
 
-/// tract's `Concat` of f32 tensors along one axis, where each input may be a range of a larger
-/// tensor along that axis read in place: what a `Slice` feeding only the `Concat` was. Swin's
-/// cyclic shift (`torch.roll`, exported as two slices and a concat per axis, four times per
-/// shifted block) becomes one copy instead of three passes over the tensor.
+/// One box of a [`ConcatSlices`] output, copied from one of its inputs.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
-pub struct ConcatRanges {
-    pub axis: usize,
-    pub out_shape: Vec<usize>,
-    /// Per input, in output order: its shape (checked at each eval) and the range of `axis`
-    /// taken from it.
-    pieces: Vec<(Vec<usize>, std::ops::Range<usize>)>,
+pub struct CopiedBox {
+    /// Which input it is read from.
+    pub input: usize,
+    /// Its first index in that input, and in the output, per axis.
+    pub from: Vec<usize>,
+    pub to: Vec<usize>,
+    pub size: Vec<usize>,
 }
 
-impl ConcatRanges {
-    /// `None` unless the inputs agree with each other outside `axis` and each range lies inside
-    /// its input.
-    pub fn new(axis: usize, pieces: Vec<(Vec<usize>, std::ops::Range<usize>)>) -> Option<Self> {
-        let (first, _) = pieces.first()?;
-        if axis >= first.len() {
-            return None;
-        }
-        let mut out_shape = first.clone();
-        out_shape[axis] = 0;
-        for (shape, range) in &pieces {
-            let same_elsewhere =
-                shape.len() == first.len() && (0..shape.len()).all(|a| a == axis || shape[a] == first[a]);
-            if !same_elsewhere || range.start > range.end || range.end > shape[axis] {
+/// The f32 tensor a tree of tract's `Concat`s and `Slice`s builds from its inputs, each box of
+/// the output copied once from where it lies. Swin's cyclic shift (`torch.roll` over two axes)
+/// is exported as two slices and a concat per axis, which tract's optimiser turns into four
+/// slices, two concats along one axis and one along the other: four passes over the tensor,
+/// four times per shifted block, where one copy does.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct ConcatSlices {
+    pub out_shape: Vec<usize>,
+    /// The inputs' shapes (checked at each eval).
+    in_shapes: Vec<Vec<usize>>,
+    boxes: Vec<CopiedBox>,
+    /// The innermost axis along which a box is narrower than the output or than its input.
+    /// A row of the output (its values for one index of every axis before this one) is
+    /// assembled from contiguous runs, one per box that it crosses.
+    split_axis: usize,
+}
+
+impl ConcatSlices {
+    /// `None` unless every box lies inside its input and the output, and the boxes tile the
+    /// output exactly (each value written once).
+    pub fn new(out_shape: &[usize], in_shapes: Vec<Vec<usize>>, boxes: Vec<CopiedBox>) -> Option<Self> {
+        let rank = out_shape.len();
+        let mut covered = 0;
+        for b in &boxes {
+            let source = in_shapes.get(b.input)?;
+            if [source.len(), b.from.len(), b.to.len(), b.size.len()] != [rank; 4] {
                 return None;
             }
-            out_shape[axis] += range.len();
+            let inside =
+                (0..rank).all(|a| b.from[a] + b.size[a] <= source[a] && b.to[a] + b.size[a] <= out_shape[a]);
+            if !inside {
+                return None;
+            }
+            covered += b.size.iter().product::<usize>();
         }
-        Some(ConcatRanges { axis, out_shape, pieces })
+        let overlap = |x: &CopiedBox, y: &CopiedBox| {
+            (0..rank).all(|a| x.to[a] < y.to[a] + y.size[a] && y.to[a] < x.to[a] + x.size[a])
+        };
+        let disjoint = boxes.iter().enumerate().all(|(i, x)| boxes[i + 1..].iter().all(|y| !overlap(x, y)));
+        if !disjoint || covered != out_shape.iter().product::<usize>() || rank == 0 {
+            return None;
+        }
+        let split_axis = (0..rank)
+            .rev()
+            .find(|&a| boxes.iter().any(|b| b.size[a] != out_shape[a] || b.size[a] != in_shapes[b.input][a]))
+            .unwrap_or(0);
+        Some(ConcatSlices { out_shape: out_shape.to_vec(), in_shapes, boxes, split_axis })
     }
 }
 
-impl Op for ConcatRanges {
+impl Op for ConcatSlices {
     fn name(&self) -> StaticName {
-        "ConcatRanges".into()
+        "ConcatSlices".into()
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!("axis {}: {:?}", self.axis, self.pieces)])
+        Ok(self
+            .boxes
+            .iter()
+            .map(|b| format!("{:?} at {:?} from input {} at {:?}", b.size, b.to, b.input, b.from))
+            .collect())
     }
 
     op_as_typed_op!();
 }
 
-impl EvalOp for ConcatRanges {
+impl EvalOp for ConcatSlices {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        ensure!(inputs.len() == self.pieces.len(), "ConcatRanges expects {} inputs", self.pieces.len());
+        ensure!(inputs.len() == self.in_shapes.len(), "ConcatSlices expects {} inputs", self.in_shapes.len());
         let mut sources: TVec<&[f32]> = tvec!();
-        for (input, (shape, _)) in inputs.iter().zip(&self.pieces) {
+        for (input, shape) in inputs.iter().zip(&self.in_shapes) {
             ensure!(
                 input.shape() == shape.as_slice(),
-                "ConcatRanges was planned for an input of {shape:?}, got {:?}",
+                "ConcatSlices was planned for an input of {shape:?}, got {:?}",
                 input.shape()
             );
             sources.push(input.try_as_plain_ram()?.as_slice::<f32>()?);
         }
-        // A row is one contiguous run of the output: one index along `axis` and every axis
-        // after it. Row r of the output is row `start + j` of one piece's source for the same
-        // outer index.
-        let inner: usize = self.out_shape[self.axis + 1..].iter().product();
-        let out_len = self.out_shape[self.axis];
-        if inner == 0 || out_len == 0 {
+        if self.out_shape.contains(&0) {
             return Ok(tvec!(Tensor::zero::<f32>(&self.out_shape)?.into_tvalue()));
         }
-        // SAFETY: each row is copied in full from a source row of `inner` values: the inputs
-        // have the shapes planned (checked above), in which every range lies (checked by `new`).
+        let split = self.split_axis;
+        let row_len: usize = self.out_shape[split..].iter().product();
+        // Values per index of the split axis (the same in the output and in every input: the
+        // boxes span the axes after it in full).
+        let inner: usize = self.out_shape[split + 1..].iter().product();
+        let in_strides: Vec<Vec<usize>> = self.in_shapes.iter().map(|s| contiguous_strides(s)).collect();
+        // SAFETY: the boxes tile the output (checked by `new`), so a row is written in full by
+        // the runs of the boxes it crosses; the inputs have the shapes planned (checked above).
         let output = unsafe {
             tensor_by_rows(
                 &self.out_shape,
-                inner,
+                row_len,
                 || (),
                 |_, row, dst| {
-                    let (outer, mut j) = (row / out_len, row % out_len);
-                    for ((shape, range), source) in self.pieces.iter().zip(&sources) {
-                        if j < range.len() {
-                            let at = (outer * shape[self.axis] + range.start + j) * inner;
-                            dst.copy_from_slice(&source[at..at + inner]);
-                            return;
-                        }
-                        j -= range.len();
+                    // The row's index over the axes before the split axis.
+                    let mut index = [0usize; 8];
+                    let mut rest = row;
+                    for a in (0..split).rev() {
+                        index[a] = rest % self.out_shape[a];
+                        rest /= self.out_shape[a];
                     }
-                    unreachable!("the ranges cover the output's axis");
+                    for b in &self.boxes {
+                        let crosses =
+                            (0..split).all(|a| index[a] >= b.to[a] && index[a] < b.to[a] + b.size[a]);
+                        if !crosses {
+                            continue;
+                        }
+                        let strides = &in_strides[b.input];
+                        let at =
+                            (0..split).map(|a| (b.from[a] + index[a] - b.to[a]) * strides[a]).sum::<usize>()
+                                + b.from[split] * inner;
+                        let len = b.size[split] * inner;
+                        dst[b.to[split] * inner..][..len].copy_from_slice(&sources[b.input][at..at + len]);
+                    }
                 },
             )?
         };
@@ -480,7 +521,7 @@ impl EvalOp for ConcatRanges {
     op_out_of_plan!();
 }
 
-impl TypedOp for ConcatRanges {
+impl TypedOp for ConcatSlices {
     fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         Ok(tvec!(f32::fact(&self.out_shape)))
     }
@@ -727,41 +768,107 @@ pub fn accelerate_optimized(model: &mut TypedModel) -> TractResult<usize> {
     Ok(replaced)
 }
 
-/// Replaces the f32 `Concat` node `id` by a [`ConcatRanges`] that reads the `Slice`s along
-/// its axis feeding only it straight from their inputs; whether it did (not when no input is
-/// such a slice). The slices, left without consumers, are not run.
+/// Replaces the f32 `Concat` node `id`, with the `Slice`s and the `Concat`s feeding only it (and
+/// those feeding them...), by one [`ConcatSlices`]; whether it did. A `Concat` that feeds only
+/// another `Concat`, directly or through slices, is left for that one to take in. The nodes
+/// taken in, left without consumers, are not run (a slice that other nodes read still runs for
+/// them).
 fn read_slices_into_concat(model: &mut TypedModel, id: usize) -> TractResult<bool> {
-    let node = model.node(id);
-    let Some(axis) = node.op_as::<TypedConcat>().map(|c| c.axis) else { return Ok(false) };
-    let mut inputs = vec![];
-    let mut pieces = vec![];
-    for &input in &node.inputs {
-        let producer = model.node(input.node);
-        let slice =
-            producer.op_as::<Slice>().filter(|s| s.axis == axis && sole_consumer(model, input).is_some());
-        let range = slice.and_then(|s| Some(s.start.to_usize().ok()?..s.end.to_usize().ok()?));
-        let (source, range) = match range {
-            Some(range) => (producer.inputs[0], Some(range)),
-            None => (input, None),
-        };
-        let fact = model.outlet_fact(source)?;
-        let Some(shape) = fact.shape.as_concrete().filter(|_| fact.datum_type == f32::datum_type()) else {
+    let root = OutletId::new(id, 0);
+    // Left for a later `Concat` to take in when it feeds only one, directly or through slices.
+    let mut at = root;
+    while let Some(next) = sole_consumer(model, at) {
+        if next.op_is::<TypedConcat>() {
             return Ok(false);
-        };
-        let range = range.unwrap_or(0..shape.get(axis).copied().unwrap_or(0));
-        pieces.push((shape.to_vec(), range));
-        inputs.push(source);
+        }
+        if !next.op_is::<Slice>() {
+            break;
+        }
+        at = OutletId::new(next.id, 0);
     }
-    if inputs == node.inputs {
+    let Some(out_shape) = model.outlet_fact(root)?.shape.as_concrete().map(|s| s.to_vec()) else {
+        return Ok(false);
+    };
+    let mut inputs = vec![];
+    let mut taken_in = 0;
+    let Some(boxes) = boxes_of(model, root, true, &mut inputs, &mut taken_in)? else { return Ok(false) };
+    if taken_in == 0 {
         return Ok(false);
     }
-    let Some(op) = ConcatRanges::new(axis, pieces) else { return Ok(false) };
-    let expected = model.outlet_fact(OutletId::new(id, 0))?.shape.as_concrete().map(|s| s.to_vec());
-    if expected.as_deref() != Some(op.out_shape.as_slice()) {
-        return Ok(false);
+    let mut in_shapes = vec![];
+    for &input in &inputs {
+        let Some(shape) = model.outlet_fact(input)?.shape.as_concrete() else { return Ok(false) };
+        in_shapes.push(shape.to_vec());
     }
-    rewire(model, &inputs, OutletId::new(id, 0), op)?;
+    let Some(op) = ConcatSlices::new(&out_shape, in_shapes, boxes) else { return Ok(false) };
+    rewire(model, &inputs, root, op)?;
     Ok(true)
+}
+
+/// The boxes `outlet` is assembled from, in its own coordinates: through the `Concat`s (the
+/// `root`, or feeding only the next) and `Slice`s (reading through one copies nothing) that build it, down to
+/// tensors read as they are (appended to `inputs`). `taken_in` counts the nodes gone through
+/// below the root. `None` for what a [`ConcatSlices`] cannot read (not f32, symbolic shapes).
+fn boxes_of(
+    model: &TypedModel,
+    outlet: OutletId,
+    root: bool,
+    inputs: &mut Vec<OutletId>,
+    taken_in: &mut usize,
+) -> TractResult<Option<Vec<CopiedBox>>> {
+    let fact = model.outlet_fact(outlet)?;
+    let Some(shape) =
+        fact.shape.as_concrete().filter(|s| s.len() <= 8 && fact.datum_type == f32::datum_type())
+    else {
+        return Ok(None);
+    };
+    let node = model.node(outlet.node);
+    let interior = root || sole_consumer(model, outlet).is_some();
+    if let Some(concat) = node.op_as::<TypedConcat>().filter(|_| interior) {
+        let mut boxes = vec![];
+        let mut offset = 0;
+        for &input in &node.inputs {
+            let Some(part) = boxes_of(model, input, false, inputs, taken_in)? else { return Ok(None) };
+            boxes.extend(part.into_iter().map(|mut b| {
+                b.to[concat.axis] += offset;
+                b
+            }));
+            offset += model.outlet_fact(input)?.shape[concat.axis].to_usize()?;
+        }
+        *taken_in += !root as usize;
+        return Ok(Some(boxes));
+    }
+    if let Some(slice) = node.op_as::<Slice>().filter(|_| !root) {
+        if let (Ok(start), Ok(end)) = (slice.start.to_usize(), slice.end.to_usize()) {
+            let Some(part) = boxes_of(model, node.inputs[0], false, inputs, taken_in)? else {
+                return Ok(None);
+            };
+            let axis = slice.axis;
+            let boxes = part
+                .into_iter()
+                .filter_map(|mut b| {
+                    let (lo, hi) = (b.to[axis].max(start), (b.to[axis] + b.size[axis]).min(end));
+                    (lo < hi).then(|| {
+                        b.from[axis] += lo - b.to[axis];
+                        b.to[axis] = lo - start;
+                        b.size[axis] = hi - lo;
+                        b
+                    })
+                })
+                .collect();
+            *taken_in += 1;
+            return Ok(Some(boxes));
+        }
+    }
+    let input = match inputs.iter().position(|&i| i == outlet) {
+        Some(i) => i,
+        None => {
+            inputs.push(outlet);
+            inputs.len() - 1
+        }
+    };
+    let rank = shape.len();
+    Ok(Some(vec![CopiedBox { input, from: vec![0; rank], to: vec![0; rank], size: shape.to_vec() }]))
 }
 
 /// Makes the [`SoftmaxLastAxis`] node `id` add the constants its input was given just before it
@@ -1435,7 +1542,7 @@ mod tests {
             let plan = ours.clone().into_runnable().unwrap();
             let ran: Vec<String> =
                 plan.order_without_consts().iter().map(|&n| ours.node(n).op.name().to_string()).collect();
-            assert!(ran.contains(&"ConcatRanges".to_string()), "case {case}: {ran:?}");
+            assert!(ran.contains(&"ConcatSlices".to_string()), "case {case}: {ran:?}");
             let slices_left = ran.iter().filter(|op| *op == "Slice").count();
             assert_eq!(slices_left, (case == 2) as usize, "case {case}: {ran:?}");
             let values = |shape: &[usize], seed: usize| {
@@ -1456,17 +1563,69 @@ mod tests {
         }
     }
 
-    /// Ranges outside their input, or inputs that differ off the axis, are refused when
+    /// Swin's cyclic shift over two axes (a roll along the rows, then along the columns), which
+    /// tract's optimiser turns into slices of slices and concats of concats, becomes one
+    /// `ConcatSlices`, with tract's values on one thread and on three.
+    #[test]
+    fn a_roll_over_two_axes_is_one_copy() {
+        let shape = [1, 9, 13, 5];
+        let mut model = TypedModel::default();
+        let mut build = || -> TractResult<()> {
+            let x = model.add_source("x", f32::fact(shape))?;
+            let mut rolled = x;
+            for (axis, by) in [(1, 3), (2, 2)] {
+                let len = shape[axis];
+                let tail = model.wire_node(format!("tail{axis}"), Slice::new(axis, by, len), &[rolled])?[0];
+                let head = model.wire_node(format!("head{axis}"), Slice::new(axis, 0, by), &[rolled])?[0];
+                rolled = model.wire_node(format!("roll{axis}"), TypedConcat { axis }, &[tail, head])?[0];
+            }
+            model.select_output_outlets(&[rolled])?;
+            Ok(())
+        };
+        build().unwrap();
+        let mut ours = model.clone().into_optimized().unwrap();
+        accelerate_optimized(&mut ours).unwrap();
+        let plan = ours.clone().into_runnable().unwrap();
+        let ran: Vec<String> =
+            plan.order_without_consts().iter().map(|&n| ours.node(n).op.name().to_string()).collect();
+        assert_eq!(ran, ["Source", "ConcatSlices"]);
+        let data: Vec<f32> = (0..shape.iter().product::<usize>()).map(|i| i as f32).collect();
+        let inputs = tvec!(tensor1(&data).into_shape(&shape).unwrap().into_tvalue());
+        let expected = model.into_runnable().unwrap().run(inputs.clone()).unwrap();
+        for threads in [1, 3] {
+            let got =
+                multithread_tract_scope(Executor::multithread(threads), || plan.run(inputs.clone())).unwrap();
+            assert_eq!(expected[0], got[0], "{threads} threads");
+        }
+    }
+
+    /// Boxes outside their input or the output, overlapping, or leaving a gap are refused when
     /// planned; an input of another shape than planned is an error at run time.
     #[test]
-    fn concat_ranges_checks_its_pieces() {
-        assert!(ConcatRanges::new(1, vec![(vec![2, 5], 3..6)]).is_none(), "past the end");
-        assert!(ConcatRanges::new(1, vec![(vec![2, 5], 0..2), (vec![3, 5], 0..2)]).is_none(), "2 vs 3 rows");
-        assert!(ConcatRanges::new(2, vec![(vec![2, 5], 0..2)]).is_none(), "no axis 2");
-        let op = ConcatRanges::new(1, vec![(vec![2, 5], 3..5), (vec![2, 5], 0..3)]).unwrap();
-        assert_eq!(op.out_shape, [2, 5]);
+    fn concat_slices_checks_its_boxes() {
+        let b = |input: usize, from: [usize; 2], to: [usize; 2], size: [usize; 2]| CopiedBox {
+            input,
+            from: from.to_vec(),
+            to: to.to_vec(),
+            size: size.to_vec(),
+        };
+        let out = [2, 5];
+        let source = || vec![vec![2, 5]];
+        let roll = vec![b(0, [0, 3], [0, 0], [2, 2]), b(0, [0, 0], [0, 2], [2, 3])];
+        assert!(ConcatSlices::new(&out, source(), roll.clone()).is_some());
+        let past_the_end = vec![b(0, [0, 4], [0, 0], [2, 2]), b(0, [0, 0], [0, 2], [2, 3])];
+        assert!(ConcatSlices::new(&out, source(), past_the_end).is_none());
+        let overlapping = vec![b(0, [0, 3], [0, 0], [2, 3]), b(0, [0, 0], [0, 2], [2, 3])];
+        assert!(ConcatSlices::new(&out, source(), overlapping).is_none());
+        let gap = vec![b(0, [0, 3], [0, 0], [2, 2]), b(0, [0, 0], [0, 3], [2, 2])];
+        assert!(ConcatSlices::new(&out, source(), gap).is_none());
+        assert!(
+            ConcatSlices::new(&out, source(), vec![b(1, [0, 0], [0, 0], [2, 5])]).is_none(),
+            "no input 1"
+        );
+        let op = ConcatSlices::new(&out, source(), roll).unwrap();
         let wrong = Tensor::zero::<f32>(&[2, 4]).unwrap().into_tvalue();
-        let error = op.eval(&EvalContext::out_of_plan(), tvec!(wrong.clone(), wrong)).unwrap_err();
+        let error = op.eval(&EvalContext::out_of_plan(), tvec!(wrong)).unwrap_err();
         assert!(format!("{error}").contains("planned for"), "{error}");
     }
 

@@ -832,27 +832,25 @@ fn boxes_of(
         *taken_in += !root as usize;
         return Ok(Some(boxes));
     }
-    if let Some(slice) = node.op_as::<Slice>() {
-        if let (Ok(start), Ok(end)) = (slice.start.to_usize(), slice.end.to_usize()) {
-            let Some(part) = boxes_of(model, node.inputs[0], false, inputs, taken_in)? else {
-                return Ok(None);
-            };
-            let axis = slice.axis;
-            let boxes = part
-                .into_iter()
-                .filter_map(|mut b| {
-                    let (lo, hi) = (b.to[axis].max(start), (b.to[axis] + b.size[axis]).min(end));
-                    (lo < hi).then(|| {
-                        b.from[axis] += lo - b.to[axis];
-                        b.to[axis] = lo - start;
-                        b.size[axis] = hi - lo;
-                        b
-                    })
+    let slice = node.op_as::<Slice>();
+    if let Some((axis, Ok(start), Ok(end))) = slice.map(|s| (s.axis, s.start.to_usize(), s.end.to_usize())) {
+        let Some(part) = boxes_of(model, node.inputs[0], false, inputs, taken_in)? else {
+            return Ok(None);
+        };
+        let boxes = part
+            .into_iter()
+            .filter_map(|mut b| {
+                let (lo, hi) = (b.to[axis].max(start), (b.to[axis] + b.size[axis]).min(end));
+                (lo < hi).then(|| {
+                    b.from[axis] += lo - b.to[axis];
+                    b.to[axis] = lo - start;
+                    b.size[axis] = hi - lo;
+                    b
                 })
-                .collect();
-            *taken_in += !root as usize;
-            return Ok(Some(boxes));
-        }
+            })
+            .collect();
+        *taken_in += !root as usize;
+        return Ok(Some(boxes));
     }
     let input = match inputs.iter().position(|&i| i == outlet) {
         Some(i) => i,

@@ -1,5 +1,5 @@
 //! Operators we give tract where its own are slow for SeMask's graph, swapped in by
-//! [`accelerate`] before tract optimises the model.
+//! [`accelerate`] before tract optimises the model, or by [`accelerate_optimized`] after.
 //!
 //! - [`BilinearResize2d`] replaces ONNX `Resize` in linear mode with half-pixel coordinates on the
 //!   last two axes of an NCHW f32 tensor: the decoder's ×2 upsamplings and its fusion resizes.
@@ -15,6 +15,12 @@
 //!   attention bias and shift mask of every window, 49x49; bias adds over 96 channels). These ran
 //!   element by element; this one coalesces axes, runs contiguous rows, and splits rows across
 //!   tract's threads.
+//! - [`ConcatSlices`] replaces a tree of `Concat`s and `Slice`s (Swin's cyclic shift and
+//!   reverse shift, `torch.roll` over two axes, and the crop after it) by one copy of boxes of
+//!   its inputs: tract ran each slice and each concat as a pass over the tensor.
+//! - [`SoftmaxLastAxis`] (`super::tract_rows`) takes in the constants added just before it (the
+//!   attention's relative position bias and shift mask), so the scores are not written and read
+//!   once more per `Add`.
 //! - An int8 QOperator model's layers (`QuantizeLinear`, `MatMulInteger` or `ConvInteger`,
 //!   `Cast`, `Mul`, `Add`) each become one [`MatMulI8`] or [`ConvI8`] (`super::tract_i8`).
 //! - [`QuantizeI8`] replaces tract's `QuantizeLinearI8` (f32 -> int8) where one is left (the

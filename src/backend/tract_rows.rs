@@ -10,7 +10,9 @@
 //! threads.
 //!
 //! - [`SoftmaxLastAxis`] replaces tract's `Softmax` on the last axis (swapped in by
-//!   [`super::tract_ops::accelerate`]).
+//!   [`super::tract_ops::accelerate`]); after tract optimises, it takes in the constants added
+//!   to its input just before it (Swin's attention bias and shift mask,
+//!   [`super::tract_ops::accelerate_optimized`]).
 //! - [`LayerNormLastAxis`] is what ONNX `LayerNormalization` on the last axis becomes when the
 //!   model is parsed for the CPU backend ([`register_layer_norm`]); other forms (another axis,
 //!   a stash type other than f32, the optional mean / inverse deviation outputs) keep tract's.

@@ -30,7 +30,7 @@
 //!   for the clamped range) and splits the tensor across tract's threads.
 
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::array::{Pad, PadMode, Slice, TypedConcat};
+use tract_onnx::tract_core::ops::array::{Slice, TypedConcat};
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::cast::Cast;
 use tract_onnx::tract_core::ops::change_axes::AxisOp;
@@ -414,9 +414,6 @@ pub struct ConcatSlices {
     /// The inputs' shapes (checked at each eval).
     in_shapes: Vec<Vec<usize>>,
     boxes: Vec<CopiedBox>,
-    /// The value of what no box covers (f32 bits; a `Pad`'s constant), or `None` when the boxes
-    /// tile the output.
-    fill: Option<u32>,
     /// The innermost axis along which a box is narrower than the output or than its input.
     /// A row of the output (its values for one index of every axis before this one) is
     /// assembled from contiguous runs, one per box that it crosses.
@@ -424,14 +421,9 @@ pub struct ConcatSlices {
 }
 
 impl ConcatSlices {
-    /// `None` unless every box lies inside its input and the output, the boxes do not overlap,
-    /// and they tile the output exactly unless there is a `fill` value for the rest.
-    pub fn new(
-        out_shape: &[usize],
-        in_shapes: Vec<Vec<usize>>,
-        boxes: Vec<CopiedBox>,
-        fill: Option<f32>,
-    ) -> Option<Self> {
+    /// `None` unless every box lies inside its input and the output, and the boxes tile the
+    /// output exactly (each value written once).
+    pub fn new(out_shape: &[usize], in_shapes: Vec<Vec<usize>>, boxes: Vec<CopiedBox>) -> Option<Self> {
         let rank = out_shape.len();
         let mut covered = 0;
         for b in &boxes {
@@ -450,16 +442,14 @@ impl ConcatSlices {
             (0..rank).all(|a| x.to[a] < y.to[a] + y.size[a] && y.to[a] < x.to[a] + x.size[a])
         };
         let disjoint = boxes.iter().enumerate().all(|(i, x)| boxes[i + 1..].iter().all(|y| !overlap(x, y)));
-        let tiled = covered == out_shape.iter().product::<usize>();
-        if !disjoint || !(tiled || fill.is_some()) || rank == 0 {
+        if !disjoint || covered != out_shape.iter().product::<usize>() || rank == 0 {
             return None;
         }
         let split_axis = (0..rank)
             .rev()
             .find(|&a| boxes.iter().any(|b| b.size[a] != out_shape[a] || b.size[a] != in_shapes[b.input][a]))
             .unwrap_or(0);
-        let fill = fill.map(f32::to_bits);
-        Some(ConcatSlices { out_shape: out_shape.to_vec(), in_shapes, boxes, fill, split_axis })
+        Some(ConcatSlices { out_shape: out_shape.to_vec(), in_shapes, boxes, split_axis })
     }
 }
 
@@ -494,16 +484,14 @@ impl EvalOp for ConcatSlices {
         if self.out_shape.contains(&0) {
             return Ok(tvec!(Tensor::zero::<f32>(&self.out_shape)?.into_tvalue()));
         }
-        let fill = self.fill.map(f32::from_bits);
         let split = self.split_axis;
         let row_len: usize = self.out_shape[split..].iter().product();
         // Values per index of the split axis (the same in the output and in every input: the
         // boxes span the axes after it in full).
         let inner: usize = self.out_shape[split + 1..].iter().product();
         let in_strides: Vec<Vec<usize>> = self.in_shapes.iter().map(|s| contiguous_strides(s)).collect();
-        // SAFETY: a row is filled first, or the boxes tile the output (checked by `new`) and a
-        // row is written in full by the runs of the boxes it crosses; the inputs have the shapes
-        // planned (checked above).
+        // SAFETY: the boxes tile the output (checked by `new`), so a row is written in full by
+        // the runs of the boxes it crosses; the inputs have the shapes planned (checked above).
         let output = unsafe {
             tensor_by_rows(
                 &self.out_shape,
@@ -516,9 +504,6 @@ impl EvalOp for ConcatSlices {
                     for a in (0..split).rev() {
                         index[a] = rest % self.out_shape[a];
                         rest /= self.out_shape[a];
-                    }
-                    if let Some(value) = fill {
-                        dst.fill(value);
                     }
                     for b in &self.boxes {
                         let crosses =
@@ -744,7 +729,7 @@ pub fn accelerate_optimized(model: &mut TypedModel) -> TractResult<usize> {
             replaced += take_in_added_constants(model, id)? as usize;
             continue;
         }
-        if node.op_is::<TypedConcat>() || node.op_is::<Slice>() || node.op_is::<Pad>() {
+        if node.op_is::<TypedConcat>() || node.op_is::<Slice>() {
             replaced += read_slices_into_concat(model, id)? as usize;
             continue;
         }
@@ -798,9 +783,7 @@ pub fn accelerate_optimized(model: &mut TypedModel) -> TractResult<usize> {
 fn read_slices_into_concat(model: &mut TypedModel, id: usize) -> TractResult<bool> {
     let root = OutletId::new(id, 0);
     // Left for the next node to take in when that is a `Concat` or a `Slice` reading only it.
-    if sole_consumer(model, root)
-        .is_some_and(|next| next.op_is::<TypedConcat>() || next.op_is::<Slice>() || next.op_is::<Pad>())
-    {
+    if sole_consumer(model, root).is_some_and(|next| next.op_is::<TypedConcat>() || next.op_is::<Slice>()) {
         return Ok(false);
     }
     let Some(out_shape) = model.outlet_fact(root)?.shape.as_concrete().map(|s| s.to_vec()) else {
@@ -808,12 +791,8 @@ fn read_slices_into_concat(model: &mut TypedModel, id: usize) -> TractResult<boo
     };
     let mut inputs = vec![];
     let mut taken_in = 0;
-    let mut fill = None;
-    let Some(boxes) = boxes_of(model, root, true, &mut inputs, &mut taken_in, &mut fill)? else {
-        return Ok(false);
-    };
-    // tract's `Pad` is slow on its own (element by element); a lone `Concat` or `Slice` is not.
-    if taken_in == 0 && !model.node(id).op_is::<Pad>() {
+    let Some(boxes) = boxes_of(model, root, true, &mut inputs, &mut taken_in)? else { return Ok(false) };
+    if taken_in == 0 {
         return Ok(false);
     }
     let mut in_shapes = vec![];
@@ -821,7 +800,7 @@ fn read_slices_into_concat(model: &mut TypedModel, id: usize) -> TractResult<boo
         let Some(shape) = model.outlet_fact(input)?.shape.as_concrete() else { return Ok(false) };
         in_shapes.push(shape.to_vec());
     }
-    let Some(op) = ConcatSlices::new(&out_shape, in_shapes, boxes, fill) else { return Ok(false) };
+    let Some(op) = ConcatSlices::new(&out_shape, in_shapes, boxes) else { return Ok(false) };
     rewire(model, &inputs, root, op)?;
     Ok(true)
 }
@@ -836,7 +815,6 @@ fn boxes_of(
     root: bool,
     inputs: &mut Vec<OutletId>,
     taken_in: &mut usize,
-    fill: &mut Option<f32>,
 ) -> TractResult<Option<Vec<CopiedBox>>> {
     let fact = model.outlet_fact(outlet)?;
     let Some(shape) =
@@ -850,7 +828,7 @@ fn boxes_of(
         let mut boxes = vec![];
         let mut offset = 0;
         for &input in &node.inputs {
-            let Some(part) = boxes_of(model, input, false, inputs, taken_in, fill)? else { return Ok(None) };
+            let Some(part) = boxes_of(model, input, false, inputs, taken_in)? else { return Ok(None) };
             boxes.extend(part.into_iter().map(|mut b| {
                 b.to[concat.axis] += offset;
                 b
@@ -860,35 +838,9 @@ fn boxes_of(
         *taken_in += !root as usize;
         return Ok(Some(boxes));
     }
-    let padding = node.op_as::<Pad>().filter(|_| interior).and_then(|pad| match &pad.mode {
-        PadMode::Constant(value) if value.len() == 1 => {
-            Some((pad.pads.clone(), value.cast_to_scalar::<f32>().ok()?))
-        }
-        _ => None,
-    });
-    if let Some((pads, value)) = padding {
-        if fill.is_some_and(|f| f.to_bits() != value.to_bits()) {
-            return Ok(None);
-        }
-        *fill = Some(value);
-        let Some(part) = boxes_of(model, node.inputs[0], false, inputs, taken_in, fill)? else {
-            return Ok(None);
-        };
-        let boxes = part
-            .into_iter()
-            .map(|mut b| {
-                for (to, (before, _)) in b.to.iter_mut().zip(&pads) {
-                    *to += before;
-                }
-                b
-            })
-            .collect();
-        *taken_in += !root as usize;
-        return Ok(Some(boxes));
-    }
     let slice = node.op_as::<Slice>();
     if let Some((axis, Ok(start), Ok(end))) = slice.map(|s| (s.axis, s.start.to_usize(), s.end.to_usize())) {
-        let Some(part) = boxes_of(model, node.inputs[0], false, inputs, taken_in, fill)? else {
+        let Some(part) = boxes_of(model, node.inputs[0], false, inputs, taken_in)? else {
             return Ok(None);
         };
         let boxes = part
@@ -1660,73 +1612,21 @@ mod tests {
         let out = [2, 5];
         let source = || vec![vec![2, 5]];
         let roll = vec![b(0, [0, 3], [0, 0], [2, 2]), b(0, [0, 0], [0, 2], [2, 3])];
-        assert!(ConcatSlices::new(&out, source(), roll.clone(), None).is_some());
+        assert!(ConcatSlices::new(&out, source(), roll.clone()).is_some());
         let past_the_end = vec![b(0, [0, 4], [0, 0], [2, 2]), b(0, [0, 0], [0, 2], [2, 3])];
-        assert!(ConcatSlices::new(&out, source(), past_the_end, None).is_none());
+        assert!(ConcatSlices::new(&out, source(), past_the_end).is_none());
         let overlapping = vec![b(0, [0, 3], [0, 0], [2, 3]), b(0, [0, 0], [0, 2], [2, 3])];
-        assert!(ConcatSlices::new(&out, source(), overlapping, None).is_none());
+        assert!(ConcatSlices::new(&out, source(), overlapping).is_none());
         let gap = vec![b(0, [0, 3], [0, 0], [2, 2]), b(0, [0, 0], [0, 3], [2, 2])];
-        assert!(ConcatSlices::new(&out, source(), gap.clone(), None).is_none());
-        assert!(ConcatSlices::new(&out, source(), gap, Some(0.0)).is_some(), "a pad fills the gap");
+        assert!(ConcatSlices::new(&out, source(), gap).is_none());
         assert!(
-            ConcatSlices::new(&out, source(), vec![b(1, [0, 0], [0, 0], [2, 5])], None).is_none(),
+            ConcatSlices::new(&out, source(), vec![b(1, [0, 0], [0, 0], [2, 5])]).is_none(),
             "no input 1"
         );
-        let op = ConcatSlices::new(&out, source(), roll, None).unwrap();
+        let op = ConcatSlices::new(&out, source(), roll).unwrap();
         let wrong = Tensor::zero::<f32>(&[2, 4]).unwrap().into_tvalue();
         let error = op.eval(&EvalContext::out_of_plan(), tvec!(wrong)).unwrap_err();
         assert!(format!("{error}").contains("planned for"), "{error}");
-    }
-
-    /// Swin's window padding (zeros after the rows and columns), alone and followed by the
-    /// cyclic shift, and a pad with another value on both sides, against tract's `Pad`, on one
-    /// thread and on three: a pad becomes a `ConcatSlices` filling what no box covers.
-    #[test]
-    fn pads_are_copies_with_a_fill() {
-        let shape = [1, 9, 13, 5];
-        let cases: [(&[(usize, usize)], f32, bool); 3] = [
-            (&[(0, 0), (0, 5), (0, 1), (0, 0)], 0.0, false),
-            (&[(0, 0), (0, 5), (0, 1), (0, 0)], 0.0, true),
-            (&[(1, 0), (2, 1), (0, 0), (3, 2)], -1.5, false),
-        ];
-        for (case, &(pads, value, roll)) in cases.iter().enumerate() {
-            let mut model = TypedModel::default();
-            let mut build = || -> TractResult<()> {
-                let x = model.add_source("x", f32::fact(shape))?;
-                let mode = PadMode::Constant(tensor0(value).into_arc_tensor());
-                let mut out = model.wire_node("pad", Pad { pads: pads.to_vec(), mode }, &[x])?[0];
-                if roll {
-                    for (axis, len) in [(1, 14), (2, 14)] {
-                        let tail =
-                            model.wire_node(format!("tail{axis}"), Slice::new(axis, 3, len), &[out])?[0];
-                        let head = model.wire_node(format!("head{axis}"), Slice::new(axis, 0, 3), &[out])?[0];
-                        out = model.wire_node(format!("roll{axis}"), TypedConcat { axis }, &[tail, head])?[0];
-                    }
-                }
-                model.select_output_outlets(&[out])?;
-                Ok(())
-            };
-            build().unwrap();
-            let mut ours = model.clone().into_optimized().unwrap();
-            accelerate_optimized(&mut ours).unwrap();
-            let plan = ours.clone().into_runnable().unwrap();
-            let ran: Vec<String> =
-                plan.order_without_consts().iter().map(|&n| ours.node(n).op.name().to_string()).collect();
-            // The shift reads the padded tensor through several slices: the pad is computed
-            // once, then the shift is one more copy.
-            let expected_ops: &[&str] =
-                if roll { &["Source", "ConcatSlices", "ConcatSlices"] } else { &["Source", "ConcatSlices"] };
-            assert_eq!(ran, expected_ops, "case {case}");
-            let data: Vec<f32> = (0..shape.iter().product::<usize>()).map(|i| i as f32 + 1.0).collect();
-            let inputs = tvec!(tensor1(&data).into_shape(&shape).unwrap().into_tvalue());
-            let expected = model.into_runnable().unwrap().run(inputs.clone()).unwrap();
-            for threads in [1, 3] {
-                let got =
-                    multithread_tract_scope(Executor::multithread(threads), || plan.run(inputs.clone()))
-                        .unwrap();
-                assert_eq!(expected[0], got[0], "case {case}, {threads} threads");
-            }
-        }
     }
 
     #[test]

@@ -243,6 +243,31 @@ fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
     strides
 }
 
+/// The strides that read a tensor of `shape` as if broadcast to `out_shape` (numpy's rules:
+/// missing leading axes and axes of length 1 repeat, stride 0); `None` when it does not
+/// broadcast so.
+pub(super) fn broadcast_strides(shape: &[usize], out_shape: &[usize]) -> Option<Vec<usize>> {
+    let rank = out_shape.len();
+    if shape.len() > rank {
+        return None;
+    }
+    let padded: Vec<usize> =
+        std::iter::repeat_n(1, rank - shape.len()).chain(shape.iter().copied()).collect();
+    let mut strides = vec![0; rank];
+    let mut acc = 1;
+    for i in (0..rank).rev() {
+        match padded[i] {
+            d if d == out_shape[i] && d != 1 => {
+                strides[i] = acc;
+                acc *= d;
+            }
+            1 => strides[i] = 0,
+            _ => return None,
+        }
+    }
+    Some(strides)
+}
+
 /// The arithmetic of a [`BroadcastBinary`].
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum BinaryKind {
@@ -286,28 +311,7 @@ pub struct BroadcastBinary {
 impl BroadcastBinary {
     /// `None` when the shapes do not broadcast to `out_shape`.
     pub fn new(kind: BinaryKind, a_shape: &[usize], b_shape: &[usize], out_shape: &[usize]) -> Option<Self> {
-        let rank = out_shape.len();
-        if a_shape.len() > rank || b_shape.len() > rank {
-            return None;
-        }
-        let strides = |shape: &[usize]| -> Option<Vec<usize>> {
-            let padded: Vec<usize> =
-                std::iter::repeat_n(1, rank - shape.len()).chain(shape.iter().copied()).collect();
-            let mut strides = vec![0; rank];
-            let mut acc = 1;
-            for i in (0..rank).rev() {
-                match padded[i] {
-                    d if d == out_shape[i] && d != 1 => {
-                        strides[i] = acc;
-                        acc *= d;
-                    }
-                    1 => strides[i] = 0,
-                    _ => return None,
-                }
-            }
-            Some(strides)
-        };
-        let (sa, sb) = (strides(a_shape)?, strides(b_shape)?);
+        let (sa, sb) = (broadcast_strides(a_shape, out_shape)?, broadcast_strides(b_shape, out_shape)?);
         let strides: Vec<[usize; 2]> = sa.iter().zip(&sb).map(|(&x, &y)| [x, y]).collect();
         let walk = RowWalk::new(out_shape, &strides);
         Some(BroadcastBinary {

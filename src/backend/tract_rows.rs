@@ -28,7 +28,7 @@ use tract_onnx::tract_hir::internal::{
     expand,
 };
 
-use super::tract_ops::tensor_by_rows;
+use super::tract_ops::{broadcast_strides, tensor_by_rows};
 
 /// Lanes of the vectorised loops (two AVX2 registers of f32, four NEON ones).
 const LANES: usize = 16;
@@ -236,20 +236,7 @@ impl SoftmaxLastAxis {
         {
             return None;
         }
-        let padded: Vec<usize> =
-            std::iter::repeat_n(1, rank - term_shape.len()).chain(term_shape.iter().copied()).collect();
-        let mut strides = vec![0; rank];
-        let mut step = 1;
-        for axis in (0..rank).rev() {
-            match padded[axis] {
-                d if d == in_shape[axis] => {
-                    strides[axis] = if d == 1 { 0 } else { step };
-                    step *= d;
-                }
-                1 => strides[axis] = 0,
-                _ => return None,
-            }
-        }
+        let mut strides = broadcast_strides(term_shape, in_shape)?;
         strides.pop();
         let mut op = self.clone();
         op.added.push(AddedTerm { shape: term_shape.to_vec(), strides });

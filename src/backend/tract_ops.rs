@@ -425,10 +425,16 @@ pub struct ConcatSlices {
 }
 
 impl ConcatSlices {
+    /// Ranks it plans for (Swin's tensors have 4).
+    pub const MAX_RANK: usize = 8;
+
     /// `None` unless every box lies inside its input and the output, and the boxes tile the
     /// output exactly (each value written once).
     pub fn new(out_shape: &[usize], in_shapes: Vec<Vec<usize>>, boxes: Vec<CopiedBox>) -> Option<Self> {
         let rank = out_shape.len();
+        if rank > Self::MAX_RANK {
+            return None;
+        }
         let mut covered = 0;
         for b in &boxes {
             let source = in_shapes.get(b.input)?;
@@ -503,7 +509,7 @@ impl EvalOp for ConcatSlices {
                 || (),
                 |_, row, dst| {
                     // The row's index over the axes before the split axis.
-                    let mut index = [0usize; 8];
+                    let mut index = [0usize; ConcatSlices::MAX_RANK];
                     let mut rest = row;
                     for a in (0..split).rev() {
                         index[a] = rest % self.out_shape[a];
@@ -711,8 +717,10 @@ impl TypedOp for QuantizeI8 {
 }
 
 /// Replaces the f32 `Add`/`Sub`/`Mul` tract's optimiser left generic (see the module docs) by
-/// [`BroadcastBinary`], `MoveAxis` by [`MoveAxisCopy`] and `QuantizeLinearI8` by
-/// [`QuantizeI8`]. Run on the optimised model; returns how many nodes were replaced.
+/// [`BroadcastBinary`], `MoveAxis` by [`MoveAxisCopy`], `QuantizeLinearI8` by [`QuantizeI8`],
+/// trees of `Concat`s and `Slice`s by [`ConcatSlices`]; refines our products
+/// ([`MatMulF32`], [`MatMulI8`]) and lets [`SoftmaxLastAxis`] take in the constants added to its
+/// input. Run on the optimised model; returns how many nodes were replaced.
 pub fn accelerate_optimized(model: &mut TypedModel) -> TractResult<usize> {
     let mut replaced = 0;
     for id in model.eval_order()? {
@@ -821,8 +829,10 @@ fn boxes_of(
     taken_in: &mut usize,
 ) -> TractResult<Option<Vec<CopiedBox>>> {
     let fact = model.outlet_fact(outlet)?;
-    let Some(shape) =
-        fact.shape.as_concrete().filter(|s| s.len() <= 8 && fact.datum_type == f32::datum_type())
+    let Some(shape) = fact
+        .shape
+        .as_concrete()
+        .filter(|s| s.len() <= ConcatSlices::MAX_RANK && fact.datum_type == f32::datum_type())
     else {
         return Ok(None);
     };

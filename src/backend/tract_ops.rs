@@ -197,6 +197,50 @@ impl<const N: usize> RowWalk<N> {
     }
 }
 
+/// Most axes before a row that a [`RowIndex`] follows (tensors up to rank 8; Swin's have 4).
+pub(super) const MAX_LEADING_AXES: usize = 7;
+
+/// The index of a row over the axes before it (the row's values share one index on each), from
+/// the row's number; [`RowIndex::advance`] steps to the next row without a division, for rows
+/// as short as Swin's 49 scores. [`SoftmaxLastAxis`] follows its added terms with it and
+/// [`ConcatSlices`] finds the boxes a row crosses.
+pub(super) struct RowIndex<'a> {
+    lengths: &'a [usize],
+    index: [usize; MAX_LEADING_AXES],
+}
+
+impl<'a> RowIndex<'a> {
+    /// Row number `row` over axes of `lengths` (at most [`MAX_LEADING_AXES`] of them).
+    pub(super) fn new(lengths: &'a [usize], mut row: usize) -> Self {
+        let mut index = [0; MAX_LEADING_AXES];
+        for (axis, &len) in lengths.iter().enumerate().rev() {
+            index[axis] = row % len;
+            row /= len;
+        }
+        RowIndex { lengths, index }
+    }
+
+    /// The index on each axis.
+    pub(super) fn axes(&self) -> &[usize] {
+        &self.index[..self.lengths.len()]
+    }
+
+    /// Offset of the row's start in a tensor read with `strides` (one per axis).
+    pub(super) fn offset(&self, strides: &[usize]) -> usize {
+        strides.iter().zip(&self.index).map(|(s, i)| s * i).sum()
+    }
+
+    pub(super) fn advance(&mut self) {
+        for (axis, &len) in self.lengths.iter().enumerate().rev() {
+            self.index[axis] += 1;
+            if self.index[axis] < len {
+                return;
+            }
+            self.index[axis] = 0;
+        }
+    }
+}
+
 /// A new f32 tensor of `shape` whose rows of `row_len` values are each written in full by
 /// `fill(scratch, row_index, row)`, rows split across tract's threads; `scratch` is made once per
 /// chunk of rows by `new_scratch`. The tensor starts uninitialised: zeroing it first costs a
@@ -425,8 +469,8 @@ pub struct ConcatSlices {
 }
 
 impl ConcatSlices {
-    /// Ranks it plans for (Swin's tensors have 4).
-    pub const MAX_RANK: usize = 8;
+    /// Ranks it plans for (a row is indexed by the axes before the split axis).
+    pub const MAX_RANK: usize = MAX_LEADING_AXES + 1;
 
     /// `None` unless every box lies inside its input and the output, and the boxes tile the
     /// output exactly (each value written once).
@@ -508,13 +552,8 @@ impl EvalOp for ConcatSlices {
                 row_len,
                 || (),
                 |_, row, dst| {
-                    // The row's index over the axes before the split axis.
-                    let mut index = [0usize; ConcatSlices::MAX_RANK];
-                    let mut rest = row;
-                    for a in (0..split).rev() {
-                        index[a] = rest % self.out_shape[a];
-                        rest /= self.out_shape[a];
-                    }
+                    let row_index = RowIndex::new(&self.out_shape[..split], row);
+                    let index = row_index.axes();
                     for b in &self.boxes {
                         let crosses =
                             (0..split).all(|a| index[a] >= b.to[a] && index[a] < b.to[a] + b.size[a]);

@@ -28,7 +28,7 @@ use tract_onnx::tract_hir::internal::{
     expand,
 };
 
-use super::tract_ops::{broadcast_strides, tensor_by_rows};
+use super::tract_ops::{MAX_LEADING_AXES, RowIndex, broadcast_strides, tensor_by_rows};
 
 /// Lanes of the vectorised loops (two AVX2 registers of f32, four NEON ones).
 const LANES: usize = 16;
@@ -215,9 +215,6 @@ struct AddedTerm {
     strides: Vec<usize>,
 }
 
-/// Leading axes a softmax with added terms supports (Swin's scores have 3).
-const MAX_LEADING_AXES: usize = 7;
-
 impl SoftmaxLastAxis {
     /// This softmax with one more term added to its input first (the next input), a tensor of
     /// `term_shape` broadcast to `in_shape` (the shape of input 0). `None` when it does not
@@ -254,38 +251,6 @@ impl SoftmaxLastAxis {
 fn add_to_row(row: &mut [f32], term: &[f32]) {
     for (x, &t) in row.iter_mut().zip(term) {
         *x += t;
-    }
-}
-
-/// The index of a row over the leading axes of a tensor, stepped row by row (no division per
-/// row: rows of 49 scores are short).
-struct RowIndex<'a> {
-    lengths: &'a [usize],
-    index: [usize; MAX_LEADING_AXES],
-}
-
-impl<'a> RowIndex<'a> {
-    fn new(lengths: &'a [usize], mut row: usize) -> Self {
-        let mut index = [0; MAX_LEADING_AXES];
-        for (axis, &len) in lengths.iter().enumerate().rev() {
-            index[axis] = row % len;
-            row /= len;
-        }
-        RowIndex { lengths, index }
-    }
-
-    fn offset(&self, strides: &[usize]) -> usize {
-        strides.iter().zip(&self.index).map(|(s, i)| s * i).sum()
-    }
-
-    fn advance(&mut self) {
-        for (axis, &len) in self.lengths.iter().enumerate().rev() {
-            self.index[axis] += 1;
-            if self.index[axis] < len {
-                return;
-            }
-            self.index[axis] = 0;
-        }
     }
 }
 

@@ -1507,6 +1507,19 @@ mod tests {
         }
     }
 
+    /// `model` as the CPU backend plans it (our operators before and after tract's optimiser,
+    /// as `super::tract` does), and the names of the operators its plan runs, in order.
+    fn planned_with_ours(model: &TypedModel) -> (Arc<TypedSimplePlan>, Vec<String>) {
+        let mut ours = model.clone();
+        accelerate(&mut ours).unwrap();
+        let mut ours = ours.into_optimized().unwrap();
+        accelerate_optimized(&mut ours).unwrap();
+        let plan = ours.into_runnable().unwrap();
+        let ran =
+            plan.order_without_consts().iter().map(|&n| plan.model().node(n).op.name().to_string()).collect();
+        (plan, ran)
+    }
+
     /// After tract optimises: the attention bias and shift mask added to the scores become
     /// terms of the softmax (no `BroadcastAdd` left), and the results are tract's own.
     #[test]
@@ -1530,15 +1543,9 @@ mod tests {
             Ok(())
         };
         build(&mut model).unwrap();
-        let mut ours = model.clone();
-        accelerate(&mut ours).unwrap();
-        let mut ours = ours.into_optimized().unwrap();
-        accelerate_optimized(&mut ours).unwrap();
-        let plan = ours.clone().into_runnable().unwrap();
-        let ran: Vec<String> =
-            plan.order_without_consts().iter().map(|&n| ours.node(n).op.name().to_string()).collect();
+        let (plan, ran) = planned_with_ours(&model);
         assert!(!ran.iter().any(|op| op.contains("Add")), "{ran:?}");
-        let softmax = ours.nodes().iter().find(|n| n.op_is::<SoftmaxLastAxis>()).unwrap();
+        let softmax = plan.model().nodes().iter().find(|n| n.op_is::<SoftmaxLastAxis>()).unwrap();
         assert_eq!(softmax.op.info().unwrap().len(), 2, "{:?}", softmax.op.info());
         let scores: Vec<f32> = (0..windows * heads * n * n).map(|i| (i as f32 * 0.71).cos() * 4.0).collect();
         let inputs = tvec!(tensor1(&scores).into_shape(&[windows, heads, n, n]).unwrap().into_tvalue());
@@ -1588,11 +1595,7 @@ mod tests {
                 Ok(())
             };
             build().unwrap();
-            let mut ours = model.clone().into_optimized().unwrap();
-            accelerate_optimized(&mut ours).unwrap();
-            let plan = ours.clone().into_runnable().unwrap();
-            let ran: Vec<String> =
-                plan.order_without_consts().iter().map(|&n| ours.node(n).op.name().to_string()).collect();
+            let (plan, ran) = planned_with_ours(&model);
             assert!(ran.contains(&"ConcatSlices".to_string()), "case {case}: {ran:?}");
             let slices_left = ran.iter().filter(|op| *op == "Slice").count();
             assert_eq!(slices_left, (case == 2) as usize, "case {case}: {ran:?}");
@@ -1636,11 +1639,7 @@ mod tests {
             Ok(())
         };
         build().unwrap();
-        let mut ours = model.clone().into_optimized().unwrap();
-        accelerate_optimized(&mut ours).unwrap();
-        let plan = ours.clone().into_runnable().unwrap();
-        let ran: Vec<String> =
-            plan.order_without_consts().iter().map(|&n| ours.node(n).op.name().to_string()).collect();
+        let (plan, ran) = planned_with_ours(&model);
         assert_eq!(ran, ["Source", "ConcatSlices"]);
         let data: Vec<f32> = (0..shape.iter().product::<usize>()).map(|i| i as f32).collect();
         let inputs = tvec!(tensor1(&data).into_shape(&shape).unwrap().into_tvalue());

@@ -193,8 +193,35 @@ struct Street {
     asphalt: Rgb,
     pavement: Rgb,
     grass: Rgb,
-    /// Texture values in [-1, 1], 64x64, indexed by world cell.
-    noise: Vec<f32>,
+    noise: Noise,
+}
+
+/// Texture values in [-1, 1] on a 64x64 grid of 1/8 m cells that repeats every 8 m, indexed
+/// [x or height cell][z cell].
+#[derive(Debug, Clone)]
+struct Noise(Box<[f32; 64 * 64]>);
+
+impl Noise {
+    /// The cell of a position: `(p * 8) as i32 & 63`.
+    fn cell(p: f32) -> usize {
+        ((p * 8.0) as i32 & 63) as usize
+    }
+
+    /// [`Noise::cell`] for the positions read per pixel (across the street, up a facade), without
+    /// the saturation checks of `as`. The same cell wherever `p * 8 < 2^31`, i.e. within 268,000
+    /// km; street positions (`z`, which grow with the frame index) use [`Noise::cell`].
+    fn near_cell(p: f32) -> usize {
+        // `max` maps NaN to the lower bound; both bounds are multiples of 64, so NaN and a
+        // position far behind give cell 0, as `as` does.
+        let scaled = (p * 8.0).max(-2.1e9).min(2.1e9);
+        // SAFETY: `scaled` is finite and within i32's range.
+        (unsafe { scaled.to_int_unchecked::<i32>() } & 63) as usize
+    }
+
+    fn at(&self, x_cell: usize, z_cell: usize) -> f32 {
+        // The masks keep the index in the table (no bounds check per pixel).
+        self.0[(x_cell & 63) << 6 | (z_cell & 63)]
+    }
 }
 
 /// Segment length of the facade line, metres.
@@ -234,7 +261,7 @@ impl GroundRow {
         let depth = cam.height * cam.focal / dy;
         let z = cam.z + depth;
         let step = depth / cam.focal;
-        let (keep, add) = haze_terms(st.sky_horizon, depth);
+        let haze = Haze::at(st.sky_horizon, depth);
         // (colour, texture amplitude as a fraction of the colour)
         let materials: [(Rgb, f32); 6] = [
             (st.asphalt, 0.08),
@@ -247,8 +274,8 @@ impl GroundRow {
         let mut base = [[0.0; 3]; 6];
         let mut amp = [[0.0; 3]; 6];
         for (i, (color, a)) in materials.into_iter().enumerate() {
-            base[i] = [color[0] * keep + add[0], color[1] * keep + add[1], color[2] * keep + add[2]];
-            amp[i] = scale(color, a * keep);
+            base[i] = haze.apply(color);
+            amp[i] = scale(color, a * haze.keep);
         }
         GroundRow {
             z,
@@ -262,21 +289,39 @@ impl GroundRow {
     }
 }
 
-/// The facade one image column sees, if any.
+/// The facade one image column sees: what is constant down the column, worked out once per
+/// frame, so that a facade pixel costs a texture lookup and a few multiplications.
 #[derive(Debug, Clone, Copy)]
 struct FacadeColumn {
-    facade: Facade,
     label: u8,
-    /// Rows covered: `top <= y + 0.5 < bottom`.
-    top: f32,
-    bottom: f32,
     depth: f32,
-    /// Street position where the column's ray meets the facade line.
-    z: f32,
+    /// The texture's `z` cell, where the column's ray meets the facade line.
+    z_cell: usize,
+    /// The window colour where the column crosses a building's window span; `None` elsewhere.
+    window: Option<Rgb>,
+    color: Rgb,
+    /// The colour's factor is `base + gain * texture` (a fence's gap: 0.6 + 0 * texture).
+    base: f32,
+    gain: f32,
     /// Sun on this side of the street times the haze-free share of the colour.
     light: f32,
     /// Haze added at this depth.
     haze: Rgb,
+}
+
+impl FacadeColumn {
+    /// A column that sees no facade (its rows are empty; never drawn).
+    const NONE: FacadeColumn = FacadeColumn {
+        label: 0,
+        depth: 0.0,
+        z_cell: 0,
+        window: None,
+        color: [0.0; 3],
+        base: 0.0,
+        gain: 0.0,
+        light: 0.0,
+        haze: [0.0; 3],
+    };
 }
 
 /// A synthetic drive: renders frame `i` into an image and its exact label map.
@@ -286,7 +331,10 @@ pub struct SynthScene {
     street: Street,
     /// Reused per frame.
     objects: Vec<Object>,
-    columns: Vec<Option<FacadeColumn>>,
+    columns: Vec<FacadeColumn>,
+    /// Rows `[first, end)` each column's facade covers (`top <= y + 0.5 < bottom`); empty where
+    /// it sees none. Apart from `columns`, so that the scan along a row reads 8 bytes a column.
+    facade_rows: Vec<[u32; 2]>,
     /// One row of colours as floats.
     row: Vec<f32>,
 }
@@ -299,7 +347,10 @@ impl SynthScene {
         let road_half = 3.4 * lanes_per_side as f32 + 0.6 * r(2);
         let sidewalk = 2.5 + 2.0 * r(3);
         let facade_x = [-(road_half + sidewalk + 1.5 * r(4)), road_half + sidewalk + 1.5 * r(5)];
-        let noise = (0..64 * 64).map(|i| unit(hash(s, 99, i)) * 2.0 - 1.0).collect();
+        let mut noise = Noise(Box::new([0.0; 64 * 64]));
+        for (i, value) in noise.0.iter_mut().enumerate() {
+            *value = unit(hash(s, 99, i as i64)) * 2.0 - 1.0;
+        }
         let grey = 60.0 + 30.0 * r(10);
         SynthScene {
             street: Street {
@@ -321,6 +372,7 @@ impl SynthScene {
             config,
             objects: Vec::with_capacity(256),
             columns: Vec::new(),
+            facade_rows: Vec::new(),
             row: Vec::new(),
         }
     }
@@ -345,8 +397,9 @@ impl SynthScene {
             cx: 0.5 * w as f32,
             horizon: st.horizon * h as f32,
         };
-        self.find_facades(&camera, w);
+        self.find_facades(&camera, w, h);
         self.render_background(&camera, image, labels);
+        self.draw_facades(&camera, image, labels);
         self.collect_objects(&camera, time);
         let objects = std::mem::take(&mut self.objects);
         for object in &objects {
@@ -356,19 +409,13 @@ impl SynthScene {
     }
 
     fn texture(&self, x: f32, z: f32) -> f32 {
-        let (i, j) = ((x * 8.0) as i32 & 63, (z * 8.0) as i32 & 63);
-        self.street.noise[(i * 64 + j) as usize]
+        self.street.noise.at(Noise::cell(x), Noise::cell(z))
     }
 
-    fn haze(&self, color: Rgb, depth: f32) -> Rgb {
-        let (keep, add) = haze_terms(self.street.sky_horizon, depth);
-        [color[0] * keep + add[0], color[1] * keep + add[1], color[2] * keep + add[2]]
-    }
-
-    /// Sky, ground and facades, row by row. The ground of a row is cut into bands of columns
-    /// (terrain, sidewalk, kerb, road, kerb, sidewalk, terrain) at the columns where the
-    /// lateral position crosses the band edges, so the inner loops run without branches; lane
-    /// marks and facades are painted over. Colours go to a float row, converted at the end.
+    /// Sky and ground, row by row. The ground of a row is cut into bands of columns (terrain,
+    /// sidewalk, kerb, road, kerb, sidewalk, terrain) at the columns where the lateral position
+    /// crosses the band edges, so the inner loops run without branches; lane marks are painted
+    /// over. Colours go to a float row, converted at the end (as [`to_u8`] converts).
     fn render_background(&mut self, cam: &Camera, image: &mut Rgb8Image, labels: &mut LabelMap) {
         let (w, h) = (image.width, image.height);
         let mut row = std::mem::take(&mut self.row);
@@ -388,22 +435,25 @@ impl SynthScene {
                 }
                 row_lb.fill(class::SKY);
             }
-            for (col, f) in self.columns.iter().enumerate() {
-                if let Some(f) = f.as_ref().filter(|f| yc >= f.top && yc < f.bottom) {
-                    let (label, color) = self.facade_pixel(f, cam, yc);
-                    row[col * 3..col * 3 + 3].copy_from_slice(&color);
-                    row_lb[col] = label;
-                }
-            }
             for (d, &v) in image.data[y * w * 3..(y + 1) * w * 3].iter_mut().zip(row.iter()) {
-                // Unlike `as`, the unchecked conversion below vectorises.
-                #[allow(clippy::manual_clamp)] // clamp would keep NaN
-                let v = v.max(0.0).min(255.0);
-                // SAFETY: `max` maps NaN to 0, so `v` is finite and in 0..=255, which i32 holds.
-                *d = unsafe { v.to_int_unchecked::<i32>() } as u8;
+                *d = channel_to_u8(v);
             }
         }
         self.row = row;
+    }
+
+    /// Facades over the background, column by column: down a column the facade, its depth and
+    /// its texture column stay the same. Converted to bytes as the background rows are.
+    fn draw_facades(&self, cam: &Camera, image: &mut Rgb8Image, labels: &mut LabelMap) {
+        let w = image.width;
+        for (col, (rows, f)) in self.facade_rows.iter().zip(&self.columns).enumerate() {
+            for y in rows[0]..rows[1] {
+                let dy = (y as f32 + 0.5) - cam.horizon;
+                let i = y as usize * w + col;
+                image.data[i * 3..i * 3 + 3].copy_from_slice(&to_u8(self.facade_pixel(f, cam, dy)));
+                labels.data[i] = f.label;
+            }
+        }
     }
 
     /// Colours and labels of one row of ground.
@@ -424,23 +474,23 @@ impl SynthScene {
             (class::SIDEWALK, Material::Pavement),
             (class::TERRAIN, Material::Grass),
         ];
-        let texture_row = &st.noise[((g.z * 8.0) as i32 & 63) as usize..];
+        let z_cell = Noise::cell(g.z);
         for (i, (label, material)) in bands.into_iter().enumerate() {
             let (c0, c1) = (edges[i], edges[i + 1].max(edges[i]));
             labels[c0..c1].fill(label);
             let (base, amp) = (g.base[material as usize], g.amp[material as usize]);
             let joint = g.base[Material::Joint as usize];
             let paving = matches!(material, Material::Pavement);
-            for col in c0..c1 {
+            // Columns as u32 (exact, as the width is at most 8192): one instruction to a float.
+            for (col, px) in (c0 as u32..c1 as u32).zip(row[c0 * 3..c1 * 3].chunks_exact_mut(3)) {
                 let x = g.x0 + col as f32 * g.step;
-                // The noise table is indexed [x cell][z cell]; the row fixed z.
-                let n = texture_row[(((x * 8.0) as i32 & 63) * 64) as usize];
+                let n = st.noise.at(Noise::near_cell(x), z_cell);
                 let mut c = [base[0] + n * amp[0], base[1] + n * amp[1], base[2] + n * amp[2]];
                 // Paving slabs with darker joints every 0.6 m.
                 if paving && (g.joint_row || frac(x.abs() * 1.667) < 0.06) {
                     c = joint;
                 }
-                row[col * 3..col * 3 + 3].copy_from_slice(&c);
+                px.copy_from_slice(&c);
             }
         }
         // Lane marks every 3.4 m from the centre line: dashed, and a solid centre line on wide
@@ -496,64 +546,86 @@ impl SynthScene {
         }
     }
 
-    /// Which facade each image column sees (`self.columns`).
-    fn find_facades(&mut self, cam: &Camera, width: usize) {
+    /// Which facade each image column sees (`self.columns`, `self.facade_rows`).
+    fn find_facades(&mut self, cam: &Camera, width: usize, height: usize) {
         let mut columns = std::mem::take(&mut self.columns);
+        let mut facade_rows = std::mem::take(&mut self.facade_rows);
         columns.clear();
-        columns.extend((0..width).map(|col| {
-            let dx = (col as f32 + 0.5 - cam.cx) / cam.focal;
-            let side = (dx > 0.0) as usize;
-            if dx.abs() < 1e-4 {
-                return None;
+        facade_rows.clear();
+        for col in 0..width {
+            match self.facade_column(cam, col) {
+                Some((f, top, bottom)) => {
+                    columns.push(f);
+                    facade_rows.push(rows_covered(top, bottom, height));
+                }
+                None => {
+                    columns.push(FacadeColumn::NONE);
+                    facade_rows.push([0, 0]);
+                }
             }
-            let depth = (self.street.facade_x[side] - cam.x) / dx;
-            if depth <= NEAR {
-                return None;
-            }
-            let z = cam.z + depth;
-            let facade = self.facade(side, z);
-            let (height, label) = match facade {
-                Facade::Building { height, .. } => (height, class::BUILDING),
-                Facade::Wall { height, .. } => (height, class::WALL),
-                Facade::Fence { height, .. } => (height, class::FENCE),
-                Facade::Hedge { height, .. } => (height, class::VEGETATION),
-                Facade::Open => return None,
-            };
-            // Left and right facades face the sun differently.
-            let sun = if side == 1 { self.street.sun } else { 2.0 - self.street.sun };
-            let (keep, haze) = haze_terms(self.street.sky_horizon, depth);
-            Some(FacadeColumn {
-                facade,
-                label,
-                top: cam.horizon - (height - cam.height) * cam.focal / depth,
-                bottom: cam.horizon + cam.height * cam.focal / depth,
-                depth,
-                z,
-                light: sun * keep,
-                haze,
-            })
-        }));
+        }
         self.columns = columns;
+        self.facade_rows = facade_rows;
     }
 
-    /// Class and hazed colour of facade `f` at row centre `yc`.
-    fn facade_pixel(&self, f: &FacadeColumn, cam: &Camera, yc: f32) -> (u8, Rgb) {
-        let v = cam.height - (yc - cam.horizon) * f.depth / cam.focal;
-        let n = self.texture(v, f.z);
-        let color = match f.facade {
-            Facade::Building { color, window, .. } => {
-                let in_window = v > 2.2 && frac(v * (1.0 / 3.1)) > 0.35 && frac(f.z * (1.0 / 2.7)) > 0.3;
-                if in_window { window } else { scale(color, 1.0 + 0.05 * n) }
+    /// The facade image column `col` sees, with the top and bottom of its rows (`top <= y +
+    /// 0.5 < bottom`); `None` over an open gap, the road ahead, or a facade too near.
+    fn facade_column(&self, cam: &Camera, col: usize) -> Option<(FacadeColumn, f32, f32)> {
+        let dx = (col as f32 + 0.5 - cam.cx) / cam.focal;
+        let side = (dx > 0.0) as usize;
+        if dx.abs() < 1e-4 {
+            return None;
+        }
+        let depth = (self.street.facade_x[side] - cam.x) / dx;
+        if depth <= NEAR {
+            return None;
+        }
+        let z = cam.z + depth;
+        // The colour's factor, `base + gain * texture`, and building windows.
+        let (height, label, color, base, gain, window) = match self.facade(side, z) {
+            Facade::Building { height, color, window } => {
+                let window_column = frac(z * (1.0 / 2.7)) > 0.3;
+                (height, class::BUILDING, color, 1.0, 0.05, window_column.then_some(window))
             }
-            Facade::Fence { color, .. } => {
-                let plank = frac(f.z * 6.0) < 0.7;
-                scale(color, if plank { 1.0 + 0.1 * n } else { 0.6 })
+            Facade::Wall { height, color } => (height, class::WALL, color, 1.0, 0.12, None),
+            Facade::Fence { height, color } => {
+                let plank = frac(z * 6.0) < 0.7;
+                let (base, gain) = if plank { (1.0, 0.1) } else { (0.6, 0.0) };
+                (height, class::FENCE, color, base, gain, None)
             }
-            Facade::Wall { color, .. } | Facade::Hedge { color, .. } => scale(color, 1.0 + 0.12 * n),
-            Facade::Open => [0.0; 3],
+            Facade::Hedge { height, color } => (height, class::VEGETATION, color, 1.0, 0.12, None),
+            Facade::Open => return None,
+        };
+        // Left and right facades face the sun differently.
+        let sun = if side == 1 { self.street.sun } else { 2.0 - self.street.sun };
+        let haze = Haze::at(self.street.sky_horizon, depth);
+        let column = FacadeColumn {
+            label,
+            depth,
+            z_cell: Noise::cell(z),
+            window,
+            color,
+            base,
+            gain,
+            light: sun * haze.keep,
+            haze: haze.add,
+        };
+        let top = cam.horizon - (height - cam.height) * cam.focal / depth;
+        let bottom = cam.horizon + cam.height * cam.focal / depth;
+        Some((column, top, bottom))
+    }
+
+    /// Hazed colour of facade `f` on the row `dy` below the horizon (negative above).
+    fn facade_pixel(&self, f: &FacadeColumn, cam: &Camera, dy: f32) -> Rgb {
+        // Height on the facade, metres.
+        let v = cam.height - dy * f.depth / cam.focal;
+        let n = self.street.noise.at(Noise::near_cell(v), f.z_cell);
+        let color = match f.window {
+            Some(window) if v > 2.2 && frac(v * (1.0 / 3.1)) > 0.35 => window,
+            _ => scale(f.color, f.base + f.gain * n),
         };
         let c = scale(color, f.light);
-        (f.label, [c[0] + f.haze[0], c[1] + f.haze[1], c[2] + f.haze[2]])
+        [c[0] + f.haze[0], c[1] + f.haze[1], c[2] + f.haze[2]]
     }
 
     /// Fills `self.objects` with what is in view at `time`, farthest first.
@@ -696,6 +768,7 @@ impl SynthScene {
         let (w, h) = (image.width as f32, image.height as f32);
         let depth = o.z - cam.z;
         let k = cam.focal / depth;
+        let haze = Haze::at(self.street.sky_horizon, depth);
         let left = cam.cx + (o.x - o.width / 2.0 - cam.x) * k;
         let right = cam.cx + (o.x + o.width / 2.0 - cam.x) * k;
         let bottom = cam.horizon + cam.height * k;
@@ -721,7 +794,7 @@ impl SynthScene {
                     let n = self.texture(u * 3.0 + o.x, v * 3.0 + o.z);
                     let i = y * width + x;
                     image.data[i * 3..i * 3 + 3]
-                        .copy_from_slice(&to_u8(self.haze(scale(color, 1.0 + 0.06 * n), depth)));
+                        .copy_from_slice(&to_u8(haze.apply(scale(color, 1.0 + 0.06 * n))));
                     labels.data[i] = label;
                 }
             }
@@ -744,15 +817,59 @@ fn frac(x: f32) -> f32 {
     x - (x as i32) as f32
 }
 
-/// Aerial perspective: colour * keep + add blends towards the horizon colour with distance.
-fn haze_terms(horizon: Rgb, depth: f32) -> (f32, Rgb) {
-    let amount = depth / (depth + 220.0);
-    (1.0 - amount, scale(horizon, amount))
+/// The rows `[first, end)` whose centres `y + 0.5` lie in `[top, bottom)`, of `height` rows;
+/// empty if either edge is NaN.
+fn rows_covered(top: f32, bottom: f32, height: usize) -> [u32; 2] {
+    if top.is_nan() || bottom.is_nan() {
+        return [0, 0];
+    }
+    // The first row whose centre is at or below `edge`: from the rounded estimate, corrected by
+    // the comparison itself, so that a row is covered exactly when its centre is.
+    let first_at = |edge: f32| {
+        let mut y = ((edge - 0.5).ceil().max(0.0) as usize).min(height);
+        while y > 0 && (y - 1) as f32 + 0.5 >= edge {
+            y -= 1;
+        }
+        while y < height && (y as f32 + 0.5) < edge {
+            y += 1;
+        }
+        y as u32
+    };
+    let first = first_at(top);
+    [first, first_at(bottom).max(first)]
 }
 
-/// Float colour to bytes (`as` saturates to 0..=255).
+/// Aerial perspective at one depth: `colour * keep + add` blends towards the horizon colour
+/// with distance.
+#[derive(Debug, Clone, Copy)]
+struct Haze {
+    keep: f32,
+    add: Rgb,
+}
+
+impl Haze {
+    fn at(horizon: Rgb, depth: f32) -> Haze {
+        let amount = depth / (depth + 220.0);
+        Haze { keep: 1.0 - amount, add: scale(horizon, amount) }
+    }
+
+    fn apply(&self, c: Rgb) -> Rgb {
+        [c[0] * self.keep + self.add[0], c[1] * self.keep + self.add[1], c[2] * self.keep + self.add[2]]
+    }
+}
+
+/// Float colour to bytes.
 fn to_u8(c: Rgb) -> [u8; 3] {
-    [c[0] as u8, c[1] as u8, c[2] as u8]
+    [channel_to_u8(c[0]), channel_to_u8(c[1]), channel_to_u8(c[2])]
+}
+
+/// A colour channel to a byte: what `v as u8` gives (0..=255 saturated, NaN to 0, truncated),
+/// without `as`'s checks, so that a row of them vectorises.
+fn channel_to_u8(v: f32) -> u8 {
+    #[allow(clippy::manual_clamp)] // clamp would keep NaN
+    let v = v.max(0.0).min(255.0);
+    // SAFETY: `max` maps NaN to 0, so `v` is finite and in 0..=255, which i32 holds.
+    unsafe { v.to_int_unchecked::<i32>() as u8 }
 }
 
 /// Inside an ellipse centred at (cu, cv) with radii (ru, rv), in a box of aspect w/h = `aspect`.
@@ -931,6 +1048,45 @@ mod tests {
         let (mut img, mut lab) = (Rgb8Image::default(), LabelMap::default());
         scene.render(index, &mut img, &mut lab);
         (img, lab)
+    }
+
+    /// Values around every boundary the per-pixel shortcuts must agree on: half-integers
+    /// (row centres), multiples of 1/8 (texture cells), the ends of i32 and u8, and non-finite.
+    fn edge_values() -> Vec<f32> {
+        let mut values = vec![f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, 2.1e9, -2.1e9, -3e9];
+        for k in -600..600 {
+            let v = k as f32 * 0.125;
+            values.extend([v, v.next_up(), v.next_down(), v + 0.5, (v + 0.5).next_down()]);
+        }
+        values.extend((0..2000).map(|i| unit(mix(i)) * 2e6 - 1e6));
+        values
+    }
+
+    #[test]
+    fn per_pixel_shortcuts_match_the_casts_they_replace() {
+        for v in edge_values() {
+            assert_eq!(channel_to_u8(v), v as u8, "{v}");
+            if v < 2.0e8 || v.is_nan() {
+                assert_eq!(Noise::near_cell(v), Noise::cell(v), "{v}");
+            }
+        }
+    }
+
+    #[test]
+    fn facade_rows_are_those_whose_centres_are_covered() {
+        let edges = edge_values();
+        for height in [0, 1, 7, 512] {
+            for (i, &top) in edges.iter().enumerate().step_by(7) {
+                for &bottom in edges.iter().skip(i % 5).step_by(97) {
+                    let [first, end] = rows_covered(top, bottom, height);
+                    let covered = |y: usize| (y as f32 + 0.5) >= top && (y as f32 + 0.5) < bottom;
+                    for y in 0..height {
+                        let inside = (first as usize..end as usize).contains(&y);
+                        assert_eq!(inside, covered(y), "rows {first}..{end} for [{top}, {bottom}), row {y}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

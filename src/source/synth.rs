@@ -415,28 +415,30 @@ impl SynthScene {
     /// Sky and ground, row by row. The ground of a row is cut into bands of columns (terrain,
     /// sidewalk, kerb, road, kerb, sidewalk, terrain) at the columns where the lateral position
     /// crosses the band edges, so the inner loops run without branches; lane marks are painted
-    /// over. Colours go to a float row, converted at the end (as [`to_u8`] converts).
+    /// over. Ground colours go to a float row, converted at the end (as [`to_u8`] converts).
     fn render_background(&mut self, cam: &Camera, image: &mut Rgb8Image, labels: &mut LabelMap) {
         let (w, h) = (image.width, image.height);
         let mut row = std::mem::take(&mut self.row);
         row.resize(w * 3, 0.0);
         for y in 0..h {
             let row_lb = &mut labels.data[y * w..(y + 1) * w];
+            let row_rgb = &mut image.data[y * w * 3..(y + 1) * w * 3];
             let yc = y as f32 + 0.5;
             let dy = yc - cam.horizon;
             if dy > 0.5 {
                 self.ground_row(&GroundRow::new(&self.street, cam, dy), &mut row, row_lb);
+                for (d, &v) in row_rgb.iter_mut().zip(row.iter()) {
+                    *d = channel_to_u8(v);
+                }
             } else {
+                // One colour for the whole row: converted once.
                 let st = &self.street;
                 let t = (y as f32 / cam.horizon.max(1.0)).clamp(0.0, 1.0);
-                let sky = lerp(st.sky_top, st.sky_horizon, t * t);
-                for px in row.chunks_exact_mut(3) {
+                let sky = to_u8(lerp(st.sky_top, st.sky_horizon, t * t));
+                for px in row_rgb.chunks_exact_mut(3) {
                     px.copy_from_slice(&sky);
                 }
                 row_lb.fill(class::SKY);
-            }
-            for (d, &v) in image.data[y * w * 3..(y + 1) * w * 3].iter_mut().zip(row.iter()) {
-                *d = channel_to_u8(v);
             }
         }
         self.row = row;

@@ -310,6 +310,17 @@ struct FacadeColumn {
 }
 
 impl FacadeColumn {
+    /// Whether height `v` (metres) is in one of the column's windows.
+    fn in_window(&self, v: f32) -> bool {
+        self.window.is_some() && v > 2.2 && frac(v * (1.0 / 3.1)) > 0.35
+    }
+
+    /// `color` in the column's light and haze, as bytes.
+    fn lit(&self, color: Rgb) -> [u8; 3] {
+        let c = scale(color, self.light);
+        to_u8([c[0] + self.haze[0], c[1] + self.haze[1], c[2] + self.haze[2]])
+    }
+
     /// A column that sees no facade (its rows are empty; never drawn).
     const NONE: FacadeColumn = FacadeColumn {
         label: 0,
@@ -331,6 +342,8 @@ pub struct SynthScene {
     street: Street,
     /// Reused per frame.
     objects: Vec<Object>,
+    /// Scratch for [`SynthScene::draw_object`].
+    object_columns: Vec<(usize, f32, usize)>,
     columns: Vec<FacadeColumn>,
     /// Rows `[first, end)` each column's facade covers (`top <= y + 0.5 < bottom`); empty where
     /// it sees none. Apart from `columns`, so that the scan along a row reads 8 bytes a column.
@@ -371,6 +384,7 @@ impl SynthScene {
             },
             config,
             objects: Vec::with_capacity(256),
+            object_columns: Vec::new(),
             columns: Vec::new(),
             facade_rows: Vec::new(),
             row: Vec::new(),
@@ -402,14 +416,12 @@ impl SynthScene {
         self.draw_facades(&camera, image, labels);
         self.collect_objects(&camera, time);
         let objects = std::mem::take(&mut self.objects);
+        let mut columns = std::mem::take(&mut self.object_columns);
         for object in &objects {
-            self.draw_object(&camera, object, image, labels);
+            self.draw_object(&camera, object, &mut columns, image, labels);
         }
         self.objects = objects;
-    }
-
-    fn texture(&self, x: f32, z: f32) -> f32 {
-        self.street.noise.at(Noise::cell(x), Noise::cell(z))
+        self.object_columns = columns;
     }
 
     /// Sky and ground, row by row. The ground of a row is cut into bands of columns (terrain,
@@ -445,14 +457,32 @@ impl SynthScene {
     }
 
     /// Facades over the background, column by column: down a column the facade, its depth and
-    /// its texture column stay the same. Converted to bytes as the background rows are.
+    /// its texture column stay the same, so a pixel's colour depends only on whether it is in a
+    /// window and on its texture cell, which changes every 1/8 m of height: the bytes of the
+    /// last cell are reused while it lasts. Converted to bytes as the background rows are.
     fn draw_facades(&self, cam: &Camera, image: &mut Rgb8Image, labels: &mut LabelMap) {
         let w = image.width;
         for (col, (rows, f)) in self.facade_rows.iter().zip(&self.columns).enumerate() {
+            let window = f.window.map_or([0; 3], |window| f.lit(window));
+            let mut last_cell = usize::MAX;
+            let mut surface = [0; 3];
             for y in rows[0]..rows[1] {
                 let dy = (y as f32 + 0.5) - cam.horizon;
+                // Height on the facade, metres.
+                let v = cam.height - dy * f.depth / cam.focal;
+                let rgb = if f.in_window(v) {
+                    window
+                } else {
+                    let cell = Noise::near_cell(v);
+                    if cell != last_cell {
+                        let n = self.street.noise.at(cell, f.z_cell);
+                        surface = f.lit(scale(f.color, f.base + f.gain * n));
+                        last_cell = cell;
+                    }
+                    surface
+                };
                 let i = y as usize * w + col;
-                image.data[i * 3..i * 3 + 3].copy_from_slice(&to_u8(self.facade_pixel(f, cam, dy)));
+                image.data[i * 3..i * 3 + 3].copy_from_slice(&rgb);
                 labels.data[i] = f.label;
             }
         }
@@ -617,19 +647,6 @@ impl SynthScene {
         Some((column, top, bottom))
     }
 
-    /// Hazed colour of facade `f` on the row `dy` below the horizon (negative above).
-    fn facade_pixel(&self, f: &FacadeColumn, cam: &Camera, dy: f32) -> Rgb {
-        // Height on the facade, metres.
-        let v = cam.height - dy * f.depth / cam.focal;
-        let n = self.street.noise.at(Noise::near_cell(v), f.z_cell);
-        let color = match f.window {
-            Some(window) if v > 2.2 && frac(v * (1.0 / 3.1)) > 0.35 => window,
-            _ => scale(f.color, f.base + f.gain * n),
-        };
-        let c = scale(color, f.light);
-        [c[0] + f.haze[0], c[1] + f.haze[1], c[2] + f.haze[2]]
-    }
-
     /// Fills `self.objects` with what is in view at `time`, farthest first.
     fn collect_objects(&mut self, cam: &Camera, time: f32) {
         let st = &self.street;
@@ -766,7 +783,16 @@ impl SynthScene {
         self.objects = objects;
     }
 
-    fn draw_object(&self, cam: &Camera, o: &Object, image: &mut Rgb8Image, labels: &mut LabelMap) {
+    /// Draws billboard `o`. `columns` is scratch space: the columns the billboard spans, each
+    /// with its `u` and texture cell, worked out once rather than per pixel.
+    fn draw_object(
+        &self,
+        cam: &Camera,
+        o: &Object,
+        columns: &mut Vec<(usize, f32, usize)>,
+        image: &mut Rgb8Image,
+        labels: &mut LabelMap,
+    ) {
         let (w, h) = (image.width as f32, image.height as f32);
         let depth = o.z - cam.z;
         let k = cam.focal / depth;
@@ -782,18 +808,20 @@ impl SynthScene {
         let (y0, y1) = (top.max(0.0) as usize, (bottom.ceil().min(h)) as usize);
         let aspect = o.width / o.height;
         let width = image.width;
+        columns.clear();
+        columns.extend((x0..x1).filter_map(|x| {
+            let u = (x as f32 + 0.5 - left) / (right - left);
+            (0.0..1.0).contains(&u).then(|| (x, u, Noise::cell(u * 3.0 + o.x)))
+        }));
         for y in y0..y1 {
             let v = (bottom - (y as f32 + 0.5)) / (bottom - top);
             if !(0.0..1.0).contains(&v) {
                 continue;
             }
-            for x in x0..x1 {
-                let u = (x as f32 + 0.5 - left) / (right - left);
-                if !(0.0..1.0).contains(&u) {
-                    continue;
-                }
+            let v_cell = Noise::cell(v * 3.0 + o.z);
+            for &(x, u, u_cell) in columns.iter() {
                 if let Some((label, color)) = shape(o.thing, u, v, aspect) {
-                    let n = self.texture(u * 3.0 + o.x, v * 3.0 + o.z);
+                    let n = self.street.noise.at(u_cell, v_cell);
                     let i = y * width + x;
                     image.data[i * 3..i * 3 + 3]
                         .copy_from_slice(&to_u8(haze.apply(scale(color, 1.0 + 0.06 * n))));

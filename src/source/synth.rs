@@ -348,8 +348,6 @@ pub struct SynthScene {
     /// Rows `[first, end)` each column's facade covers (`top <= y + 0.5 < bottom`); empty where
     /// it sees none. Apart from `columns`, so that the scan along a row reads 8 bytes a column.
     facade_rows: Vec<[u32; 2]>,
-    /// One row of colours as floats.
-    row: Vec<f32>,
 }
 
 impl SynthScene {
@@ -387,7 +385,6 @@ impl SynthScene {
             object_columns: Vec::new(),
             columns: Vec::new(),
             facade_rows: Vec::new(),
-            row: Vec::new(),
         }
     }
 
@@ -426,24 +423,18 @@ impl SynthScene {
 
     /// Sky and ground, row by row. The ground of a row is cut into bands of columns (terrain,
     /// sidewalk, kerb, road, kerb, sidewalk, terrain) at the columns where the lateral position
-    /// crosses the band edges, so the inner loops run without branches; lane marks are painted
-    /// over. Ground colours go to a float row, converted at the end (as [`to_u8`] converts).
-    fn render_background(&mut self, cam: &Camera, image: &mut Rgb8Image, labels: &mut LabelMap) {
+    /// crosses the band edges, so the inner loops run without branching on the material; lane
+    /// marks are painted over. Colours are converted to bytes ([`to_u8`]) once per colour.
+    fn render_background(&self, cam: &Camera, image: &mut Rgb8Image, labels: &mut LabelMap) {
         let (w, h) = (image.width, image.height);
-        let mut row = std::mem::take(&mut self.row);
-        row.resize(w * 3, 0.0);
         for y in 0..h {
             let row_lb = &mut labels.data[y * w..(y + 1) * w];
             let row_rgb = &mut image.data[y * w * 3..(y + 1) * w * 3];
             let yc = y as f32 + 0.5;
             let dy = yc - cam.horizon;
             if dy > 0.5 {
-                self.ground_row(&GroundRow::new(&self.street, cam, dy), &mut row, row_lb);
-                for (d, &v) in row_rgb.iter_mut().zip(row.iter()) {
-                    *d = channel_to_u8(v);
-                }
+                self.ground_row(&GroundRow::new(&self.street, cam, dy), row_rgb, row_lb);
             } else {
-                // One colour for the whole row: converted once.
                 let st = &self.street;
                 let t = (y as f32 / cam.horizon.max(1.0)).clamp(0.0, 1.0);
                 let sky = to_u8(lerp(st.sky_top, st.sky_horizon, t * t));
@@ -453,7 +444,6 @@ impl SynthScene {
                 row_lb.fill(class::SKY);
             }
         }
-        self.row = row;
     }
 
     /// Facades over the background, column by column: down a column the facade, its depth and
@@ -489,7 +479,7 @@ impl SynthScene {
     }
 
     /// Colours and labels of one row of ground.
-    fn ground_row(&self, g: &GroundRow, row: &mut [f32], labels: &mut [u8]) {
+    fn ground_row(&self, g: &GroundRow, row: &mut [u8], labels: &mut [u8]) {
         let st = &self.street;
         let w = labels.len();
         // First column whose lateral position is at least `x` (x grows with the column).
@@ -511,23 +501,31 @@ impl SynthScene {
             let (c0, c1) = (edges[i], edges[i + 1].max(edges[i]));
             labels[c0..c1].fill(label);
             let (base, amp) = (g.base[material as usize], g.amp[material as usize]);
-            let joint = g.base[Material::Joint as usize];
+            let joint = to_u8(g.base[Material::Joint as usize]);
             let paving = matches!(material, Material::Pavement);
+            // A pixel's colour depends only on its texture cell (1/8 m, several columns near
+            // the camera): the last cell's bytes are reused while it lasts.
+            let (mut last_cell, mut surface) = (usize::MAX, [0; 3]);
             // Columns as u32 (exact, as the width is at most 8192): one instruction to a float.
             for (col, px) in (c0 as u32..c1 as u32).zip(row[c0 * 3..c1 * 3].chunks_exact_mut(3)) {
                 let x = g.x0 + col as f32 * g.step;
-                let n = st.noise.at(Noise::near_cell(x), z_cell);
-                let mut c = [base[0] + n * amp[0], base[1] + n * amp[1], base[2] + n * amp[2]];
                 // Paving slabs with darker joints every 0.6 m.
                 if paving && (g.joint_row || frac(x.abs() * 1.667) < 0.06) {
-                    c = joint;
+                    px.copy_from_slice(&joint);
+                    continue;
                 }
-                px.copy_from_slice(&c);
+                let cell = Noise::near_cell(x);
+                if cell != last_cell {
+                    let n = st.noise.at(cell, z_cell);
+                    surface = to_u8([base[0] + n * amp[0], base[1] + n * amp[1], base[2] + n * amp[2]]);
+                    last_cell = cell;
+                }
+                px.copy_from_slice(&surface);
             }
         }
         // Lane marks every 3.4 m from the centre line: dashed, and a solid centre line on wide
         // roads. They are road (Cityscapes labels markings as road).
-        let mark = g.base[Material::Mark as usize];
+        let mark = to_u8(g.base[Material::Mark as usize]);
         let mut lane = 0.0f32;
         while lane < road - 0.5 || lane == 0.0 {
             if g.dash || (lane == 0.0 && st.lanes_per_side == 2) {

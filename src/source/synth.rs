@@ -213,6 +213,7 @@ impl Noise {
     fn near_cell(p: f32) -> usize {
         // `max` maps NaN to the lower bound; both bounds are multiples of 64, so NaN and a
         // position far behind give cell 0, as `as` does.
+        #[allow(clippy::manual_clamp)] // clamp would keep NaN
         let scaled = (p * 8.0).max(-2.1e9).min(2.1e9);
         // SAFETY: `scaled` is finite and within i32's range.
         (unsafe { scaled.to_int_unchecked::<i32>() } & 63) as usize

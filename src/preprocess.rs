@@ -86,6 +86,8 @@ pub struct Preprocessor {
     plan: Option<ResizePlan>,
     /// Horizontally resized source rows, planar `[3][input_width]`.
     rows: TwoRowCache,
+    /// One source row as floats (interleaved RGB), converted in one vectorised pass.
+    source_row: Vec<f32>,
 }
 
 #[derive(Debug, Clone)]
@@ -98,7 +100,7 @@ struct ResizePlan {
 
 impl Preprocessor {
     pub fn new(spec: PreprocSpec) -> Self {
-        Preprocessor { spec, plan: None, rows: TwoRowCache::default() }
+        Preprocessor { spec, plan: None, rows: TwoRowCache::default(), source_row: Vec::new() }
     }
 
     pub fn spec(&self) -> &PreprocSpec {
@@ -126,6 +128,7 @@ impl Preprocessor {
                 y_taps: linear_taps(image.height, spec.input_height),
             });
             self.rows.reset(3 * spec.input_width);
+            self.source_row.resize(3 * image.width, 0.0);
         }
         let plan = self.plan.as_ref().expect("plan set above");
         let (w, h) = (spec.input_width, spec.input_height);
@@ -136,8 +139,9 @@ impl Preprocessor {
             ChannelOrder::Bgr => [2, 1, 0],
         };
         for (y, ytap) in plan.y_taps.iter().enumerate() {
-            let (top, bottom) =
-                self.rows.rows(ytap, |src_row, out| resize_row(image, src_row, &plan.x_taps, out));
+            let (top, bottom) = self.rows.rows(ytap, |src_row, out| {
+                resize_row(image, src_row, &plan.x_taps, &mut self.source_row, out)
+            });
             for (plane, &c) in src_channel.iter().enumerate() {
                 let (mean, std) = (spec.mean[c], spec.std[c]);
                 let dst = &mut out[(plane * h + y) * w..(plane * h + y + 1) * w];
@@ -152,17 +156,21 @@ impl Preprocessor {
 }
 
 /// Resizes source row `y` of `image` horizontally into `out`, planar `[3][taps.len()]`.
-fn resize_row(image: &Rgb8Image, y: usize, taps: &[LinearTap], out: &mut [f32]) {
+/// `row` is scratch space for the source row as floats (`3 * image.width` values): converted
+/// in one pass that vectorises, rather than one scalar conversion per tap.
+fn resize_row(image: &Rgb8Image, y: usize, taps: &[LinearTap], row: &mut [f32], out: &mut [f32]) {
     let w = taps.len();
-    let row = &image.data[y * image.width * 3..(y + 1) * image.width * 3];
+    for (d, &s) in row.iter_mut().zip(&image.data[y * image.width * 3..(y + 1) * image.width * 3]) {
+        *d = s as f32;
+    }
     let (r, rest) = out.split_at_mut(w);
     let (g, b) = rest.split_at_mut(w);
     for (x, tap) in taps.iter().enumerate() {
         let p0 = &row[tap.i0 as usize * 3..tap.i0 as usize * 3 + 3];
         let p1 = &row[tap.i1 as usize * 3..tap.i1 as usize * 3 + 3];
-        r[x] = p0[0] as f32 * tap.w0 + p1[0] as f32 * tap.w1;
-        g[x] = p0[1] as f32 * tap.w0 + p1[1] as f32 * tap.w1;
-        b[x] = p0[2] as f32 * tap.w0 + p1[2] as f32 * tap.w1;
+        r[x] = p0[0] * tap.w0 + p1[0] * tap.w1;
+        g[x] = p0[1] * tap.w0 + p1[1] * tap.w1;
+        b[x] = p0[2] * tap.w0 + p1[2] * tap.w1;
     }
 }
 

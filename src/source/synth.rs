@@ -294,6 +294,8 @@ impl GroundRow {
 /// frame, so that a facade pixel costs a texture lookup and a few multiplications.
 #[derive(Debug, Clone, Copy)]
 struct FacadeColumn {
+    /// Rows `[first, end)` covered: those whose centre `y + 0.5` is in `[top, bottom)`.
+    rows: [u32; 2],
     label: u8,
     depth: f32,
     /// The texture's `z` cell, where the column's ray meets the facade line.
@@ -321,19 +323,6 @@ impl FacadeColumn {
         let c = scale(color, self.light);
         to_u8([c[0] + self.haze[0], c[1] + self.haze[1], c[2] + self.haze[2]])
     }
-
-    /// A column that sees no facade (its rows are empty; never drawn).
-    const NONE: FacadeColumn = FacadeColumn {
-        label: 0,
-        depth: 0.0,
-        z_cell: 0,
-        window: None,
-        color: [0.0; 3],
-        base: 0.0,
-        gain: 0.0,
-        light: 0.0,
-        haze: [0.0; 3],
-    };
 }
 
 /// A synthetic drive: renders frame `i` into an image and its exact label map.
@@ -343,12 +332,10 @@ pub struct SynthScene {
     street: Street,
     /// Reused per frame.
     objects: Vec<Object>,
-    /// Scratch for [`SynthScene::draw_object`].
+    /// Scratch for [`SynthScene::draw_object`]: each column's x, u and texture cell.
     object_columns: Vec<(usize, f32, usize)>,
-    columns: Vec<FacadeColumn>,
-    /// Rows `[first, end)` each column's facade covers (`top <= y + 0.5 < bottom`); empty where
-    /// it sees none. Apart from `columns`, so that the scan along a row reads 8 bytes a column.
-    facade_rows: Vec<[u32; 2]>,
+    /// The facade each image column sees, if any.
+    columns: Vec<Option<FacadeColumn>>,
 }
 
 impl SynthScene {
@@ -385,7 +372,6 @@ impl SynthScene {
             objects: Vec::with_capacity(256),
             object_columns: Vec::new(),
             columns: Vec::new(),
-            facade_rows: Vec::new(),
         }
     }
 
@@ -453,11 +439,12 @@ impl SynthScene {
     /// last cell are reused while it lasts. Converted to bytes as the background rows are.
     fn draw_facades(&self, cam: &Camera, image: &mut Rgb8Image, labels: &mut LabelMap) {
         let w = image.width;
-        for (col, (rows, f)) in self.facade_rows.iter().zip(&self.columns).enumerate() {
+        for (col, f) in self.columns.iter().enumerate() {
+            let Some(f) = f else { continue };
             let window = f.window.map_or([0; 3], |window| f.lit(window));
             let mut last_cell = usize::MAX;
             let mut surface = [0; 3];
-            for y in rows[0]..rows[1] {
+            for y in f.rows[0]..f.rows[1] {
                 let dy = (y as f32 + 0.5) - cam.horizon;
                 // Height on the facade, metres.
                 let v = cam.height - dy * f.depth / cam.focal;
@@ -577,31 +564,17 @@ impl SynthScene {
         }
     }
 
-    /// Which facade each image column sees (`self.columns`, `self.facade_rows`).
+    /// Which facade each image column sees (`self.columns`).
     fn find_facades(&mut self, cam: &Camera, width: usize, height: usize) {
         let mut columns = std::mem::take(&mut self.columns);
-        let mut facade_rows = std::mem::take(&mut self.facade_rows);
         columns.clear();
-        facade_rows.clear();
-        for col in 0..width {
-            match self.facade_column(cam, col) {
-                Some((f, top, bottom)) => {
-                    columns.push(f);
-                    facade_rows.push(rows_covered(top, bottom, height));
-                }
-                None => {
-                    columns.push(FacadeColumn::NONE);
-                    facade_rows.push([0, 0]);
-                }
-            }
-        }
+        columns.extend((0..width).map(|col| self.facade_column(cam, col, height)));
         self.columns = columns;
-        self.facade_rows = facade_rows;
     }
 
-    /// The facade image column `col` sees, with the top and bottom of its rows (`top <= y +
-    /// 0.5 < bottom`); `None` over an open gap, the road ahead, or a facade too near.
-    fn facade_column(&self, cam: &Camera, col: usize) -> Option<(FacadeColumn, f32, f32)> {
+    /// The facade image column `col` sees, in an image `image_height` rows high; `None` over
+    /// an open gap, the road ahead, or a facade too near.
+    fn facade_column(&self, cam: &Camera, col: usize, image_height: usize) -> Option<FacadeColumn> {
         let dx = (col as f32 + 0.5 - cam.cx) / cam.focal;
         let side = (dx > 0.0) as usize;
         if dx.abs() < 1e-4 {
@@ -630,7 +603,10 @@ impl SynthScene {
         // Left and right facades face the sun differently.
         let sun = if side == 1 { self.street.sun } else { 2.0 - self.street.sun };
         let haze = Haze::at(self.street.sky_horizon, depth);
-        let column = FacadeColumn {
+        let top = cam.horizon - (height - cam.height) * cam.focal / depth;
+        let bottom = cam.horizon + cam.height * cam.focal / depth;
+        Some(FacadeColumn {
+            rows: rows_covered(top, bottom, image_height),
             label,
             depth,
             z_cell: Noise::cell(z),
@@ -640,10 +616,7 @@ impl SynthScene {
             gain,
             light: sun * haze.keep,
             haze: haze.add,
-        };
-        let top = cam.horizon - (height - cam.height) * cam.focal / depth;
-        let bottom = cam.horizon + cam.height * cam.focal / depth;
-        Some((column, top, bottom))
+        })
     }
 
     /// Fills `self.objects` with what is in view at `time`, farthest first.

@@ -225,6 +225,10 @@ impl Noise {
     }
 }
 
+/// Texture cells are worked out this many pixels at a time (a row's columns, a column's rows)
+/// into a stack buffer, in a loop that vectorises, before the loop that writes the pixels.
+const CELLS_AT_ONCE: usize = 64;
+
 /// Segment length of the facade line, metres.
 const FACADE_SEGMENT: f32 = 9.0;
 /// Slot length for objects along each sidewalk and lane, metres.
@@ -439,29 +443,39 @@ impl SynthScene {
     /// last cell are reused while it lasts. Converted to bytes as the background rows are.
     fn draw_facades(&self, cam: &Camera, image: &mut Rgb8Image, labels: &mut LabelMap) {
         let w = image.width;
+        const WINDOW: u8 = 64; // not a texture cell
+        let mut cells = [0u8; CELLS_AT_ONCE];
         for (col, f) in self.columns.iter().enumerate() {
             let Some(f) = f else { continue };
             let window = f.window.map_or([0; 3], |window| f.lit(window));
-            let mut last_cell = usize::MAX;
+            let mut last_cell = u8::MAX;
             let mut surface = [0; 3];
-            for y in f.rows[0]..f.rows[1] {
-                let dy = (y as f32 + 0.5) - cam.horizon;
-                // Height on the facade, metres.
-                let v = cam.height - dy * f.depth / cam.focal;
-                let rgb = if f.in_window(v) {
-                    window
-                } else {
-                    let cell = Noise::near_cell(v);
-                    if cell != last_cell {
-                        let n = self.street.noise.at(cell, f.z_cell);
-                        surface = f.lit(scale(f.color, f.base + f.gain * n));
-                        last_cell = cell;
-                    }
-                    surface
-                };
-                let i = y as usize * w + col;
-                image.data[i * 3..i * 3 + 3].copy_from_slice(&rgb);
-                labels.data[i] = f.label;
+            let [first, end] = f.rows.map(|r| r as usize);
+            for start in (first..end).step_by(CELLS_AT_ONCE) {
+                // Each row's texture cell, or `WINDOW`: a loop without branches or lookups
+                // (it vectorises), then one that writes the pixels.
+                let cells = &mut cells[..(end - start).min(CELLS_AT_ONCE)];
+                for (y, cell) in (start as i32..).zip(cells.iter_mut()) {
+                    let dy = (y as f32 + 0.5) - cam.horizon;
+                    // Height on the facade, metres.
+                    let v = cam.height - dy * f.depth / cam.focal;
+                    *cell = if f.in_window(v) { WINDOW } else { Noise::near_cell(v) as u8 };
+                }
+                for (y, &cell) in (start..).zip(cells.iter()) {
+                    let rgb = if cell == WINDOW {
+                        window
+                    } else {
+                        if cell != last_cell {
+                            let n = self.street.noise.at(cell as usize, f.z_cell);
+                            surface = f.lit(scale(f.color, f.base + f.gain * n));
+                            last_cell = cell;
+                        }
+                        surface
+                    };
+                    let i = y * w + col;
+                    image.data[i * 3..i * 3 + 3].copy_from_slice(&rgb);
+                    labels.data[i] = f.label;
+                }
             }
         }
     }
@@ -485,30 +499,57 @@ impl SynthScene {
             (class::TERRAIN, Material::Grass),
         ];
         let z_cell = Noise::cell(g.z);
+        let joint = to_u8(g.base[Material::Joint as usize]);
+        // Each column's texture cell, or `JOINT`, a chunk of columns at a time: this loop has
+        // no branch and no lookup, so it vectorises; the one that writes the pixels is left
+        // with a comparison and a copy per pixel.
+        const JOINT: u8 = 64; // not a texture cell
+        let mut cells = [0u8; CELLS_AT_ONCE];
         for (i, (label, material)) in bands.into_iter().enumerate() {
             let (c0, c1) = (edges[i], edges[i + 1].max(edges[i]));
             labels[c0..c1].fill(label);
-            let (base, amp) = (g.base[material as usize], g.amp[material as usize]);
-            let joint = to_u8(g.base[Material::Joint as usize]);
             let paving = matches!(material, Material::Pavement);
+            if paving && g.joint_row {
+                for px in row[c0 * 3..c1 * 3].chunks_exact_mut(3) {
+                    px.copy_from_slice(&joint);
+                }
+                continue;
+            }
+            let (base, amp) = (g.base[material as usize], g.amp[material as usize]);
             // A pixel's colour depends only on its texture cell (1/8 m, several columns near
             // the camera): the last cell's bytes are reused while it lasts.
-            let (mut last_cell, mut surface) = (usize::MAX, [0; 3]);
-            // Columns as u32 (exact, as the width is at most 8192): one instruction to a float.
-            for (col, px) in (c0 as u32..c1 as u32).zip(row[c0 * 3..c1 * 3].chunks_exact_mut(3)) {
-                let x = g.x0 + col as f32 * g.step;
-                // Paving slabs with darker joints every 0.6 m.
-                if paving && (g.joint_row || frac(x.abs() * 1.667) < 0.06) {
-                    px.copy_from_slice(&joint);
-                    continue;
+            let (mut last_cell, mut surface) = (u8::MAX, [0; 3]);
+            for start in (c0..c1).step_by(CELLS_AT_ONCE) {
+                let n = (c1 - start).min(CELLS_AT_ONCE);
+                // Columns as i32 (exact, as the width is at most 8192): one instruction to a
+                // float, in vectors too.
+                let cells = &mut cells[..n];
+                let x_at = |i: usize| g.x0 + (start + i) as i32 as f32 * g.step;
+                if paving {
+                    for (i, cell) in cells.iter_mut().enumerate() {
+                        let x = x_at(i);
+                        // Paving slabs with darker joints every 0.6 m.
+                        let on_joint = frac(x.abs() * 1.667) < 0.06;
+                        *cell = if on_joint { JOINT } else { Noise::near_cell(x) as u8 };
+                    }
+                } else {
+                    for (i, cell) in cells.iter_mut().enumerate() {
+                        *cell = Noise::near_cell(x_at(i)) as u8;
+                    }
                 }
-                let cell = Noise::near_cell(x);
-                if cell != last_cell {
-                    let n = st.noise.at(cell, z_cell);
-                    surface = to_u8([base[0] + n * amp[0], base[1] + n * amp[1], base[2] + n * amp[2]]);
-                    last_cell = cell;
+                let pixels = row[start * 3..(start + n) * 3].chunks_exact_mut(3);
+                for (&cell, px) in cells.iter().zip(pixels) {
+                    if cell == JOINT {
+                        px.copy_from_slice(&joint);
+                        continue;
+                    }
+                    if cell != last_cell {
+                        let n = st.noise.at(cell as usize, z_cell);
+                        surface = to_u8([base[0] + n * amp[0], base[1] + n * amp[1], base[2] + n * amp[2]]);
+                        last_cell = cell;
+                    }
+                    px.copy_from_slice(&surface);
                 }
-                px.copy_from_slice(&surface);
             }
         }
         // Lane marks every 3.4 m from the centre line: dashed, and a solid centre line on wide

@@ -520,11 +520,13 @@ impl SynthScene {
             // the camera): the last cell's bytes are reused while it lasts.
             let (mut last_cell, mut surface) = (u8::MAX, [0; 3]);
             for start in (c0..c1).step_by(CELLS_AT_ONCE) {
-                let n = (c1 - start).min(CELLS_AT_ONCE);
+                let len = (c1 - start).min(CELLS_AT_ONCE);
                 // Columns as i32 (exact, as the width is at most 8192): one instruction to a
                 // float, in vectors too.
-                let cells = &mut cells[..n];
+                let cells = &mut cells[..len];
                 let x_at = |i: usize| g.x0 + (start + i) as i32 as f32 * g.step;
+                // Two loops, not one testing `paving` per column: with the test inside, the
+                // loop did not vectorise (docs/performance.md).
                 if paving {
                     for (i, cell) in cells.iter_mut().enumerate() {
                         let x = x_at(i);
@@ -537,7 +539,7 @@ impl SynthScene {
                         *cell = Noise::near_cell(x_at(i)) as u8;
                     }
                 }
-                let pixels = row[start * 3..(start + n) * 3].chunks_exact_mut(3);
+                let pixels = row[start * 3..(start + len) * 3].chunks_exact_mut(3);
                 for (&cell, px) in cells.iter().zip(pixels) {
                     if cell == JOINT {
                         px.copy_from_slice(&joint);

@@ -168,8 +168,6 @@ pub struct Frame {
     pub color: Rgb8Image,
     /// Colour blended over the frame (filled only when an output needs it).
     pub overlay: Rgb8Image,
-    /// Exact labels when the source knows them (`synth://`), else empty.
-    pub truth: LabelMap,
     /// The network input made from `image` (NCHW f32), in the pipeline.
     pub input: Vec<f32>,
     /// The network's logits for this frame (`[1, K, h, w]` flattened), in the pipeline.
@@ -194,7 +192,6 @@ impl Default for Frame {
             labels: LabelMap::default(),
             color: Rgb8Image::default(),
             overlay: Rgb8Image::default(),
-            truth: LabelMap::default(),
             input: Vec::new(),
             logits: Vec::new(),
             timings: StageTimings::default(),
@@ -229,7 +226,6 @@ impl Frame {
         self.timings.clear();
         self.status = FrameStatus::Ok;
         self.error.clear();
-        self.truth.reset(0, 0);
         self.end_to_end = Duration::ZERO;
     }
 }

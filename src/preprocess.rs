@@ -95,7 +95,22 @@ struct ResizePlan {
     src_width: usize,
     src_height: usize,
     x_taps: Vec<LinearTap>,
+    /// How many leading `x_taps` are a 2:1 downscale's ([`pair_taps`]).
+    x_pairs: usize,
     y_taps: Vec<LinearTap>,
+}
+
+/// How many leading taps read source pixels `2x` and `2x + 1`, all with the first tap's weights:
+/// every tap of an exact 2:1 downscale (at 0.5 each). Those columns are resized from pixel pairs,
+/// without looking up a tap per column (the same arithmetic, so the same values).
+fn pair_taps(taps: &[LinearTap]) -> usize {
+    let Some(first) = taps.first() else { return 0 };
+    let same_weights =
+        |t: &LinearTap| t.w0.to_bits() == first.w0.to_bits() && t.w1.to_bits() == first.w1.to_bits();
+    taps.iter()
+        .enumerate()
+        .take_while(|&(x, t)| t.i0 as usize == 2 * x && t.i1 == t.i0 + 1 && same_weights(t))
+        .count()
 }
 
 impl Preprocessor {
@@ -121,10 +136,12 @@ impl Preprocessor {
         let plan_fits =
             self.plan.as_ref().is_some_and(|p| p.src_width == image.width && p.src_height == image.height);
         if !plan_fits {
+            let x_taps = linear_taps(image.width, spec.input_width);
             self.plan = Some(ResizePlan {
                 src_width: image.width,
                 src_height: image.height,
-                x_taps: linear_taps(image.width, spec.input_width),
+                x_pairs: pair_taps(&x_taps),
+                x_taps,
                 y_taps: linear_taps(image.height, spec.input_height),
             });
             self.rows.reset(3 * spec.input_width);
@@ -140,7 +157,7 @@ impl Preprocessor {
         };
         for (y, ytap) in plan.y_taps.iter().enumerate() {
             let (top, bottom) = self.rows.rows(ytap, |src_row, out| {
-                resize_row(image, src_row, &plan.x_taps, &mut self.source_row, out)
+                resize_row(image, src_row, &plan.x_taps, plan.x_pairs, &mut self.source_row, out)
             });
             for (plane, &c) in src_channel.iter().enumerate() {
                 let (mean, std) = (spec.mean[c], spec.std[c]);
@@ -155,17 +172,35 @@ impl Preprocessor {
     }
 }
 
-/// Resizes source row `y` of `image` horizontally into `out`, planar `[3][taps.len()]`.
+/// Resizes source row `y` of `image` horizontally into `out`, planar `[3][taps.len()]`; the
+/// first `pairs` taps are a 2:1 downscale's ([`pair_taps`]).
 /// `row` is scratch space for the source row as floats (`3 * image.width` values): converted
 /// in one pass that vectorises, rather than one scalar conversion per tap.
-fn resize_row(image: &Rgb8Image, y: usize, taps: &[LinearTap], row: &mut [f32], out: &mut [f32]) {
+fn resize_row(
+    image: &Rgb8Image,
+    y: usize,
+    taps: &[LinearTap],
+    pairs: usize,
+    row: &mut [f32],
+    out: &mut [f32],
+) {
     let w = taps.len();
     for (d, &s) in row.iter_mut().zip(&image.data[y * image.width * 3..(y + 1) * image.width * 3]) {
         *d = s as f32;
     }
     let (r, rest) = out.split_at_mut(w);
     let (g, b) = rest.split_at_mut(w);
-    for (x, tap) in taps.iter().enumerate() {
+    if let Some(tap) = taps.first().filter(|_| pairs > 0) {
+        let (w0, w1) = (tap.w0, tap.w1);
+        let (pixel_pairs, _) = row.as_chunks::<6>();
+        let planes = r[..pairs].iter_mut().zip(&mut g[..pairs]).zip(&mut b[..pairs]);
+        for (((r, g), b), p) in planes.zip(pixel_pairs) {
+            *r = p[0] * w0 + p[3] * w1;
+            *g = p[1] * w0 + p[4] * w1;
+            *b = p[2] * w0 + p[5] * w1;
+        }
+    }
+    for (x, tap) in taps.iter().enumerate().skip(pairs) {
         let p0 = &row[tap.i0 as usize * 3..tap.i0 as usize * 3 + 3];
         let p1 = &row[tap.i1 as usize * 3..tap.i1 as usize * 3 + 3];
         r[x] = p0[0] * tap.w0 + p1[0] * tap.w1;
@@ -284,6 +319,22 @@ mod tests {
                 assert!((a - b).abs() < 1e-5, "{sw}x{sh}->{w}x{h} at {i}: {a} vs {b}");
             }
         }
+    }
+
+    #[test]
+    fn two_to_one_columns_are_the_taps_values_to_the_bit() {
+        // Exact 2:1 (every column from pixel pairs), near 2:1 (some), odd sizes (none).
+        for (sw, sh, w, h) in [(16, 8, 8, 4), (1024, 64, 512, 32), (1025, 33, 512, 16), (301, 157, 150, 78)] {
+            let img = gradient(sw, sh);
+            let mut out = vec![0.0; 3 * w * h];
+            Preprocessor::new(spec(w, h)).run(&img, &mut out);
+            let expected = naive(&img, w, h);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert!(bits(&out) == bits(&expected), "{sw}x{sh}->{w}x{h}");
+        }
+        assert_eq!(pair_taps(&linear_taps(1024, 512)), 512);
+        assert!(pair_taps(&linear_taps(1024, 1024)) <= 1, "only column 0 reads pixels 0 and 1");
+        assert!((1..512).contains(&pair_taps(&linear_taps(1025, 512))));
     }
 
     #[test]

@@ -331,8 +331,11 @@ impl Postprocessor {
                     // classified once, and their uniform cells are the same.
                     let same_cells = self.cells.source_rows == Some((ytap.i0, ytap.i1));
                     // Most of the row near a boundary (noise-like logits): one vectorised pass
-                    // over every pixel and class beats pixel by pixel.
-                    let whole_row = |cells: &CellRow| cells.mixed_pixels * 4 > out_w;
+                    // over every pixel and class beats pixel by pixel (2.8x on noise). Below
+                    // half the row, pixel by pixel over the few candidates wins: the built-in
+                    // model's frames took 1.08 ms with a quarter as the limit, 0.70 with half
+                    // (docs/performance.md).
+                    let whole_row = |cells: &CellRow| cells.mixed_pixels * 2 > out_w;
                     if !same_cells {
                         self.cells.classify(&self.low_res, w, ytap, &plan.x_runs);
                         if !whole_row(&self.cells) {

@@ -190,7 +190,7 @@ fn resize_row(
     }
     let (r, rest) = out.split_at_mut(w);
     let (g, b) = rest.split_at_mut(w);
-    if let Some(tap) = taps.first().filter(|_| pairs > 0) {
+    if let Some(tap) = taps[..pairs].first() {
         let (w0, w1) = (tap.w0, tap.w1);
         let (pixel_pairs, _) = row.as_chunks::<6>();
         let planes = r[..pairs].iter_mut().zip(&mut g[..pairs]).zip(&mut b[..pairs]);

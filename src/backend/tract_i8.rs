@@ -334,7 +334,8 @@ impl MatMulI8 {
         let weights = &*self.weights;
         let kernel = Kernel::best();
         let rows_total = self.rows();
-        let tile = Tile::new(rows_total, n.len, 4 * pool_threads());
+        let threads = pool_threads();
+        let tile = Tile::new(rows_total, n.len, 4 * threads, threads);
         let row_bytes = weights.groups * GROUP;
         let scratch = || {
             (

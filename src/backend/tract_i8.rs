@@ -14,8 +14,9 @@
 //! Here the rows of all windows are gathered into tiles, as the f32 products do
 //! ([`ProductLayout`], [`Tile`]); each row is quantized as it is gathered (so the int8
 //! activations are never a tensor of their own), the integer product runs on AVX-512 VNNI where
-//! the CPU has it (`vpdpbusd`: 64 multiply-adds of u8 by i8 per instruction; a portable kernel
-//! elsewhere, tested under qemu on aarch64), and the rescale and bias (and a GELU that follows)
+//! the CPU has it (`vpdpbusd`: 64 multiply-adds of u8 by i8 per instruction), on AVX2 on other
+//! x86-64 CPUs (`vpmaddwd` on widened bytes, 16 per instruction), and on a portable kernel
+//! elsewhere (tested under qemu on aarch64), and the rescale and bias (and a GELU that follows)
 //! are applied while the tile's sums are in cache. Convolutions: see [`ConvI8`].
 //!
 //! The values are tract's, bit for bit: the quantization is [`QuantizeI8`]'s (tract's rounding,
@@ -85,17 +86,33 @@ impl PackedWeights {
 enum Kernel {
     #[cfg(target_arch = "x86_64")]
     Vnni512,
+    /// x86-64 without AVX-512 VNNI (Intel before Ice Lake, AMD before Zen 4).
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
     Portable,
 }
 
 impl Kernel {
     fn best() -> Kernel {
+        Kernel::available()[0]
+    }
+
+    /// The kernels this CPU runs, fastest first ([`Kernel::Portable`] last, always there).
+    fn available() -> Vec<Kernel> {
+        let mut kernels = vec![];
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512vnni")
         {
-            return Kernel::Vnni512;
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512vnni")
+            {
+                kernels.push(Kernel::Vnni512);
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                kernels.push(Kernel::Avx2);
+            }
         }
-        Kernel::Portable
+        kernels.push(Kernel::Portable);
+        kernels
     }
 
     /// `sums[r][c] = sum over k of a[r][k] * b[k][c]` (or `+=` when `accumulate`) for the rows
@@ -117,6 +134,9 @@ impl Kernel {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `best` saw the CPU features; the assert above bounds every access.
             Kernel::Vnni512 => unsafe { vnni::products(a, b, panels, sums, accumulate) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Kernel::Avx2 => unsafe { avx2::products(a, b, panels, sums, accumulate) },
             Kernel::Portable => {
                 for (r, out) in sums.chunks_exact_mut(width).take(a.count).enumerate() {
                     let row = &a.bytes[r * a.stride..r * a.stride + row_len];
@@ -241,6 +261,107 @@ mod vnni {
             for (r, acc) in acc.iter().enumerate() {
                 for (p, acc) in acc.iter().enumerate() {
                     _mm512_storeu_si512(out.add(r * out_stride + p * LANES) as *mut _, *acc);
+                }
+            }
+        }
+        MR
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+    use std::ops::Range;
+
+    use super::{ByteRows, GROUP, LANES, PackedWeights};
+
+    /// [`super::Kernel::products`] on AVX2, for x86-64 CPUs without VNNI. `vpmaddubsw` (u8 by
+    /// i8) saturates its 16-bit pair sums (255 * -128 * 2 does not fit), so the bytes are widened
+    /// to 16 bits and multiplied by `vpmaddwd`, whose pair sums are 32-bit: exact, as the other
+    /// kernels. Tiles of up to 2 rows by one panel (8 accumulators in registers).
+    ///
+    /// # Safety
+    ///
+    /// The CPU has AVX2; the operands hold what `products` asserts.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn products(
+        a: ByteRows,
+        b: &PackedWeights,
+        panels: Range<usize>,
+        sums: &mut [i32],
+        accumulate: bool,
+    ) {
+        let width = LANES * panels.len();
+        let (rows, stride, b_len, g) = (a.count, a.stride, b.panel_len(), b.groups);
+        let (a, sums, data) = (a.bytes.as_ptr(), sums.as_mut_ptr(), b.data.as_ptr());
+        for p in 0..panels.len() {
+            let mut r = 0;
+            while r < rows {
+                // SAFETY: rows `r..r + step` of `a`, panel `p` of `b` and the same rows and
+                // columns of `sums` are inside the operands (the caller's contract).
+                r += unsafe {
+                    let bp = data.add((panels.start + p) * b_len);
+                    let (ar, out) = (a.add(r * stride), sums.add(r * width + p * LANES));
+                    match rows - r {
+                        2.. => tile::<2>(ar, stride, g, bp, out, width, accumulate),
+                        _ => tile::<1>(ar, stride, g, bp, out, width, accumulate),
+                    }
+                };
+            }
+        }
+    }
+
+    /// `MR` rows by one panel, onto the sums in `out` when `accumulate`; returns `MR`.
+    ///
+    /// A group's 64 weight bytes are 16 columns by 4 `k`; widened 16 at a time (4 columns),
+    /// each column's `k` pairs (0, 1) and (2, 3) are adjacent 32-bit words, and `vpmaddwd` by the
+    /// row's 4 bytes (widened, repeated every 64 bits) gives the two pair sums of each column
+    /// side by side. They are added into one sum per column at the end.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn tile<const MR: usize>(
+        a: *const u8,
+        a_stride: usize,
+        groups: usize,
+        b: *const i8,
+        out: *mut i32,
+        out_stride: usize,
+        accumulate: bool,
+    ) -> usize {
+        // SAFETY: (the whole body) `a` has `MR` rows of `4 * groups` bytes, `a_stride` apart;
+        // `b` one panel of `groups * 64` bytes, `out` `MR` rows of 16 sums (the caller's).
+        unsafe {
+            let mut acc = [[_mm256_setzero_si256(); 4]; MR];
+            for g in 0..groups {
+                let mut quads = [_mm256_setzero_si256(); MR];
+                for (r, quad) in quads.iter_mut().enumerate() {
+                    let bytes = (a.add(r * a_stride + g * GROUP) as *const u32).read_unaligned() as u64;
+                    // The 4 bytes as 4 zero-extended 16-bit values.
+                    let wide = (bytes & 0xff)
+                        | (bytes & 0xff00) << 8
+                        | (bytes & 0xff_0000) << 16
+                        | (bytes & 0xff00_0000) << 24;
+                    *quad = _mm256_set1_epi64x(wide as i64);
+                }
+                for j in 0..4 {
+                    let w =
+                        _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(g * LANES * GROUP + j * 16) as *const _));
+                    for (acc, quad) in acc.iter_mut().zip(&quads) {
+                        acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(*quad, w));
+                    }
+                }
+            }
+            for (r, acc) in acc.iter().enumerate() {
+                // hadd of two accumulators: columns [0 1 4 5 | 2 3 6 7] of their 8; the
+                // permutation puts them in order.
+                for half in 0..2 {
+                    let summed = _mm256_hadd_epi32(acc[2 * half], acc[2 * half + 1]);
+                    let mut columns = _mm256_permute4x64_epi64::<0b11_01_10_00>(summed);
+                    let dst = out.add(r * out_stride + half * 8) as *mut __m256i;
+                    if accumulate {
+                        columns = _mm256_add_epi32(columns, _mm256_loadu_si256(dst));
+                    }
+                    _mm256_storeu_si256(dst, columns);
                 }
             }
         }
@@ -697,20 +818,23 @@ mod tests {
         ((z ^ (z >> 29)) >> 40) as f32 / (1u64 << 24) as f32
     }
 
-    /// Both kernels against a plain triple loop: rows around the 8- and 4-row tiles, `k` around
+    /// Every kernel the CPU runs against a plain triple loop: rows around the tiles, `k` around
     /// the groups of 4, one to three panels from a panel other than the first, writing and
     /// accumulating.
     #[test]
     fn kernels_sum_exactly() {
-        let mut kernels = vec![Kernel::Portable];
-        if Kernel::best() != Kernel::Portable {
-            kernels.push(Kernel::best());
-        }
-        for (rows, k, n) in [(1, 1, 1), (3, 5, 17), (8, 4, 16), (13, 33, 40), (19, 97, 48), (9, 300, 33)] {
-            let b: Vec<i8> = (0..k * n).map(|i| (unit(i, 1) * 256.0 - 128.0) as i8).collect();
+        let kernels = Kernel::available();
+        let cases =
+            [(1, 1, 1), (3, 5, 17), (8, 4, 16), (13, 33, 40), (19, 97, 48), (9, 300, 33), (2, 301, 20)];
+        for (case, (rows, k, n)) in cases.into_iter().enumerate() {
+            // The last case is all extremes: 255 by -128, where 16-bit pair sums would saturate.
+            let extreme = case == cases.len() - 1;
+            let b: Vec<i8> =
+                (0..k * n).map(|i| if extreme { -128 } else { (unit(i, 1) * 256.0 - 128.0) as i8 }).collect();
             let weights = PackedWeights::new(&b, k, n, n as isize, 1).unwrap();
             let stride = weights.groups * GROUP + 3; // rows apart by more than their length
-            let a: Vec<u8> = (0..rows * stride).map(|i| (unit(i, 2) * 256.0) as u8).collect();
+            let a: Vec<u8> =
+                (0..rows * stride).map(|i| if extreme { 255 } else { (unit(i, 2) * 256.0) as u8 }).collect();
             let total_panels = n.div_ceil(LANES);
             for first in 0..total_panels {
                 let panels = total_panels - first;

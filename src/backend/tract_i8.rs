@@ -403,8 +403,9 @@ impl MatMulI8 {
     /// The layer computed by `einsum` (a plain integer product: zero points 0, see
     /// [`super::tract_ops`]) from `a` of `a_shape`, quantized by `quantize`, with the constant
     /// `b`, into `product_shape`, then scaled and shifted by `epilogue` (one value per
-    /// column) into `c_shape`. `None` when it is not such a product, when `b` differs between
-    /// batch entries, or when the output's columns are not its last, contiguous axis.
+    /// column) into `c_shape`. `None` when it is not such a product or when `b` differs between
+    /// batch entries. The output's columns may be strided: a 1x1 convolution, which tract
+    /// turns into `NIHW,OI->NOHW`, has its columns (output channels) a plane apart.
     pub fn new(
         einsum: &EinSum,
         a_shape: &[usize],
@@ -416,9 +417,7 @@ impl MatMulI8 {
     ) -> Option<Self> {
         let layout = ProductLayout::of(einsum, a_shape, b.shape(), product_shape)?;
         let (k, n) = (layout.k, layout.n);
-        let columns_last = (n.c == 1 || n.len == 1) && c_shape.last() == Some(&n.len);
-        if !columns_last
-            || layout.batch.iter().any(|axis| axis.b != 0)
+        if layout.batch.iter().any(|axis| axis.b != 0)
             || epilogue.rescale.len() != n.len
             || epilogue.bias.as_ref().is_some_and(|b| b.len() != n.len)
             || k.len >= 1 << 16
@@ -449,6 +448,11 @@ impl MatMulI8 {
         self.layout.batch_count() * self.layout.m.len
     }
 
+    /// Whether each output row's columns are contiguous in `c`.
+    fn columns_contiguous(&self) -> bool {
+        self.layout.n.c == 1 || self.layout.n.len == 1
+    }
+
     /// Fills `c` (`c_shape` values) from `a` (`a_shape` values; the caller checks both lengths).
     fn compute(&self, a: &[f32], c: &mut [f32]) -> TractResult<()> {
         let (k, n) = (self.layout.k, self.layout.n);
@@ -458,12 +462,14 @@ impl MatMulI8 {
         let threads = pool_threads();
         let tile = Tile::new(rows_total, n.len, 4 * threads, threads);
         let row_bytes = weights.groups * GROUP;
+        // Strided columns: the task's values go to `block` first, then out column by column.
+        let contiguous = self.columns_contiguous();
         let scratch = || {
             (
                 vec![0i8; tile.rows * row_bytes],
                 vec![0f32; if k.a == 1 { 0 } else { k.len }],
                 vec![0i32; tile.rows * tile.cols.next_multiple_of(LANES)],
-                vec![0f32; if self.gelu { tile.rows * tile.cols } else { 0 }],
+                vec![0f32; if self.gelu || !contiguous { tile.rows * tile.cols } else { 0 }],
             )
         };
         // The GELU epilogue's erf kernel (tract's), looked up once for all tasks.
@@ -511,7 +517,11 @@ impl MatMulI8 {
             };
             for r in 0..count {
                 // With GELU, rows go to a block first: tract's erf kernel runs on many rows at once.
-                let dst = if erf.is_some() { &mut block[r * width..(r + 1) * width] } else { c_row(r)? };
+                let dst = if erf.is_some() || !contiguous {
+                    &mut block[r * width..(r + 1) * width]
+                } else {
+                    c_row(r)?
+                };
                 let row = &sums[r * sums_width..r * sums_width + width];
                 // tract's order: Cast (i32 -> f32), then Mul, then Add; no fused multiply-add.
                 let scaled = row.iter().zip(offsets).zip(rescale).map(|((&s, &o), &k)| (s - o) as f32 * k);
@@ -527,8 +537,26 @@ impl MatMulI8 {
             if let Some(erf) = erf {
                 // SAFETY: `block` holds `count` rows of `width` values, this task's own.
                 unsafe { gelu_rows(erf, block.as_mut_ptr(), count, width, width as isize)? };
+            }
+            if contiguous && erf.is_some() {
                 for r in 0..count {
                     c_row(r)?.copy_from_slice(&block[r * width..(r + 1) * width]);
+                }
+            } else if !contiguous {
+                // Column by column: consecutive rows are usually next to each other in `c`.
+                let row_starts = (0..count)
+                    .map(|r| {
+                        let oc = self.layout.row_offsets(first + r).1 + col as isize * n.c;
+                        let last = oc + (width as isize - 1) * n.c;
+                        ensure!(oc >= 0 && last < c_len, "MatMulI8: output row out of bounds");
+                        Ok(oc)
+                    })
+                    .collect::<TractResult<Vec<isize>>>()?;
+                for j in 0..width {
+                    for (r, &oc) in row_starts.iter().enumerate() {
+                        // SAFETY: inside `c` (checked above); tasks write disjoint rows and columns.
+                        unsafe { *(c_ptr as *mut f32).offset(oc + j as isize * n.c) = block[r * width + j] };
+                    }
                 }
             }
             Ok(())
@@ -870,6 +898,9 @@ mod tests {
         Windows(usize),
         /// `[k, rows]`: each row's `k` values are strided (the gathering path).
         KMajor,
+        /// `[k, rows]` by `[n, k]` into `[n, rows]`: a 1x1 convolution (`NIHW,OI->NOHW`), whose
+        /// output columns are strided.
+        ChannelsFirst,
     }
 
     /// An int8 linear layer as tract reads ONNX's QOperator form: QuantizeLinear, a reshape into
@@ -887,7 +918,7 @@ mod tests {
         let mut model = TypedModel::default();
         let x_shape = match form {
             Form::Windows(_) => [rows, k],
-            Form::KMajor => [k, rows],
+            Form::KMajor | Form::ChannelsFirst => [k, rows],
         };
         let x = model.add_source("x", f32::fact(x_shape))?;
         // 1/scale chosen so that values beyond +-3 saturate.
@@ -897,10 +928,11 @@ mod tests {
                 let split = AxisOp::Reshape(0, tvec![rows.to_dim()], tvec![w.to_dim(), (rows / w).to_dim()]);
                 model.wire_node("windows", split, &q)?[0]
             }
-            Form::KMajor => q[0],
+            Form::KMajor | Form::ChannelsFirst => q[0],
         };
         let b: Vec<i8> = (0..k * n).map(|i| (unit(i, 3) * 255.0 - 127.0) as i8).collect();
-        let b = model.add_const("b", tensor1(&b).into_shape(&[k, n])?)?;
+        let b_shape = if let Form::ChannelsFirst = form { [n, k] } else { [k, n] };
+        let b = model.add_const("b", tensor1(&b).into_shape(&b_shape)?)?;
         let mut inputs = tvec![a, b];
         for (name, v) in [
             ("bias", 0.0),
@@ -917,6 +949,7 @@ mod tests {
         let expr = match form {
             Form::Windows(_) => "wmk,kn,,,,,,,->wmn",
             Form::KMajor => "km,kn,,,,,,,->mn",
+            Form::ChannelsFirst => "km,nk,,,,,,,->nm",
         };
         let einsum = EinSum {
             axes: expr.parse()?,
@@ -932,13 +965,18 @@ mod tests {
         };
         let float = model.wire_node("cast", cast(f32::datum_type()), &product)?;
         let rescale: Vec<f32> = (0..n).map(|i| 1e-3 * (0.5 + unit(i, 4))).collect();
-        let rescale =
-            if scalar_rescale { tensor2(&[[rescale[0]]]) } else { tensor1(&rescale).into_shape(&[1, n])? };
+        // One value per column: along the last axis, or the first for channels first.
+        let column_shape = if let Form::ChannelsFirst = form { [n, 1] } else { [1, n] };
+        let rescale = if scalar_rescale {
+            tensor2(&[[rescale[0]]])
+        } else {
+            tensor1(&rescale).into_shape(&column_shape)?
+        };
         let rescale = model.add_const("rescale", rescale)?;
         let mut out = model.wire_node("rescaled", mul(), &[float[0], rescale])?;
         if bias {
             let bias: Vec<f32> = (0..n).map(|i| unit(i, 5) - 0.5).collect();
-            let bias = model.add_const("bias_values", tensor1(&bias).into_shape(&[1, n])?)?;
+            let bias = model.add_const("bias_values", tensor1(&bias).into_shape(&column_shape)?)?;
             out = model.wire_node("biased", add(), &[out[0], bias])?;
         }
         if gelu {
@@ -963,6 +1001,8 @@ mod tests {
             (300, 384, 33, Form::Windows(4), false, true, true),
             (5, 7, 3, Form::KMajor, false, true, false),
             (300, 45, 70, Form::KMajor, true, false, true),
+            (600, 37, 19, Form::ChannelsFirst, false, true, false), // the decoder's classifier
+            (9, 5, 40, Form::ChannelsFirst, true, false, true),
         ];
         let check = || {
             for (rows, k, n, form, scalar_rescale, bias, gelu) in cases {
@@ -985,7 +1025,7 @@ mod tests {
                 for (j, v) in x.iter_mut().take(8).enumerate() {
                     *v = (j as f32 - 3.5) / 42.5;
                 }
-                let shape = if let Form::KMajor = form { [k, rows] } else { [rows, k] };
+                let shape = if let Form::Windows(_) = form { [rows, k] } else { [k, rows] };
                 let input = tvec!(tensor1(&x).into_shape(&shape).unwrap().into_tvalue());
                 let run = |m: TypedModel| m.into_runnable().unwrap().run(input.clone()).unwrap().remove(0);
                 let (expected, got) = (run(model), run(ours));

@@ -45,7 +45,7 @@ use tract_onnx::tract_core::ops::nn::resize::{CoordTransformer, Interpolator, Re
 use tract_onnx::tract_core::ops::nn::{GeluExact, Softmax, SoftmaxKind};
 use tract_onnx::tract_core::ops::quant::QuantizeLinearI8;
 
-use super::tract_gemm::{ConvF32, MatMulF32};
+use super::tract_gemm::{ConvF32, MatMulF32, ProductLayout};
 use super::tract_i8::{ConvI8, Epilogue, InputLayout, MatMulI8};
 use super::tract_rows::SoftmaxLastAxis;
 use crate::resample::{LinearTap, linear_taps};
@@ -1217,7 +1217,13 @@ fn replace_matmul_i8(model: &mut TypedModel, id: usize) -> TractResult<bool> {
         return Ok(false);
     };
     let Some((quantize, x)) = quantized_from(model, node.inputs[0]) else { return Ok(false) };
-    let Some((epilogue, last)) = epilogue_after(model, OutletId::new(id, 0), 0) else { return Ok(false) };
+    let Some(columns_axis) = columns_axis_from_end(model, einsum, id, &a_shape, b.shape(), &product_shape)
+    else {
+        return Ok(false);
+    };
+    let Some((epilogue, last)) = epilogue_after(model, OutletId::new(id, 0), columns_axis) else {
+        return Ok(false);
+    };
     let (Some(x_shape), Some(c_shape)) = (shape(x), shape(last)) else { return Ok(false) };
     let Some(op) = MatMulI8::new(einsum, &a_shape, &b, &product_shape, &c_shape, quantize, epilogue) else {
         return Ok(false);
@@ -1227,6 +1233,29 @@ fn replace_matmul_i8(model: &mut TypedModel, id: usize) -> TractResult<bool> {
     }
     rewire(model, &[x], last, op)?;
     Ok(true)
+}
+
+/// Which axis of the integer product `id` (counted from the end) holds its columns, the axis
+/// along which its rescale and bias vary: the last for a linear layer; the channels for a 1x1
+/// convolution, which tract makes an `NIHW,OI->NOHW` product. Columns before the last axis
+/// only when the product goes straight to its `Cast` (a reshape in between could move them).
+fn columns_axis_from_end(
+    model: &TypedModel,
+    einsum: &EinSum,
+    id: usize,
+    a_shape: &[usize],
+    b_shape: &[usize],
+    product_shape: &[usize],
+) -> Option<usize> {
+    let n = ProductLayout::of(einsum, a_shape, b_shape, product_shape)?.n;
+    if n.c == 1 || n.len == 1 {
+        return Some(0);
+    }
+    let strides = contiguous_strides(product_shape);
+    let axis = (0..product_shape.len()).find(|&i| product_shape[i] == n.len && strides[i] as isize == n.c)?;
+    let straight_to_cast =
+        sole_consumer(model, OutletId::new(id, 0)).is_some_and(|next| next.op_is::<Cast>());
+    straight_to_cast.then_some(product_shape.len() - 1 - axis)
 }
 
 /// Replaces an int8 convolution, as tract reads ONNX's `QuantizeLinear` -> `ConvInteger` ->

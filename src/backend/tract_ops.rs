@@ -1850,7 +1850,9 @@ mod tests {
     /// empty input, on one and three threads; the optimised model runs ours instead of tract's.
     #[test]
     fn pad_matches_tract() {
-        let cases: [(&[usize], &[(usize, usize)], f32); 7] = [
+        // (input shape, (before, after) per axis, fill value)
+        type Case = (&'static [usize], &'static [(usize, usize)], f32);
+        let cases: [Case; 7] = [
             (&[1, 128, 256, 96], &[(0, 0), (0, 5), (0, 3), (0, 0)], 0.0), // Swin's stage 1
             (&[2, 3, 5], &[(1, 2), (0, 0), (3, 1)], -1.5),
             (&[2, 3, 5], &[(0, 0), (2, 0), (0, 0)], 7.0),

@@ -6,6 +6,9 @@
 //! cargo bench --bench network                        # the tiny2 fixture, both ONNX forms
 //! cargo bench --bench network -- --model m.onnx --threads 2 --iters 20 --rounds 5
 //! cargo bench --bench network -- --profile           # and where tract spends its time
+//! # every node's time, as TSV (model, engine, ms per run, operator, output shape, node, info): at
+//! # --threads 1 and 2 and join on the name to see which nodes do not split their work
+//! cargo bench --bench network -- --model m.onnx --threads 2 --profile-nodes nodes-2.tsv
 //! # fp32 and int8 side by side: tract fp32, tract int8 (QOperator), onnxruntime fp32
 //! cargo bench --bench network -- --model semask-t.onnx --int8 calib/model.qop.onnx
 //! ```
@@ -24,7 +27,7 @@ use std::time::Instant;
 
 use peer::{Peer, percentile};
 
-use semask_edge::backend::tract::TractBackend;
+use semask_edge::backend::tract::{TractBackend, ops_of};
 use semask_edge::backend::{Backend, BackendKind, BackendOptions};
 use semask_edge::model::OnnxModel;
 
@@ -37,11 +40,21 @@ struct Args {
     rounds: usize,
     /// Also time every tract operator and print where the time goes.
     profile: bool,
+    /// Also write every node's time to this file (implies `profile`).
+    profile_nodes: Option<PathBuf>,
 }
 
 fn parse_args() -> Args {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut args = Args { models: vec![], threads: 0, warmup: 5, iters: 10, rounds: 5, profile: false };
+    let mut args = Args {
+        models: vec![],
+        threads: 0,
+        warmup: 5,
+        iters: 10,
+        rounds: 5,
+        profile: false,
+        profile_nodes: None,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -56,6 +69,10 @@ fn parse_args() -> Args {
             "--iters" => args.iters = value().parse().expect("--iters N"),
             "--rounds" => args.rounds = value().parse().expect("--rounds N"),
             "--profile" => args.profile = true,
+            "--profile-nodes" => {
+                args.profile = true;
+                args.profile_nodes = Some(PathBuf::from(value()));
+            }
             "--bench" => {} // passed by `cargo bench`
             other => panic!("unknown argument {other}; see the doc comment of benches/network.rs"),
         }
@@ -124,6 +141,8 @@ fn main() {
         args.threads, args.rounds, args.iters, args.warmup
     );
     println!("{:<28} {:<12} {:>9} {:>9} {:>9}", "model", "engine", "median", "p10", "p90");
+    // Every profiled node of every model and engine (`--profile-nodes`).
+    let mut node_times = String::new();
     for (model_path, int8_path) in &args.models {
         let model = OnnxModel::open(model_path, &Default::default()).unwrap_or_else(|e| panic!("{e}"));
         let input_size = model.input_size(None, &Default::default()).unwrap_or_else(|e| panic!("{e}"));
@@ -204,7 +223,14 @@ fn main() {
         }
         if args.profile {
             for (label, engine) in &mut engines {
-                let ops = engine.profile_ops(args.iters).unwrap();
+                let nodes = engine.profile_nodes(args.iters).unwrap();
+                for n in &nodes {
+                    node_times += &format!(
+                        "{name}\t{label}\t{:.3}\t{}\t{}\t{}\t{}\n",
+                        n.ms_per_run, n.op, n.output_shape, n.name, n.info
+                    );
+                }
+                let ops = ops_of(&nodes);
                 let total: f64 = ops.iter().map(|o| o.ms_per_run).sum();
                 println!("  {label}: time per operator ({total:.2} ms per run while profiling):");
                 for op in ops.iter().take(15) {
@@ -218,6 +244,9 @@ fn main() {
                 }
             }
         }
+    }
+    if let Some(path) = &args.profile_nodes {
+        std::fs::write(path, node_times).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
     }
     let _ = std::fs::remove_dir_all(&tmp);
 }

@@ -243,11 +243,25 @@ pub struct OpTime {
     pub ms_per_run: f64,
 }
 
+/// Time spent in one node of the optimised graph, per network run.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct NodeTime {
+    /// The node's name (from the ONNX node it came from, with tract's suffixes).
+    pub name: String,
+    /// tract's operator name after optimisation.
+    pub op: String,
+    /// What the operator says of itself (`Op::info`: shapes, kernels, fused steps), joined.
+    pub info: String,
+    /// The shape of its first output.
+    pub output_shape: String,
+    pub ms_per_run: f64,
+}
+
 impl TractBackend {
-    /// Runs the network `runs` times on the current input, timing every node, and returns the
-    /// time per operator kind, largest first. Says where the time goes when tract is slower
-    /// than a peer.
-    pub fn profile_ops(&mut self, runs: usize) -> Result<Vec<OpTime>, BackendError> {
+    /// Runs the network `runs` times on the current input, timing every node, and returns each
+    /// node's time, largest first. Profiles of one model at 1 and 2 threads, compared node by
+    /// node, show which operators do not split their work.
+    pub fn profile_nodes(&mut self, runs: usize) -> Result<Vec<NodeTime>, BackendError> {
         let fail = |e: anyhow::Error| BackendError::Run { engine: "cpu (tract)", reason: format!("{e:#}") };
         let state = self
             .state
@@ -267,17 +281,48 @@ impl TractBackend {
             })
             .map_err(fail)?;
         }
-        let mut per_op: std::collections::BTreeMap<String, (usize, f64)> = Default::default();
-        for (id, time) in per_node {
-            let entry = per_op.entry(state.model().node(id).op().name().to_string()).or_default();
-            entry.0 += 1;
-            entry.1 += time.as_secs_f64() * 1e3 / runs.max(1) as f64;
-        }
-        let mut ops: Vec<OpTime> =
-            per_op.into_iter().map(|(op, (nodes, ms_per_run))| OpTime { op, nodes, ms_per_run }).collect();
-        ops.sort_by(|a, b| b.ms_per_run.total_cmp(&a.ms_per_run));
-        Ok(ops)
+        let mut nodes: Vec<NodeTime> = per_node
+            .into_iter()
+            .map(|(id, time)| {
+                let node = state.model().node(id);
+                NodeTime {
+                    name: node.name.clone(),
+                    op: node.op().name().to_string(),
+                    info: node.op().info().map(|lines| lines.join("; ")).unwrap_or_default(),
+                    output_shape: node
+                        .outputs
+                        .first()
+                        .map(|o| format!("{:?}", o.fact.shape))
+                        .unwrap_or_default(),
+                    ms_per_run: time.as_secs_f64() * 1e3 / runs.max(1) as f64,
+                }
+            })
+            .collect();
+        nodes.sort_by(|a, b| b.ms_per_run.total_cmp(&a.ms_per_run));
+        Ok(nodes)
     }
+
+    /// [`Self::profile_nodes`] summed per operator kind, largest first. Says where the time
+    /// goes when tract is slower than a peer.
+    pub fn profile_ops(&mut self, runs: usize) -> Result<Vec<OpTime>, BackendError> {
+        Ok(ops_of(&self.profile_nodes(runs)?))
+    }
+}
+
+/// Node times summed per operator kind, largest first.
+pub fn ops_of(nodes: &[NodeTime]) -> Vec<OpTime> {
+    let mut per_op: std::collections::BTreeMap<&str, (usize, f64)> = Default::default();
+    for node in nodes {
+        let entry = per_op.entry(&node.op).or_default();
+        entry.0 += 1;
+        entry.1 += node.ms_per_run;
+    }
+    let mut ops: Vec<OpTime> = per_op
+        .into_iter()
+        .map(|(op, (nodes, ms_per_run))| OpTime { op: op.to_string(), nodes, ms_per_run })
+        .collect();
+    ops.sort_by(|a, b| b.ms_per_run.total_cmp(&a.ms_per_run));
+    ops
 }
 
 /// Runs `f` on a thread of `executor`'s pool (inline without one) and waits for it. Each

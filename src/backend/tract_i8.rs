@@ -94,25 +94,22 @@ enum Kernel {
 
 impl Kernel {
     fn best() -> Kernel {
-        Kernel::available()[0]
+        Kernel::available().next().expect("the portable kernel is always available")
     }
 
-    /// The kernels this CPU runs, fastest first ([`Kernel::Portable`] last, always there).
-    fn available() -> Vec<Kernel> {
-        let mut kernels = vec![];
+    /// The kernels this CPU runs, fastest first ([`Kernel::Portable`] last, always there). No
+    /// allocation: `best` runs at every evaluation of an int8 layer.
+    fn available() -> impl Iterator<Item = Kernel> {
         #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512vnni")
-            {
-                kernels.push(Kernel::Vnni512);
-            }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                kernels.push(Kernel::Avx2);
-            }
-        }
-        kernels.push(Kernel::Portable);
-        kernels
+        let simd = [
+            (std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512vnni"))
+            .then_some(Kernel::Vnni512),
+            std::arch::is_x86_feature_detected!("avx2").then_some(Kernel::Avx2),
+        ];
+        #[cfg(not(target_arch = "x86_64"))]
+        let simd: [Option<Kernel>; 0] = [];
+        simd.into_iter().flatten().chain([Kernel::Portable])
     }
 
     /// `sums[r][c] = sum over k of a[r][k] * b[k][c]` (or `+=` when `accumulate`) for the rows
@@ -851,7 +848,7 @@ mod tests {
     /// accumulating.
     #[test]
     fn kernels_sum_exactly() {
-        let kernels = Kernel::available();
+        let kernels: Vec<Kernel> = Kernel::available().collect();
         let cases =
             [(1, 1, 1), (3, 5, 17), (8, 4, 16), (13, 33, 40), (19, 97, 48), (9, 300, 33), (2, 301, 20)];
         for (case, (rows, k, n)) in cases.into_iter().enumerate() {

@@ -6,7 +6,7 @@
 //! - parity with the official fixtures, with the CPU's bounds ([`util::parity`]);
 //! - one training step against the CPU, and data-parallel over the CPU and the GPU
 //!   ([`util::step`]);
-//! - the overfit run, to the CPU's accuracy bar ([`util::overfit`]);
+//! - a short training run, step by step the CPU's ([`util::overfit`]);
 //! - the quantizer's calibration pass against tract;
 //! - the command line: a run moving between devices, Ctrl-C, device errors and listing.
 //!
@@ -110,9 +110,12 @@ fn data_parallel_step_over_cpu_and_gpu_averages_the_shares() {
     check_data_parallel(&[cpu(), gpu().autodiff()], 5e-3);
 }
 
+/// Training converges on the GPU: it takes the CPU's steps (overfit.rs shows where the CPU's
+/// lead). 100 steps to the accuracy bar on lavapipe took 390 s of CI's hour.
 #[test]
-fn tiny_model_overfits_synthetic_frames_on_the_gpu() {
-    util::overfit::check(&gpu(), util::overfit::Run::SHORT);
+fn training_on_the_gpu_follows_the_cpu() {
+    let worst = util::overfit::check_follows_the_cpu(&gpu(), util::overfit::Run::FOLLOW, 1e-4);
+    eprintln!("10 steps: worst loss difference {worst:.1e}");
 }
 
 /// The quantizer's calibration pass on the GPU observes what tract observes on the CPU.
@@ -148,6 +151,14 @@ fn a_run_moves_between_cpu_and_gpu_and_stops_on_ctrl_c() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Its 100,000 iterations would outlive a failed test, on a core that the next tests need.
+    struct KilledOnDrop(u32);
+    impl Drop for KilledOnDrop {
+        fn drop(&mut self) {
+            let _ = Command::new("kill").args(["-KILL", &self.0.to_string()]).status();
+        }
+    }
+    let _guard = KilledOnDrop(child.id());
     // Interrupted once two iterations on the GPU are logged (log.csv: a header, then a row per
     // iteration).
     let log = run.join("log.csv");

@@ -1,6 +1,6 @@
 //! The tiny SeMask config, trained with the real loss, optimizer and schedule, fits 8 synthetic
-//! frames: pixel accuracy >= 90 % on them within 300 steps ([`util::overfit`]; gpu.rs runs a
-//! shorter run to the same bar on a GPU).
+//! frames: pixel accuracy >= 90 % on them within 300 steps ([`util::overfit`]; gpu.rs checks that a
+//! GPU takes the CPU's steps).
 
 mod util;
 use util::overfit::{Run, check};

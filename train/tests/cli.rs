@@ -9,12 +9,7 @@ use std::path::Path;
 use util::{assert_clear_error, fixture, run_train, train_args};
 
 fn log_iterations(run: &Path) -> Vec<usize> {
-    std::fs::read_to_string(run.join("log.csv"))
-        .unwrap()
-        .lines()
-        .skip(1)
-        .map(|line| line.split(',').next().unwrap().parse().unwrap())
-        .collect()
+    util::log_column(run, "iteration").into_iter().map(|i| i as usize).collect()
 }
 
 #[test]

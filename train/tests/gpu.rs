@@ -111,7 +111,7 @@ fn data_parallel_step_over_cpu_and_gpu_averages_the_shares() {
 }
 
 /// Training converges on the GPU: it takes the CPU's steps (overfit.rs shows where the CPU's
-/// lead). 100 steps to the accuracy bar on lavapipe took 390 s of CI's hour.
+/// steps lead). 100 steps to the accuracy bar on lavapipe took 390 s of CI's hour.
 #[test]
 fn training_on_the_gpu_follows_the_cpu() {
     let worst = util::overfit::check_follows_the_cpu(&gpu(), util::overfit::Run::FOLLOW, 1e-4);

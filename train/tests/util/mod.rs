@@ -65,6 +65,17 @@ pub fn train_args<'a>(run_flag: &'a str, run: &'a str, iterations: &'a str) -> V
     ]
 }
 
+/// The values of `column` in a run directory's `log.csv`, one per logged iteration.
+pub fn log_column(run: &Path, column: &str) -> Vec<f64> {
+    let path = run.join("log.csv");
+    let log = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut rows = log.lines();
+    let header = rows.next().unwrap_or_else(|| panic!("{} is empty", path.display()));
+    let index =
+        header.split(',').position(|c| c == column).unwrap_or_else(|| panic!("no {column} in {header}"));
+    rows.map(|row| row.split(',').nth(index).unwrap().parse().unwrap()).collect()
+}
+
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }

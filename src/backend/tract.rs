@@ -301,15 +301,10 @@ impl TractBackend {
         nodes.sort_by(|a, b| b.ms_per_run.total_cmp(&a.ms_per_run));
         Ok(nodes)
     }
-
-    /// [`Self::profile_nodes`] summed per operator kind, largest first. Says where the time
-    /// goes when tract is slower than a peer.
-    pub fn profile_ops(&mut self, runs: usize) -> Result<Vec<OpTime>, BackendError> {
-        Ok(ops_of(&self.profile_nodes(runs)?))
-    }
 }
 
-/// Node times summed per operator kind, largest first.
+/// Node times ([`TractBackend::profile_nodes`]) summed per operator kind, largest first: where
+/// the time goes when tract is slower than a peer.
 pub fn ops_of(nodes: &[NodeTime]) -> Vec<OpTime> {
     let mut per_op: std::collections::BTreeMap<&str, (usize, f64)> = Default::default();
     for node in nodes {

@@ -223,7 +223,9 @@ fn main() {
         }
         if args.profile {
             for (label, engine) in &mut engines {
+                let start = Instant::now();
                 let nodes = engine.profile_nodes(args.iters).unwrap();
+                let wall = start.elapsed().as_secs_f64() * 1e3 / args.iters.max(1) as f64;
                 for n in &nodes {
                     node_times += &format!(
                         "{name}\t{label}\t{:.3}\t{}\t{}\t{}\t{}\n",
@@ -232,7 +234,11 @@ fn main() {
                 }
                 let ops = ops_of(&nodes);
                 let total: f64 = ops.iter().map(|o| o.ms_per_run).sum();
-                println!("  {label}: time per operator ({total:.2} ms per run while profiling):");
+                // The wall time beyond the nodes' is tract's plan between them (tensors freed
+                // and allocated, threads woken): what no operator's profile shows.
+                println!(
+                    "  {label}: time per operator ({total:.2} ms per run in nodes, {wall:.2} ms wall while profiling):"
+                );
                 for op in ops.iter().take(15) {
                     println!(
                         "    {:<32} {:>4} nodes {:>9.2} ms {:>5.1}%",

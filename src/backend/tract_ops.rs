@@ -17,7 +17,9 @@
 //!   tract's threads.
 //! - [`ConcatSlices`] replaces a tree of `Concat`s and `Slice`s (Swin's cyclic shift and
 //!   reverse shift, `torch.roll` over two axes, and the crop after it) by one copy of boxes of
-//!   its inputs: tract ran each slice and each concat as a pass over the tensor.
+//!   its inputs: tract ran each slice and each concat as a pass over the tensor. A lone f32
+//!   `Slice` (the un-pad crops after the window reverse) becomes a one-box `ConcatSlices`: the
+//!   same copy, on all threads (tract's runs on one).
 //! - [`PadConstant`] replaces tract's constant `Pad` of an f32 tensor (Swin pads each stage's
 //!   feature map to whole windows before every block): tract's ran on one thread, the one
 //!   operator of the full model that two threads did not speed up (25 ms per run either way).
@@ -465,15 +467,19 @@ pub struct ConcatSlices {
     /// The inputs' shapes (checked at each eval).
     in_shapes: Vec<Vec<usize>>,
     boxes: Vec<CopiedBox>,
-    /// The innermost axis along which a box is narrower than the output or than its input.
-    /// A row of the output (its values for one index of every axis before this one) is
-    /// assembled from contiguous runs, one per box that it crosses.
+    /// The innermost axis along which a box is narrower than the output or than its input,
+    /// or an axis after it when that gives too few rows. A row of the output (its values for
+    /// one index of every axis before this one) is assembled from contiguous runs, one per box
+    /// that it crosses.
     split_axis: usize,
 }
 
 impl ConcatSlices {
     /// Ranks it plans for (a row is indexed by the axes before the split axis).
     pub const MAX_RANK: usize = MAX_LEADING_AXES + 1;
+    /// Rows enough for tract's threads to share (it hands out rows in up to 4 groups per
+    /// thread): 64 keep a Jetson AGX Orin's 12 cores busy.
+    const MIN_ROWS: usize = 64;
 
     /// `None` unless every box lies inside its input and the output, and the boxes tile the
     /// output exactly (each value written once).
@@ -502,10 +508,16 @@ impl ConcatSlices {
         if !disjoint || covered != out_shape.iter().product::<usize>() || rank == 0 {
             return None;
         }
-        let split_axis = (0..rank)
+        let mut split_axis = (0..rank)
             .rev()
             .find(|&a| boxes.iter().any(|b| b.size[a] != out_shape[a] || b.size[a] != in_shapes[b.input][a]))
             .unwrap_or(0);
+        // Rows are what threads share. A crop along an outer axis (Swin's un-pad of
+        // [1, 133, 37, 7, 96] to 128 rows of windows) leaves one row: index rows by the next
+        // axes too (every box spans them in full, so each row is still whole runs).
+        while out_shape[..split_axis].iter().product::<usize>() < Self::MIN_ROWS && split_axis + 1 < rank {
+            split_axis += 1;
+        }
         Some(ConcatSlices { out_shape: out_shape.to_vec(), in_shapes, boxes, split_axis })
     }
 }
@@ -875,7 +887,7 @@ impl TypedOp for QuantizeI8 {
 
 /// Replaces the f32 `Add`/`Sub`/`Mul` tract's optimiser left generic (see the module docs) by
 /// [`BroadcastBinary`], `MoveAxis` by [`MoveAxisCopy`], `QuantizeLinearI8` by [`QuantizeI8`],
-/// trees of `Concat`s and `Slice`s by [`ConcatSlices`]; refines our products
+/// trees of `Concat`s and `Slice`s and lone slices by [`ConcatSlices`]; refines our products
 /// ([`MatMulF32`], [`MatMulI8`]) and lets [`SoftmaxLastAxis`] take in the constants added to its
 /// input. Run on the optimised model; returns how many nodes were replaced.
 pub fn accelerate_optimized(model: &mut TypedModel) -> TractResult<usize> {
@@ -899,7 +911,7 @@ pub fn accelerate_optimized(model: &mut TypedModel) -> TractResult<usize> {
             continue;
         }
         if node.op_is::<TypedConcat>() || node.op_is::<Slice>() {
-            replaced += read_slices_into_concat(model, id)? as usize;
+            replaced += read_slices_into_concat(model, id, false)? as usize;
             continue;
         }
         if let Some(AxisOp::Move(from, to)) = node.op_as::<AxisOp>() {
@@ -958,6 +970,17 @@ pub fn accelerate_optimized(model: &mut TypedModel) -> TractResult<usize> {
         replace_node(model, id, op)?;
         replaced += 1;
     }
+    // The slices left once the products have read theirs in place (`refine_matmul`): lone
+    // copies, which tract runs on one thread (12-13 ms per run of the full model on one thread
+    // and on two), become one-box `ConcatSlices`, which split their rows across threads. A
+    // slice nothing reads any more is not run, so it is left as it is.
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        let read = !node.outputs[0].successors.is_empty() || model.outputs.contains(&OutletId::new(id, 0));
+        if node.op_is::<Slice>() && read {
+            replaced += read_slices_into_concat(model, id, true)? as usize;
+        }
+    }
     Ok(replaced)
 }
 
@@ -965,9 +988,9 @@ pub fn accelerate_optimized(model: &mut TypedModel) -> TractResult<usize> {
 /// only it (and those feeding them...), by one [`ConcatSlices`] when there is a `Concat` among
 /// them; whether it did. Swin's un-shift is a crop (`Slice`) of concats of slices. A node that
 /// feeds only a `Concat` or a `Slice` is left for that one to take in. A lone slice (of a
-/// tensor that is not a concat or a slice) stays tract's. The nodes taken in, left
-/// without consumers, are not run (a slice that other nodes read still runs for them).
-fn read_slices_into_concat(model: &mut TypedModel, id: usize) -> TractResult<bool> {
+/// tensor that is not a concat or a slice) is replaced only when `lone`. The nodes taken in,
+/// left without consumers, are not run (a slice that other nodes read still runs for them).
+fn read_slices_into_concat(model: &mut TypedModel, id: usize, lone: bool) -> TractResult<bool> {
     let root = OutletId::new(id, 0);
     // Left for the next node to take in when that is a `Concat` or a `Slice` reading only it.
     if sole_consumer(model, root).is_some_and(|next| next.op_is::<TypedConcat>() || next.op_is::<Slice>()) {
@@ -979,7 +1002,7 @@ fn read_slices_into_concat(model: &mut TypedModel, id: usize) -> TractResult<boo
     let mut inputs = vec![];
     let mut taken_in = 0;
     let Some(boxes) = boxes_of(model, root, true, &mut inputs, &mut taken_in)? else { return Ok(false) };
-    if taken_in == 0 {
+    if taken_in == 0 && !lone {
         return Ok(false);
     }
     let mut in_shapes = vec![];
@@ -1652,7 +1675,11 @@ mod tests {
         accelerate_optimized(&mut ours).unwrap();
         let ops: Vec<String> =
             ours.eval_order().unwrap().iter().map(|&n| ours.node(n).op.name().to_string()).collect();
-        assert!(!ops.iter().any(|op| op == "Slice" || op.contains("Gelu")), "{ops:?}");
+        // q and k are read in place: no copy of them runs, tract's or ours.
+        assert!(
+            !ops.iter().any(|op| op == "Slice" || op == "ConcatSlices" || op.contains("Gelu")),
+            "{ops:?}"
+        );
         let gelu_inside = ours
             .nodes()
             .iter()
@@ -1721,7 +1748,8 @@ mod tests {
 
     /// `Concat`s of `Slice`s (Swin's cyclic shift; odd shapes, every axis, a piece that is a
     /// whole tensor, a slice that another node also reads) against tract's own operators, on
-    /// one thread and on three: the slices feeding only the concat are read in place.
+    /// one thread and on three: the slices feeding only the concat are read in place, and the
+    /// one that is also an output becomes a one-box copy of its own.
     #[test]
     fn concat_reads_its_slices_in_place() {
         // (shape of x, axis, pieces: Some(range of x) for a slice, None for the whole of `y`)
@@ -1761,9 +1789,9 @@ mod tests {
             };
             build().unwrap();
             let (plan, ran) = planned_with_ours(&model);
-            assert!(ran.contains(&"ConcatSlices".to_string()), "case {case}: {ran:?}");
-            let slices_left = ran.iter().filter(|op| *op == "Slice").count();
-            assert_eq!(slices_left, (case == 2) as usize, "case {case}: {ran:?}");
+            let copies = ran.iter().filter(|op| *op == "ConcatSlices").count();
+            assert_eq!(copies, 1 + (case == 2) as usize, "case {case}: {ran:?}");
+            assert!(!ran.iter().any(|op| op == "Slice"), "case {case}: {ran:?}");
             let values = |shape: &[usize], seed: usize| {
                 let data: Vec<f32> =
                     (0..shape.iter().product::<usize>()).map(|i| (i * 31 + seed) as f32).collect();
@@ -1813,6 +1841,39 @@ mod tests {
             let got =
                 multithread_tract_scope(Executor::multithread(threads), || plan.run(inputs.clone())).unwrap();
             assert_eq!(expected[0], got[0], "{threads} threads");
+        }
+    }
+
+    /// A lone slice along each axis of a 5-D tensor (Swin's un-pad crops along the window rows
+    /// leave as few rows before the sliced axis as there are images) is one
+    /// `ConcatSlices` with tract's values, on one thread and on three, its rows split
+    /// across them.
+    #[test]
+    fn a_lone_slice_is_a_copy_on_all_threads() {
+        let shape = [3, 19, 6, 7, 5];
+        for axis in 0..shape.len() {
+            let (start, end) = (shape[axis] / 3, shape[axis] - shape[axis] / 4);
+            let mut model = TypedModel::default();
+            let x = model.add_source("x", f32::fact(shape)).unwrap();
+            let cropped = model.wire_node("crop", Slice::new(axis, start, end), &[x]).unwrap();
+            model.select_output_outlets(&cropped).unwrap();
+            let (plan, ran) = planned_with_ours(&model);
+            assert_eq!(ran, ["Source", "ConcatSlices"], "axis {axis}");
+            let copy = plan.model().nodes().iter().find_map(|n| n.op_as::<ConcatSlices>()).unwrap();
+            let rows: usize = shape[..copy.split_axis].iter().product();
+            assert!(
+                rows >= ConcatSlices::MIN_ROWS || copy.split_axis == shape.len() - 1,
+                "axis {axis}: {rows} rows"
+            );
+            let data: Vec<f32> = (0..shape.iter().product::<usize>()).map(|i| i as f32).collect();
+            let inputs = tvec!(tensor1(&data).into_shape(&shape).unwrap().into_tvalue());
+            let expected = model.clone().into_runnable().unwrap().run(inputs.clone()).unwrap();
+            for threads in [1, 3] {
+                let got =
+                    multithread_tract_scope(Executor::multithread(threads), || plan.run(inputs.clone()))
+                        .unwrap();
+                assert_eq!(expected[0], got[0], "axis {axis}, {threads} threads");
+            }
         }
     }
 
@@ -1894,6 +1955,8 @@ mod tests {
         assert!(ran.contains(&"PadConstant".to_string()) && !ran.contains(&"Pad".to_string()), "{ran:?}");
     }
 
+    /// Permutations of Swin's graph and transposes of the two innermost axes (strided rows),
+    /// on one thread and on three.
     #[test]
     fn move_axis_matches_ndarray_permutation() {
         for (shape, from, to) in [
@@ -1902,6 +1965,10 @@ mod tests {
             (vec![1, 4, 7, 4, 7, 3], 2, 3), // window partition
             (vec![6, 49, 3, 2, 8], 2, 0),   // qkv head split
             (vec![3, 4], 0, 0),
+            (vec![1, 20, 3, 17], 1, 3), // NCHW -> NHWC (the patch embedding), 51 rows of 20
+            (vec![2, 51, 20], 2, 1),    // and back, 20 rows of 51 per image
+            (vec![37, 16], 0, 1),
+            (vec![5, 1], 0, 1),
         ] {
             let len: usize = shape.iter().product();
             let input =
@@ -1912,9 +1979,13 @@ mod tests {
             let expected: Vec<f32> = view.iter().copied().collect();
             let expected_shape = view.shape().to_vec();
             let op = MoveAxisCopy::new(&shape, from, to).unwrap();
-            let out = op.eval(&EvalContext::out_of_plan(), tvec!(input.into_tensor().into_tvalue())).unwrap();
-            assert_eq!(out[0].shape(), &expected_shape[..], "{shape:?} {from}->{to}");
-            assert_eq!(out[0].try_as_plain_ram().unwrap().as_slice::<f32>().unwrap(), &expected[..]);
+            let input = input.into_tensor().into_tvalue();
+            let run = || op.eval(&EvalContext::out_of_plan(), tvec!(input.clone())).unwrap().remove(0);
+            for (threads, out) in [(1, run()), (3, multithread_tract_scope(Executor::multithread(3), run))] {
+                assert_eq!(out.shape(), &expected_shape[..], "{shape:?} {from}->{to}");
+                let got = out.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec();
+                assert_eq!(got, expected, "{shape:?} {from}->{to} on {threads} threads");
+            }
         }
     }
 

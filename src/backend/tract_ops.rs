@@ -9,7 +9,9 @@
 //!   `upsample_bilinear2d`), forwards same-size resizes untouched, and splits planes across
 //!   tract's threads.
 //! - [`MoveAxisCopy`] replaces tract's `MoveAxis` (the window partition / reverse and head split
-//!   transposes of Swin attention: 11 % of the full model) with a strided copy by contiguous runs.
+//!   transposes of Swin attention: 11 % of the full model) with a strided copy by contiguous runs;
+//!   transposes of the two innermost axes (the patch embedding's NCHW -> NLC) go through 16x16
+//!   blocks.
 //! - [`BroadcastBinary`] replaces the f32 `Add`/`Sub`/`Mul` that tract leaves generic after
 //!   optimisation: broadcasts whose repeated block is not a multiple of its SIMD width (the
 //!   attention bias and shift mask of every window, 49x49; bias adds over 96 channels). These ran
@@ -734,7 +736,8 @@ impl TypedOp for PadConstant {
 }
 
 /// tract's `MoveAxis` (one axis moved to another position) as one strided copy, for f32 tensors
-/// of static shape: contiguous runs are copied as slices, rows split across tract's threads.
+/// of static shape: contiguous runs are copied as slices, transposes block by block
+/// ([`transpose_block_rows`]), rows split across tract's threads.
 /// tract's own clones a shared input, then permutes element by element.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct MoveAxisCopy {

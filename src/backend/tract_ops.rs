@@ -737,7 +737,7 @@ impl TypedOp for PadConstant {
 
 /// tract's `MoveAxis` (one axis moved to another position) as one strided copy, for f32 tensors
 /// of static shape: contiguous runs are copied as slices, transposes block by block
-/// ([`transpose_block_rows`]), rows split across tract's threads.
+/// (`transpose_block_rows`), rows split across tract's threads.
 /// tract's own clones a shared input, then permutes element by element.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct MoveAxisCopy {

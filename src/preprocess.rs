@@ -217,8 +217,8 @@ impl Preprocessor {
         for y in 0..h {
             let top = &image.data[2 * y * src_row_len..(2 * y + 1) * src_row_len];
             let bottom = &image.data[(2 * y + 1) * src_row_len..(2 * y + 2) * src_row_len];
-            for ((sum, &t), &b) in self.row_sums.iter_mut().zip(top).zip(bottom) {
-                *sum = u16::from(t) + u16::from(b);
+            for ((sum, &upper), &lower) in self.row_sums.iter_mut().zip(top).zip(bottom) {
+                *sum = u16::from(upper) + u16::from(lower);
             }
             let (pixel_pairs, _) = self.row_sums.as_chunks::<6>();
             let planes = r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut());
